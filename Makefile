@@ -1,0 +1,40 @@
+# Two entry points from a fresh clone:
+#   make run    installs and runs the main job on the embedded default
+#   make test   installs everything the tests need and runs them
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install peers run test lint docs clean
+
+install: $(VENV)/.install-stamp
+
+$(VENV)/.install-stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+peers: peers/node_modules/.package-lock.json
+
+peers/node_modules/.package-lock.json: peers/package.json peers/package-lock.json
+	cd peers && npm ci --no-audit --no-fund --loglevel=error
+
+# Until the workflow runtime lands, the main job validates every example event
+# against the schemas.
+run: install
+	$(BIN)/dwf validate schemas/v1/examples/*/valid/*.json
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install peers lint
+	$(BIN)/pytest
+
+docs: install
+	$(BIN)/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) peers/node_modules site
