@@ -1,0 +1,141 @@
+"""The idempotent producer (PROTOCOL.md section 5.2.1), sans-IO.
+
+Every append carries ``Producer-Id``, ``Producer-Epoch`` and ``Producer-Seq``; the
+sequence counts requests (not messages) and starts at 0 in each epoch. A request
+whose answer was lost is sent again unchanged, so the server can store it once:
+200 means stored now, 204 means stored before (a duplicate). Requests go one at a
+time (no pipelining), so a failed request leaves the sequence where it was and
+the next request reuses it.
+
+On 403 the server holds a newer epoch: this producer is a zombie. By default that
+raises :class:`ProducerFenced`; with ``auto_claim`` the producer takes the epoch
+after the server's one (seq 0) and sends the request again, once. That is for
+ephemeral producers that do not keep their epoch, and it deliberately fences
+whoever held the id before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .. import protocol as p
+from ..errors import StreamNetworkError
+from ._core import (
+    AppendResult,
+    Op,
+    ProducerHeaders,
+    StreamCore,
+    backoff,
+    build_append,
+    encode_batch,
+    encode_message,
+    fail,
+    parse_append,
+    send,
+    sleep,
+)
+
+__all__ = ["ProducerCore"]
+
+
+class ProducerCore:
+    """Producer state (id, epoch, next seq) and the append op that uses it."""
+
+    def __init__(
+        self,
+        stream: StreamCore,
+        producer_id: str,
+        *,
+        epoch: int = 0,
+        seq: int = 0,
+        auto_claim: bool = False,
+        max_retries: int = 3,
+        retry_base_delay: float = 0.05,
+    ) -> None:
+        if not producer_id:
+            raise ValueError("producer_id must be a non-empty string")
+        ProducerHeaders(producer_id, epoch, seq).apply({})  # range checks
+        self.stream = stream
+        self.producer_id = producer_id
+        self.epoch = epoch
+        self.seq = seq
+        self.auto_claim = auto_claim
+        self.max_retries = max_retries
+        self.retry_base_delay = retry_base_delay
+
+    def bump_epoch(self) -> int:
+        """Start the next epoch (after a restart): epoch + 1, seq 0. Returns the new epoch."""
+        self.epoch += 1
+        self.seq = 0
+        return self.epoch
+
+    def append(
+        self,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        seq: str | None = None,
+        close: bool = False,
+    ) -> Op[AppendResult]:
+        """Append ``data`` (optionally with ``Stream-Seq`` = ``seq``, optionally closing)."""
+        if data and content_type is None:
+            content_type = yield from self.stream.known_content_type()
+        attempts = 0
+        claimed = False
+        while True:
+            headers = ProducerHeaders(self.producer_id, self.epoch, self.seq)
+            request = build_append(
+                self.stream.url,
+                data,
+                content_type=content_type,
+                seq=seq,
+                close=close,
+                producer=headers,
+            )
+            try:
+                response = yield from send(request)
+            except StreamNetworkError:
+                attempts += 1
+                if attempts > self.max_retries:
+                    raise
+                yield from sleep(backoff(attempts, base=self.retry_base_delay))
+                continue
+            if response.status in (200, 204):
+                self.seq = headers.seq + 1
+                return parse_append(request, response)
+            current = response.header(p.PRODUCER_EPOCH)
+            server_epoch = p.parse_producer_int(current.strip()) if current else None
+            if (
+                response.status == 403
+                and self.auto_claim
+                and not claimed
+                and server_epoch is not None
+            ):
+                claimed = True
+                self.epoch = max(self.epoch, server_epoch) + 1
+                self.seq = 0
+                continue
+            if response.status in (429, 503) and attempts < self.max_retries:
+                attempts += 1  # the same request again is safe: the server deduplicates
+                yield from sleep(backoff(attempts, base=self.retry_base_delay))
+                continue
+            yield from fail(request, response)
+
+    def append_json(
+        self, message: Any, *, seq: str | None = None, close: bool = False
+    ) -> Op[AppendResult]:
+        return self.append(
+            encode_message(message), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
+        )
+
+    def append_json_batch(
+        self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
+    ) -> Op[AppendResult]:
+        return self.append(
+            encode_batch(messages), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
+        )
+
+    def close(self) -> Op[AppendResult]:
+        """Close the stream with producer headers (a retry of it is idempotent)."""
+        return self.append(b"", close=True)
