@@ -1,0 +1,61 @@
+"""``dwf streams serve``: run the embedded Durable Streams server with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .server import DEFAULT_MAX_BODY_BYTES, build_app
+
+
+def run_server(
+    host: str,
+    port: int,
+    data_dir: str | Path | None,
+    long_poll_timeout: float,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> int:
+    """Serve ``/v1/stream/*`` on host:port until SIGINT/SIGTERM; returns the exit code.
+
+    ``data_dir`` selects durable SQLite storage there; None keeps streams in memory.
+    """
+    import uvicorn
+
+    app = build_app(
+        None if data_dir is None else Path(data_dir),
+        long_poll_timeout=long_poll_timeout,
+        max_body_bytes=max_body_bytes,
+    )
+    storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
+    print(f"durable streams: http://{host}:{port}/v1/stream/ ({storage})", flush=True)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        # Live readers are ended by cancellation on shutdown; do not wait for them.
+        timeout_graceful_shutdown=1,
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m durable_workflows.streams.serve``: the same server, with every option."""
+    parser = argparse.ArgumentParser(description="Serve Durable Streams over HTTP.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4437)
+    parser.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
+    parser.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="BYTES"
+    )
+    args = parser.parse_args(argv)
+    return run_server(args.host, args.port, args.data, args.long_poll_timeout, args.max_body_bytes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,610 @@
+"""The HTTP face of the stream server: a plain ASGI application.
+
+It parses requests into :class:`~.core.StreamCore` calls and renders the
+results; live reads (long-poll, SSE) wait here on per-request events that the
+core's change listener sets. Raw ASGI rather than a framework because the
+protocol is mostly headers, streaming bodies and disconnect handling, which are
+clearest written out. Streams live under ``/v1/stream/<path>``; the reserved
+``/v1/stream/__ds/...`` routes go to the subscription manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+
+from .. import protocol as p
+from .core import Producer, ProtocolError, ReadResult, StreamCore, StreamMeta, format_body
+from .core import sse_payload as _sse_payload
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+STREAM_PREFIX = "/v1/stream/"
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Section 10.2: close SSE connections about every minute so CDNs can collapse.
+SSE_MAX_SECONDS = 60.0
+
+_CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
+_ALLOW_HEADERS = ", ".join(
+    [
+        "content-type",
+        "authorization",
+        "if-none-match",
+        "Stream-Seq",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-Closed",
+        "Stream-Forked-From",
+        "Stream-Fork-Offset",
+        "Stream-Fork-Sub-Offset",
+        "Producer-Id",
+        "Producer-Epoch",
+        "Producer-Seq",
+    ]
+)
+_EXPOSE_HEADERS = ", ".join(
+    [
+        "Stream-Next-Offset",
+        "Stream-Cursor",
+        "Stream-Up-To-Date",
+        "Stream-Closed",
+        "Stream-TTL",
+        "Stream-Expires-At",
+        "Stream-SSE-Data-Encoding",
+        "Producer-Epoch",
+        "Producer-Seq",
+        "Producer-Expected-Seq",
+        "Producer-Received-Seq",
+        "ETag",
+        "Location",
+        "Content-Type",
+    ]
+)
+#: Sent on every response: CORS for browsers, and the section 12.7 headers.
+COMMON_HEADERS = {
+    "access-control-allow-origin": "*",
+    "access-control-allow-methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
+    "access-control-allow-headers": _ALLOW_HEADERS,
+    "access-control-expose-headers": _EXPOSE_HEADERS,
+    "x-content-type-options": "nosniff",
+    "cross-origin-resource-policy": "cross-origin",
+}
+
+
+class Disconnected(Exception):
+    """The client went away before we answered."""
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # below /v1/stream/, percent-decoded
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    scope: Scope
+    receive: Receive
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def base_url(self) -> str:
+        scheme = self.scope.get("scheme", "http")
+        host = self.headers.get("host")
+        if host is None:
+            server = self.scope.get("server") or ("127.0.0.1", 80)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scheme}://{host}"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class SubscriptionHandler(Protocol):
+    """What the app needs from the subscription manager (``__ds`` routes)."""
+
+    async def handle(self, request: Request) -> Reply: ...
+
+    def on_stream_change(self, path: str, appended: bool) -> None: ...
+
+    def start(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Waiters:
+    """Per-path sets of events that live readers sleep on; set on every change."""
+
+    def __init__(self) -> None:
+        self._by_path: dict[str, set[asyncio.Event]] = {}
+
+    def add(self, path: str, event: asyncio.Event) -> None:
+        self._by_path.setdefault(path, set()).add(event)
+
+    def discard(self, path: str, event: asyncio.Event) -> None:
+        events = self._by_path.get(path)
+        if events is not None:
+            events.discard(event)
+            if not events:
+                del self._by_path[path]
+
+    def notify(self, path: str) -> None:
+        for event in self._by_path.get(path, ()):
+            event.set()
+
+    def count(self) -> int:
+        return sum(len(events) for events in self._by_path.values())
+
+
+class Connection:
+    """Watches one live request for a client disconnect while we wait for data."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.wake = asyncio.Event()
+        self.disconnected = False
+        self._task = asyncio.ensure_future(self._watch(receive))
+
+    async def _watch(self, receive: Receive) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected = True
+                self.wake.set()
+                return
+
+    async def wait(self, seconds: float) -> bool:
+        """Sleep until woken or for ``seconds``; True when woken."""
+        try:
+            await asyncio.wait_for(self.wake.wait(), max(seconds, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+class StreamsApp:
+    """The ASGI application. ``core`` decides; this class only speaks HTTP."""
+
+    def __init__(
+        self,
+        core: StreamCore,
+        *,
+        long_poll_timeout: float = 30.0,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        subscriptions: SubscriptionHandler | None = None,
+        sse_max_seconds: float = SSE_MAX_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.long_poll_timeout = long_poll_timeout
+        self.max_body_bytes = max_body_bytes
+        self.subscriptions = subscriptions
+        self.sse_max_seconds = sse_max_seconds
+        self.waiters = Waiters()
+        self._clock = clock
+        core.set_listener(self._on_change)
+
+    def _on_change(self, path: str, appended: bool) -> None:
+        self.waiters.notify(path)
+        if self.subscriptions is not None:
+            self.subscriptions.on_stream_change(path, appended)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(
+            method=scope["method"].upper(),
+            path="",
+            query=parse_qs(
+                scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+            ),
+            headers=_headers(scope),
+            scope=scope,
+            receive=receive,
+        )
+        try:
+            await self._dispatch(request, send)
+        except Disconnected:
+            return
+        except ProtocolError as error:
+            await _respond(send, _error_reply(error))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if self.subscriptions is not None:
+                    self.subscriptions.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.subscriptions is not None:
+                    await self.subscriptions.aclose()
+                self.core.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _dispatch(self, request: Request, send: Send) -> None:
+        full_path: str = request.scope["path"]
+        if request.method == "OPTIONS":
+            await _respond(send, Reply(204))
+            return
+        if not full_path.startswith(STREAM_PREFIX) or len(full_path) == len(STREAM_PREFIX):
+            await _respond(send, Reply(404, {"content-type": "text/plain"}, b"Not found"))
+            return
+        request.path = full_path[len(STREAM_PREFIX) :]
+        if request.path == "__ds" or request.path.startswith("__ds/"):
+            if self.subscriptions is None:
+                raise ProtocolError(404, "Subscriptions are not enabled")
+            request.body = await self.read_body(request)
+            await _respond(send, await self.subscriptions.handle(request))
+            return
+        if request.method == "GET":
+            await self._get(request, send)
+            return
+        if request.method == "PUT":
+            reply = await self._put(request)
+        elif request.method == "POST":
+            reply = await self._post(request)
+        elif request.method == "HEAD":
+            reply = self._head(request)
+        elif request.method == "DELETE":
+            self.core.delete(request.path)
+            reply = Reply(204)
+        else:
+            reply = Reply(405, {"content-type": "text/plain"}, b"Method not allowed")
+        await _respond(send, reply)
+
+    async def read_body(self, request: Request) -> bytes:
+        """The whole request body; 413 past ``max_body_bytes`` (the rest is drained)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise Disconnected
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if size > self.max_body_bytes:
+            # Drained rather than cut off, so the client reads our 413 instead of
+            # a reset connection.
+            raise ProtocolError(413, f"Body larger than {self.max_body_bytes} bytes")
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ PUT
+
+    async def _put(self, request: Request) -> Reply:
+        content_type = request.header(p.CONTENT_TYPE)
+        if not p.is_valid_content_type(content_type):
+            content_type = None
+        ttl_header = request.header(p.STREAM_TTL)
+        expires_header = request.header(p.STREAM_EXPIRES_AT)
+        if ttl_header is not None and expires_header is not None:
+            raise ProtocolError(400, "Send Stream-TTL or Stream-Expires-At, not both")
+        ttl = None
+        if ttl_header is not None:
+            ttl = p.parse_ttl(ttl_header)
+            if ttl is None:
+                raise ProtocolError(400, "Invalid Stream-TTL")
+        expires_ts = None
+        if expires_header is not None:
+            expires = p.parse_expires_at(expires_header)
+            if expires is None:
+                raise ProtocolError(400, "Invalid Stream-Expires-At")
+            expires_ts = expires.timestamp()
+        forked_from = request.header(p.STREAM_FORKED_FROM)
+        fork_offset = request.header(p.STREAM_FORK_OFFSET)
+        sub_header = request.header(p.STREAM_FORK_SUB_OFFSET)
+        sub_offset = 0
+        if forked_from is not None:
+            forked_from = _stream_path(forked_from)
+        if fork_offset is not None and (forked_from is None or not p.is_offset(fork_offset)):
+            raise ProtocolError(400, "Invalid Stream-Fork-Offset")
+        if sub_header is not None:
+            parsed = p.parse_non_negative(sub_header)
+            if forked_from is None or parsed is None:
+                raise ProtocolError(400, "Invalid Stream-Fork-Sub-Offset")
+            sub_offset = parsed
+        body = await self.read_body(request)
+        created, meta = self.core.create(
+            request.path,
+            content_type=content_type,
+            ttl_seconds=ttl,
+            expires_at=expires_header,
+            expires_at_ts=expires_ts,
+            closed=p.is_true(request.header(p.STREAM_CLOSED)),
+            body=body,
+            forked_from=forked_from,
+            fork_offset=fork_offset,
+            fork_sub_offset=sub_offset,
+        )
+        headers = {p.CONTENT_TYPE: meta.content_type, p.STREAM_NEXT_OFFSET: meta.tail}
+        if created:
+            headers["location"] = request.base_url() + request.scope["path"]
+        if meta.closed:
+            headers[p.STREAM_CLOSED] = "true"
+        return Reply(201 if created else 200, headers)
+
+    # ----------------------------------------------------------------- POST
+
+    async def _post(self, request: Request) -> Reply:
+        producer = _producer(request)
+        body = await self.read_body(request)
+        result = self.core.append(
+            request.path,
+            content_type=request.header(p.CONTENT_TYPE),
+            body=body,
+            close=p.is_true(request.header(p.STREAM_CLOSED)),
+            stream_seq=request.header(p.STREAM_SEQ),
+            producer=producer,
+        )
+        return Reply(result.status, result.headers)
+
+    # ----------------------------------------------------------------- HEAD
+
+    def _head(self, request: Request) -> Reply:
+        meta = self.core.head(request.path)
+        headers = {
+            p.CONTENT_TYPE: meta.content_type,
+            p.STREAM_NEXT_OFFSET: meta.tail,
+            "cache-control": "no-store",
+        }
+        if meta.closed:
+            headers[p.STREAM_CLOSED] = "true"
+        if meta.ttl_seconds is not None:
+            headers[p.STREAM_TTL] = str(meta.ttl_seconds)
+        if meta.expires_at is not None:
+            headers[p.STREAM_EXPIRES_AT] = meta.expires_at
+        return Reply(200, headers)
+
+    # ------------------------------------------------------------------ GET
+
+    async def _get(self, request: Request, send: Send) -> None:
+        offsets = request.query.get(p.OFFSET_PARAM)
+        offset: str | None = None
+        if offsets is not None:
+            if len(offsets) != 1 or not offsets[0]:
+                raise ProtocolError(400, "Give exactly one non-empty offset")
+            offset = offsets[0]
+            if offset not in (p.OFFSET_START, p.OFFSET_NOW) and not p.is_offset(offset):
+                raise ProtocolError(400, "Malformed offset")
+        live = request.query.get(p.LIVE_PARAM, [None])[0]
+        if live not in (None, "long-poll", "sse"):
+            raise ProtocolError(400, "live must be long-poll or sse")
+        if live is not None and offset is None:
+            raise ProtocolError(400, f"{live} reads require an offset")
+        cursor = request.query.get(p.CURSOR_PARAM, [None])[0]
+        meta = self.core.head(request.path)  # 404 / 410 before anything else
+        self.core.touch(request.path)
+        if live == "sse":
+            await self._sse(request, send, meta, offset or p.OFFSET_START, cursor)
+            return
+        if live == "long-poll":
+            await _respond(send, await self._long_poll(request, offset or p.OFFSET_START, cursor))
+            return
+        if offset == p.OFFSET_NOW:
+            await _respond(send, _now_reply(meta))
+            return
+        result = self.core.read(request.path, offset or p.OFFSET_START)
+        await _respond(send, self._data_reply(request, offset or p.OFFSET_START, result, None))
+
+    def _data_reply(
+        self, request: Request, start: str, result: ReadResult, cursor: str | None
+    ) -> Reply:
+        meta = result.meta
+        headers = {
+            p.CONTENT_TYPE: meta.content_type,
+            p.STREAM_NEXT_OFFSET: result.next_offset,
+            "cache-control": _CACHEABLE,
+        }
+        if result.up_to_date:
+            headers[p.STREAM_UP_TO_DATE] = "true"
+        if result.closed:
+            headers[p.STREAM_CLOSED] = "true"
+        if cursor is not None:
+            headers[p.STREAM_CURSOR] = cursor
+        # The ETag names the range and, via ":c", whether it ends in EOF (10.1).
+        etag = f'"{meta.uid}:{start}:{result.next_offset}{":c" if result.closed else ""}"'
+        headers["etag"] = etag
+        if _etag_matches(request.header("if-none-match"), etag):
+            return Reply(304, {"etag": etag})
+        return Reply(200, headers, format_body(meta, result.records))
+
+    async def _long_poll(self, request: Request, offset: str, cursor: str | None) -> Reply:
+        path = request.path
+        if offset == p.OFFSET_NOW:
+            offset = self.core.head(path).tail
+        connection = Connection(request.receive)
+        self.waiters.add(path, connection.wake)
+        deadline = asyncio.get_running_loop().time() + self.long_poll_timeout
+        try:
+            while True:
+                connection.wake.clear()
+                result = self.core.read(path, offset)
+                if result.records:
+                    self.core.touch(path)
+                    reply_cursor = p.response_cursor(cursor, self._clock())
+                    return self._data_reply(request, offset, result, reply_cursor)
+                remaining = deadline - asyncio.get_running_loop().time()
+                if result.closed or remaining <= 0:
+                    return _poll_end_reply(result, p.response_cursor(cursor, self._clock()))
+                await connection.wait(remaining)
+                if connection.disconnected:
+                    raise Disconnected
+        finally:
+            self.waiters.discard(path, connection.wake)
+            connection.close()
+
+    async def _sse(
+        self, request: Request, send: Send, meta: StreamMeta, offset: str, cursor: str | None
+    ) -> None:
+        path = request.path
+        current = meta.tail if offset == p.OFFSET_NOW else offset
+        headers = {p.CONTENT_TYPE: "text/event-stream", "cache-control": "no-cache"}
+        if not p.sse_is_text(meta.content_type):
+            headers[p.STREAM_SSE_DATA_ENCODING] = "base64"
+        await _start(send, 200, headers)
+        connection = Connection(request.receive)
+        self.waiters.add(path, connection.wake)
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + self.sse_max_seconds
+        need_control = True  # the first event, and one after each idle timeout
+        try:
+            while not connection.disconnected and loop.time() < ends_at:
+                connection.wake.clear()
+                try:
+                    result = self.core.read(path, current)
+                except ProtocolError:
+                    break  # deleted or expired meanwhile: end the stream
+                if result.records:
+                    self.core.touch(path)
+                    await _send_event(send, "data", _sse_payload(result.meta, result.records))
+                    need_control = True
+                if need_control or result.closed:
+                    control = _control(result, p.response_cursor(cursor, self._clock()))
+                    await _send_event(send, "control", json.dumps(control))
+                    need_control = False
+                    if result.closed:
+                        break
+                current = result.next_offset
+                if result.up_to_date:
+                    remaining = min(self.long_poll_timeout, ends_at - loop.time())
+                    woken = await connection.wait(remaining)
+                    self.core.touch(path)
+                    need_control = not woken
+        finally:
+            self.waiters.discard(path, connection.wake)
+            connection.close()
+        if not connection.disconnected:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope.get("headers", []):
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _stream_path(value: str) -> str:
+    """A ``Stream-Forked-From`` value (a URL path) as a path below /v1/stream/."""
+    return value[len(STREAM_PREFIX) :] if value.startswith(STREAM_PREFIX) else value.lstrip("/")
+
+
+def _producer(request: Request) -> Producer | None:
+    """The idempotent-producer headers: all three or none (400 otherwise)."""
+    values = [request.header(h) for h in (p.PRODUCER_ID, p.PRODUCER_EPOCH, p.PRODUCER_SEQ)]
+    if all(v is None for v in values):
+        return None
+    producer_id, epoch_text, seq_text = values
+    if producer_id is None or epoch_text is None or seq_text is None:
+        raise ProtocolError(400, "Send Producer-Id, Producer-Epoch and Producer-Seq together")
+    if not producer_id:
+        raise ProtocolError(400, "Producer-Id must not be empty")
+    epoch = p.parse_producer_int(epoch_text)
+    seq = p.parse_producer_int(seq_text)
+    if epoch is None or seq is None:
+        raise ProtocolError(400, "Producer-Epoch and Producer-Seq must be integers 0..2^53-1")
+    return Producer(producer_id, epoch, seq)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if if_none_match is None:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in if_none_match.split(",")]
+    return etag in candidates or "*" in candidates
+
+
+def _now_reply(meta: StreamMeta) -> Reply:
+    """Catch-up ``offset=now``: no data, the tail, never cached, no ETag (section 8)."""
+    headers = {
+        p.CONTENT_TYPE: meta.content_type,
+        p.STREAM_NEXT_OFFSET: meta.tail,
+        p.STREAM_UP_TO_DATE: "true",
+        "cache-control": "no-store",
+    }
+    if meta.closed:
+        headers[p.STREAM_CLOSED] = "true"
+    return Reply(200, headers, b"[]" if p.is_json(meta.content_type) else b"")
+
+
+def _poll_end_reply(result: ReadResult, cursor: str) -> Reply:
+    """A long-poll 204: timed out, or at the tail of a closed stream (EOF)."""
+    headers = {
+        p.STREAM_NEXT_OFFSET: result.next_offset,
+        p.STREAM_UP_TO_DATE: "true",
+        "cache-control": "no-store",
+    }
+    if result.closed:
+        headers[p.STREAM_CLOSED] = "true"
+    else:
+        headers[p.STREAM_CURSOR] = cursor
+    return Reply(204, headers)
+
+
+def _control(result: ReadResult, cursor: str) -> dict[str, Any]:
+    control: dict[str, Any] = {"streamNextOffset": result.next_offset}
+    if result.closed:
+        control["streamClosed"] = True
+        control["upToDate"] = True
+    else:
+        control["streamCursor"] = cursor
+        if result.up_to_date:
+            control["upToDate"] = True
+    return control
+
+
+def _error_reply(error: ProtocolError) -> Reply:
+    headers = {p.CONTENT_TYPE: "text/plain; charset=utf-8", **error.headers}
+    return Reply(error.status, headers, error.message.encode())
+
+
+def _encode_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    merged = {**COMMON_HEADERS, **headers}
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+
+async def _start(send: Send, status: int, headers: dict[str, str]) -> None:
+    await send(
+        {"type": "http.response.start", "status": status, "headers": _encode_headers(headers)}
+    )
+
+
+async def _respond(send: Send, reply: Reply) -> None:
+    headers = reply.headers
+    if reply.status not in (204, 304):
+        headers = {**headers, "content-length": str(len(reply.body))}
+    await _start(send, reply.status, headers)
+    await send({"type": "http.response.body", "body": reply.body, "more_body": False})
+
+
+async def _send_event(send: Send, event: str, payload: str) -> None:
+    """One SSE event; every payload line gets its own ``data:`` (no CR injection)."""
+    lines = payload.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    text = f"event: {event}\n" + "".join(f"data:{line}\n" for line in lines) + "\n"
+    await send({"type": "http.response.body", "body": text.encode(), "more_body": True})

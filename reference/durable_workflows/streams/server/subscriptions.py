@@ -1,0 +1,796 @@
+"""The reserved ``__ds`` subscription APIs (PROTOCOL.md sections 6 and 7).
+
+A subscription links streams (by glob ``pattern`` and explicit ``streams``)
+and keeps one acked offset per link. When a linked stream has data past its
+acked offset and the subscription is idle, a *wake* is issued: a new
+``generation`` (the fencing token) and ``wake_id``. Webhook subscriptions get a
+signed POST; pull-wake subscriptions get a wake event appended to their wake
+stream and workers race to ``claim`` it. A callback, ack or release counts only
+with a valid bearer token whose generation, and the request's generation and
+wake_id, match the current wake; anything older is ``409 FENCED``.
+
+Keys: webhook bodies are signed with an Ed25519 key published at
+``__ds/jwks.json`` (``kid`` = ``ds_`` + the RFC 7638 thumbprint); tokens are
+HMAC-signed. With SQLite storage both keys, and each subscription's
+configuration, links and generation, are kept in the database, so a restart
+keeps subscriptions and signatures verifiable; an in-flight wake or lease does
+not survive a restart (pending work is woken again at start-up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import quote, urlsplit
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .. import protocol as p
+from .app import Reply, Request
+from .core import ProtocolError, StreamCore
+
+DEFAULT_LEASE_TTL_MS = 30_000
+MIN_LEASE_TTL_MS = 1_000
+MAX_LEASE_TTL_MS = 600_000
+TOKEN_TTL_SECONDS = 3600
+MAX_RETRY_DELAY_SECONDS = 60.0
+#: The acked offset of a stream discovered by an append: before its first byte.
+BEFORE_FIRST = "-1"
+
+
+class KeyValue(Protocol):
+    """Small persistent settings (the SQLite storage provides one)."""
+
+    def get_value(self, key: str) -> str | None: ...
+
+    def set_value(self, key: str, value: str) -> None: ...
+
+    def delete_value(self, key: str) -> None: ...
+
+
+class _MemoryKeyValue:
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def get_value(self, key: str) -> str | None:
+        return self._values.get(key)
+
+    def set_value(self, key: str, value: str) -> None:
+        self._values[key] = value
+
+    def delete_value(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    def keys(self) -> list[str]:
+        return list(self._values)
+
+
+class SubscriptionError(Exception):
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"code": code, "message": message, **extra}}
+
+
+@dataclass
+class Link:
+    path: str
+    kinds: set[str]  # "glob" and/or "explicit"
+    acked_offset: str
+
+
+@dataclass
+class Subscription:
+    id: str
+    type: str  # "webhook" | "pull-wake"
+    config: dict[str, Any]  # normalised request, also the re-confirmation hash input
+    config_hash: str
+    created_at: str
+    links: dict[str, Link] = field(default_factory=dict)
+    generation: int = 0
+    status: str = "active"
+    # The current wake (not persisted):
+    wake_id: str | None = None
+    snapshot: dict[str, str] = field(default_factory=dict)
+    holder: str | None = None
+    lease: asyncio.TimerHandle | None = None
+    retry: asyncio.TimerHandle | None = None
+    retry_count: int = 0
+
+    @property
+    def lease_seconds(self) -> float:
+        return float(self.config["lease_ttl_ms"]) / 1000.0
+
+
+def glob_match(pattern: str, path: str) -> bool:
+    """``*`` matches one path segment, ``**`` zero or more (section 6.2)."""
+
+    def match(pi: int, si: int) -> bool:
+        if pi == len(pat):
+            return si == len(parts)
+        if pat[pi] == "**":
+            return any(match(pi + 1, i) for i in range(si, len(parts) + 1))
+        if si == len(parts):
+            return False
+        return (pat[pi] == "*" or pat[pi] == parts[si]) and match(pi + 1, si + 1)
+
+    pat = [s for s in pattern.strip("/").split("/") if s]
+    parts = [s for s in path.strip("/").split("/") if s]
+    return match(0, 0)
+
+
+def validate_webhook_url(url: str) -> str | None:
+    """Why ``url`` is refused (SSRF rules of section 6.2 / 12.8), or None if fine."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "webhook.url must be a valid URL"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "webhook.url must be a valid URL"
+    local_dev = host == "localhost" or (
+        host.startswith("127.0.0.") and _is_ip(host) and ipaddress.ip_address(host).version == 4
+    )
+    if parts.scheme == "http":
+        return None if local_dev else "http webhook URLs are allowed only for localhost/127.0.0.x"
+    if parts.scheme != "https":
+        return "webhook.url must use https"
+    if host == "localhost":
+        return "localhost webhook URLs must use http"
+    if _is_ip(host):
+        address = ipaddress.ip_address(host)
+        if address.version == 6:
+            return "IPv6 webhook hosts are not accepted"
+        if (
+            address.is_private
+            or address.is_loopback
+            or address.is_link_local
+            or address.is_unspecified
+        ):
+            return "webhook.url must not target private, loopback or link-local hosts"
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _now_iso() -> str:
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        + f".{int(time.time() * 1000) % 1000:03d}Z"
+    )
+
+
+class SubscriptionManager:
+    """Subscriptions of one server; the routes under ``/v1/stream/__ds/``."""
+
+    def __init__(
+        self,
+        core: StreamCore,
+        kv: KeyValue | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self._kv: KeyValue = kv if kv is not None else _MemoryKeyValue()
+        self._clock = clock
+        self._subs: dict[str, Subscription] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._closing = False
+        self._signing_key = self._load_signing_key()
+        public = self._signing_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self._x = _b64url(public)
+        thumbprint = json.dumps(
+            {"crv": "Ed25519", "kty": "OKP", "x": self._x}, separators=(",", ":")
+        )
+        self.kid = "ds_" + _b64url(hashlib.sha256(thumbprint.encode()).digest())
+        self._token_key = self._load_secret("subscriptions.token-key")
+        self._load_subscriptions()
+
+    # ------------------------------------------------------------ persistence
+
+    def _load_signing_key(self) -> Ed25519PrivateKey:
+        stored = self._kv.get_value("subscriptions.signing-key")
+        if stored is not None:
+            return Ed25519PrivateKey.from_private_bytes(_unb64url(stored))
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        self._kv.set_value("subscriptions.signing-key", _b64url(raw))
+        return key
+
+    def _load_secret(self, key: str) -> bytes:
+        stored = self._kv.get_value(key)
+        if stored is None:
+            stored = _b64url(secrets.token_bytes(32))
+            self._kv.set_value(key, stored)
+        return _unb64url(stored)
+
+    def _load_subscriptions(self) -> None:
+        index = json.loads(self._kv.get_value("subscriptions.index") or "[]")
+        for sub_id in index:
+            raw = self._kv.get_value(f"subscriptions.sub.{sub_id}")
+            if raw is None:
+                continue
+            data = json.loads(raw)
+            sub = Subscription(
+                id=sub_id,
+                type=data["config"]["type"],
+                config=data["config"],
+                config_hash=data["config_hash"],
+                created_at=data["created_at"],
+                generation=data["generation"],
+                links={
+                    path: Link(path, set(link["kinds"]), link["acked_offset"])
+                    for path, link in data["links"].items()
+                },
+            )
+            self._subs[sub_id] = sub
+
+    def _save(self, sub: Subscription) -> None:
+        data = {
+            "config": sub.config,
+            "config_hash": sub.config_hash,
+            "created_at": sub.created_at,
+            "generation": sub.generation,
+            "links": {
+                path: {"kinds": sorted(link.kinds), "acked_offset": link.acked_offset}
+                for path, link in sub.links.items()
+            },
+        }
+        self._kv.set_value(f"subscriptions.sub.{sub.id}", json.dumps(data))
+        self._kv.set_value("subscriptions.index", json.dumps(sorted(self._subs)))
+
+    # ------------------------------------------------------------------ hooks
+
+    def on_stream_change(self, path: str, appended: bool) -> None:
+        """Called by the core after each change: link by pattern, wake if idle."""
+        if self._closing:
+            return
+        if not appended:
+            if self.core.find(path) is None:
+                for sub in self._subs.values():
+                    if sub.links.pop(path, None) is not None:
+                        self._save(sub)
+            return
+        for sub in list(self._subs.values()):
+            pattern = sub.config.get("pattern")
+            if pattern and glob_match(pattern, path):
+                link = sub.links.get(path)
+                if link is None:
+                    sub.links[path] = Link(path, {"glob"}, BEFORE_FIRST)
+                    self._save(sub)
+                else:
+                    link.kinds.add("glob")
+            if path in sub.links:
+                # Deferred: a pull wake appends to the wake stream, and we are
+                # inside the core's append here.
+                self._soon(self._maybe_wake, sub)
+
+    def _soon(self, fn: Callable[[Subscription], None], sub: Subscription) -> None:
+        try:
+            asyncio.get_running_loop().call_soon(fn, sub)
+        except RuntimeError:
+            fn(sub)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        for sub in self._subs.values():
+            self._clear_timers(sub)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.aclose()
+
+    def start(self) -> None:
+        """Issue wakes for subscriptions with pending work (at start-up)."""
+        for sub in self._subs.values():
+            self._maybe_wake(sub)
+
+    # ----------------------------------------------------------------- routes
+
+    async def handle(self, request: Request) -> Reply:
+        # Callback URLs use the address clients reach us by.
+        self._base_url = request.base_url()
+        try:
+            return await self._route(request)
+        except SubscriptionError as error:
+            return _json_reply(error.status, error.body)
+
+    async def _route(self, request: Request) -> Reply:
+        parts = request.path.split("/")
+        if parts == ["__ds", "jwks.json"]:
+            if request.method != "GET":
+                return Reply(405)
+            body = {"keys": [self._jwk()]}
+            headers = {
+                p.CONTENT_TYPE: "application/jwk-set+json",
+                "cache-control": "public, max-age=300",
+            }
+            return Reply(200, headers, json.dumps(body).encode())
+        if len(parts) < 3 or parts[1] != "subscriptions" or not parts[2]:
+            raise SubscriptionError(404, "SUBSCRIPTION_NOT_FOUND", "Control route not found")
+        sub_id, rest, method = parts[2], parts[3:], request.method
+        base = request.base_url()
+        if not rest:
+            if method == "PUT":
+                created, sub = self._create(sub_id, _json_body(request))
+                return _json_reply(201 if created else 200, self._serialize(sub, base))
+            if method == "GET":
+                return _json_reply(200, self._serialize(self._get(sub_id), base))
+            if method == "DELETE":
+                gone = self._subs.pop(sub_id, None)
+                if gone is not None:
+                    self._clear_timers(gone)
+                    self._kv.delete_value(f"subscriptions.sub.{sub_id}")
+                    self._kv.set_value("subscriptions.index", json.dumps(sorted(self._subs)))
+                return Reply(204)
+            return Reply(405)
+        action = rest[0]
+        if action == "streams" and len(rest) == 1 and method == "POST":
+            streams = _json_body(request).get("streams")
+            if not isinstance(streams, list) or not all(isinstance(s, str) and s for s in streams):
+                raise SubscriptionError(400, "INVALID_REQUEST", "streams must be non-empty strings")
+            sub = self._get(sub_id)
+            for stream in streams:
+                self._link(sub, stream.strip("/"), "explicit")
+            self._save(sub)
+            return Reply(204)
+        if action == "streams" and len(rest) > 1 and method == "DELETE":
+            sub = self._get(sub_id)
+            link = sub.links.get("/".join(rest[1:]).strip("/"))
+            if link is not None:
+                link.kinds.discard("explicit")
+                if not link.kinds:
+                    del sub.links[link.path]
+                self._save(sub)
+            return Reply(204)
+        if len(rest) == 1 and method == "POST" and action in ("callback", "ack", "release"):
+            return self._settle(self._get(sub_id), action, request)
+        if len(rest) == 1 and method == "POST" and action == "claim":
+            return self._claim(self._get(sub_id), _json_body(request))
+        raise SubscriptionError(404, "SUBSCRIPTION_NOT_FOUND", "Control route not found")
+
+    def _get(self, sub_id: str) -> Subscription:
+        sub = self._subs.get(sub_id)
+        if sub is None:
+            raise SubscriptionError(404, "SUBSCRIPTION_NOT_FOUND", "Subscription not found")
+        return sub
+
+    # --------------------------------------------------------- create, link
+
+    def _create(self, sub_id: str, body: dict[str, Any]) -> tuple[bool, Subscription]:
+        config = _normalise_config(body)
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+        existing = self._subs.get(sub_id)
+        if existing is not None:
+            if existing.config_hash != digest:
+                raise SubscriptionError(
+                    409, "SUBSCRIPTION_ALREADY_EXISTS", "Subscription exists with another config"
+                )
+            return False, existing
+        if config["type"] == "webhook":
+            problem = validate_webhook_url(config["webhook"]["url"])
+            if problem is not None:
+                raise SubscriptionError(400, "WEBHOOK_URL_REJECTED", problem)
+        sub = Subscription(sub_id, config["type"], config, digest, _now_iso())
+        for stream in config["streams"]:
+            self._link(sub, stream, "explicit")
+        if config.get("pattern"):
+            # Backfill (section 6.2): existing matches are linked at their tail.
+            for path in self.core.paths():
+                if not path.startswith("__ds/") and glob_match(config["pattern"], path):
+                    self._link(sub, path, "glob")
+        self._subs[sub_id] = sub
+        self._save(sub)
+        return True, sub
+
+    def _link(self, sub: Subscription, path: str, kind: str) -> None:
+        link = sub.links.get(path)
+        if link is None:
+            sub.links[path] = Link(path, {kind}, self._tail(path))
+        else:
+            link.kinds.add(kind)
+
+    def _tail(self, path: str) -> str:
+        meta = self.core.find(path)
+        return p.OFFSET_ZERO if meta is None else meta.tail
+
+    def _infos(self, sub: Subscription) -> list[dict[str, Any]]:
+        infos = []
+        for link in sub.links.values():
+            tail = self._tail(link.path)
+            infos.append(
+                {
+                    "path": link.path,
+                    "link_type": "explicit" if "explicit" in link.kinds else "glob",
+                    "acked_offset": link.acked_offset,
+                    "tail_offset": tail,
+                    "has_pending": tail > link.acked_offset,
+                }
+            )
+        return infos
+
+    def _serialize(self, sub: Subscription, base: str) -> dict[str, Any]:
+        config = sub.config
+        webhook = None
+        if sub.type == "webhook":
+            webhook = {
+                "url": config["webhook"]["url"],
+                "signing": {
+                    "alg": "ed25519",
+                    "kid": self.kid,
+                    "jwks_url": f"{base}/v1/stream/__ds/jwks.json",
+                },
+            }
+        return {
+            "id": sub.id,
+            "subscription_id": sub.id,
+            "type": sub.type,
+            "pattern": config.get("pattern"),
+            "streams": [
+                {k: info[k] for k in ("path", "link_type", "acked_offset")}
+                for info in self._infos(sub)
+            ],
+            "webhook": webhook,
+            "wake_stream": config.get("wake_stream"),
+            "lease_ttl_ms": config["lease_ttl_ms"],
+            "created_at": sub.created_at,
+            "status": sub.status,
+            "description": config.get("description"),
+        }
+
+    def _jwk(self) -> dict[str, str]:
+        return {
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": self._x,
+            "kid": self.kid,
+            "use": "sig",
+            "alg": "EdDSA",
+        }
+
+    # ------------------------------------------------------------------ wakes
+
+    def _maybe_wake(self, sub: Subscription) -> None:
+        """Start a wake when there is pending work and none is in flight (section 7)."""
+        if self._closing or self._subs.get(sub.id) is not sub:
+            return
+        if sub.wake_id is not None or sub.holder is not None:
+            return
+        pending = [info for info in self._infos(sub) if info["has_pending"]]
+        if pending:
+            self._start_wake(sub, pending[0]["path"])
+
+    def _start_wake(self, sub: Subscription, trigger: str) -> None:
+        sub.generation += 1
+        sub.wake_id = "w_" + secrets.token_hex(12)
+        sub.snapshot = {info["path"]: info["tail_offset"] for info in self._infos(sub)}
+        self._save(sub)
+        if sub.type == "webhook":
+            self._extend_lease(sub)
+            self._spawn(self._deliver(sub, sub.wake_id))
+        else:
+            self._write_wake_event(sub, trigger)
+
+    def _write_wake_event(self, sub: Subscription, stream: str) -> None:
+        wake_stream = sub.config["wake_stream"]
+        meta = self.core.find(wake_stream)
+        if meta is None or meta.closed:
+            return  # the application owns the wake stream (section 7.2)
+        event = {
+            "type": "wake",
+            "subscription_id": sub.id,
+            "stream": stream,
+            "generation": sub.generation,
+            "ts": int(self._clock() * 1000),
+        }
+        try:
+            self.core.append(
+                wake_stream,
+                content_type=meta.content_type,
+                body=json.dumps(event).encode(),
+                close=False,
+                stream_seq=None,
+                producer=None,
+            )
+        except ProtocolError:
+            return
+
+    def _end_wake(self, sub: Subscription) -> bool:
+        """Clear the wake and lease; start the next wake if work is pending."""
+        self._clear_timers(sub)
+        sub.wake_id = None
+        sub.holder = None
+        sub.snapshot = {}
+        self._maybe_wake(sub)
+        return sub.wake_id is not None
+
+    def _extend_lease(self, sub: Subscription) -> None:
+        if sub.lease is not None:
+            sub.lease.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        # An expired lease clears the holder and wakes again if work is pending.
+        sub.lease = loop.call_later(sub.lease_seconds, self._end_wake, sub)
+
+    def _clear_timers(self, sub: Subscription) -> None:
+        for handle in (sub.lease, sub.retry):
+            if handle is not None:
+                handle.cancel()
+        sub.lease = sub.retry = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, sub: Subscription, wake_id: str) -> None:
+        """POST the signed wake to the webhook; retry with backoff on failure."""
+        if sub.wake_id != wake_id or self._subs.get(sub.id) is not sub:
+            return
+        body = json.dumps(
+            {
+                "subscription_id": sub.id,
+                "wake_id": wake_id,
+                "generation": sub.generation,
+                "streams": self._infos(sub),
+                "callback_url": self._action_url(sub, "callback"),
+                "callback_token": self._token(sub),
+            }
+        )
+        timestamp = int(self._clock())
+        signature = _b64url(self._signing_key.sign(f"{timestamp}.{body}".encode()))
+        headers = {
+            p.CONTENT_TYPE: "application/json",
+            p.WEBHOOK_SIGNATURE: f"t={timestamp},kid={self.kid},ed25519={signature}",
+        }
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=10.0)
+        try:
+            response = await self._client.post(
+                sub.config["webhook"]["url"], content=body, headers=headers
+            )
+        except httpx.HTTPError:
+            self._schedule_retry(sub, wake_id)
+            return
+        if not response.is_success:
+            self._schedule_retry(sub, wake_id)
+            return
+        sub.status, sub.retry_count = "active", 0
+        try:
+            done = response.json().get("done") is True
+        except (ValueError, AttributeError):
+            done = False
+        if done and sub.wake_id == wake_id:
+            # A synchronous {"done": true} acks the wake's snapshot (section 7.1).
+            for path, tail in sub.snapshot.items():
+                if path in sub.links:
+                    sub.links[path].acked_offset = tail
+            self._save(sub)
+            self._end_wake(sub)
+
+    def _schedule_retry(self, sub: Subscription, wake_id: str) -> None:
+        if self._closing:
+            return
+        sub.retry_count += 1
+        sub.status = "failed"
+        delay = min(2.0 ** (sub.retry_count - 1), MAX_RETRY_DELAY_SECONDS)
+        delay *= 1 + 0.2 * (2 * secrets.randbelow(1001) / 1000 - 1)
+        loop = asyncio.get_running_loop()
+        sub.retry = loop.call_later(delay, lambda: self._spawn(self._deliver(sub, wake_id)))
+
+    def _action_url(self, sub: Subscription, action: str) -> str:
+        base = self._base_url or "http://127.0.0.1"
+        return f"{base}/v1/stream/__ds/subscriptions/{quote(sub.id, safe='')}/{action}"
+
+    _base_url: str | None = None
+
+    # ------------------------------------------------------- tokens, fencing
+
+    def _token(self, sub: Subscription) -> str:
+        payload = {
+            "sub": f"subscription:{sub.id}",
+            "gen": sub.generation,
+            "exp": int(self._clock()) + TOKEN_TTL_SECONDS,
+            "jti": secrets.token_hex(8),
+        }
+        encoded = _b64url(json.dumps(payload).encode())
+        mac = hmac.new(self._token_key, encoded.encode(), hashlib.sha256).digest()
+        return f"{encoded}.{_b64url(mac)}"
+
+    def _check_token(self, sub: Subscription, request: Request, body: dict[str, Any]) -> None:
+        """401 for a bad token; 409 FENCED unless token, generation and wake_id are current."""
+        auth = request.header("authorization") or ""
+        if not auth.startswith("Bearer "):
+            raise SubscriptionError(401, "TOKEN_INVALID", "Missing bearer token")
+        encoded, _, mac = auth[len("Bearer ") :].partition(".")
+        expected = _b64url(hmac.new(self._token_key, encoded.encode(), hashlib.sha256).digest())
+        if not hmac.compare_digest(mac, expected):
+            raise SubscriptionError(401, "TOKEN_INVALID", "Token invalid")
+        try:
+            payload = json.loads(_unb64url(encoded))
+        except ValueError as exc:
+            raise SubscriptionError(401, "TOKEN_INVALID", "Token invalid") from exc
+        if payload.get("sub") != f"subscription:{sub.id}":
+            raise SubscriptionError(401, "TOKEN_INVALID", "Token invalid")
+        if int(self._clock()) > payload.get("exp", 0):
+            raise SubscriptionError(401, "TOKEN_EXPIRED", "Token expired")
+        if (
+            sub.wake_id is None
+            or payload.get("gen") != sub.generation
+            or body.get("generation") != sub.generation
+            or body.get("wake_id") != sub.wake_id
+        ):
+            raise SubscriptionError(409, "FENCED", "Wake generation is stale")
+
+    def _settle(self, sub: Subscription, action: str, request: Request) -> Reply:
+        """callback (webhook), ack (pull-wake) or release (pull-wake)."""
+        if (action == "callback") != (sub.type == "webhook"):
+            raise SubscriptionError(
+                400, "INVALID_REQUEST", f"{action} does not apply to {sub.type}"
+            )
+        body = _json_body(request)
+        self._check_token(sub, request, body)
+        if action == "release":
+            self._end_wake(sub)
+            return Reply(204)
+        self._apply_acks(sub, body.get("acks"))
+        if body.get("done") is True:
+            next_wake = self._end_wake(sub)
+        else:
+            self._extend_lease(sub)  # an ack without done is the heartbeat
+            next_wake = False
+        return _json_reply(200, {"ok": True, "next_wake": next_wake})
+
+    def _apply_acks(self, sub: Subscription, acks: Any) -> None:
+        if acks is None:
+            return
+        if not isinstance(acks, list):
+            raise SubscriptionError(400, "INVALID_REQUEST", "acks must be a list")
+        updates: dict[str, str] = {}
+        for ack in acks:
+            if not isinstance(ack, dict) or not isinstance(ack.get("offset"), str):
+                raise SubscriptionError(400, "INVALID_REQUEST", "ack needs stream and offset")
+            path = str(ack.get("stream") or ack.get("path") or "").strip("/")
+            link = sub.links.get(path)
+            offset = ack["offset"]
+            if link is None:
+                raise SubscriptionError(409, "INVALID_OFFSET", "Ack names an unlinked stream")
+            if not p.is_offset(offset):
+                raise SubscriptionError(409, "INVALID_OFFSET", "Ack offset is malformed")
+            if offset < link.acked_offset:
+                raise SubscriptionError(409, "INVALID_OFFSET", "Ack offset regresses the cursor")
+            if offset > self._tail(path):
+                raise SubscriptionError(409, "INVALID_OFFSET", "Ack offset is past the tail")
+            updates[path] = offset
+        for path, offset in updates.items():
+            sub.links[path].acked_offset = offset
+        self._save(sub)
+
+    def _claim(self, sub: Subscription, body: dict[str, Any]) -> Reply:
+        worker = body.get("worker")
+        if not isinstance(worker, str) or not worker:
+            raise SubscriptionError(400, "INVALID_REQUEST", "worker must be a non-empty string")
+        if sub.type != "pull-wake":
+            raise SubscriptionError(400, "INVALID_REQUEST", "Subscription is not pull-wake")
+        if sub.holder is not None:
+            raise SubscriptionError(
+                409,
+                "ALREADY_CLAIMED",
+                "Another worker holds the lease",
+                current_holder=sub.holder,
+                generation=sub.generation,
+            )
+        pending = [info for info in self._infos(sub) if info["has_pending"]]
+        if not pending:
+            raise SubscriptionError(409, "NO_PENDING_WORK", "Subscription has no pending work")
+        if sub.wake_id is None:
+            self._start_wake(sub, pending[0]["path"])
+        sub.holder = worker
+        self._extend_lease(sub)
+        return _json_reply(
+            200,
+            {
+                "wake_id": sub.wake_id,
+                "generation": sub.generation,
+                "token": self._token(sub),
+                "streams": self._infos(sub),
+                "lease_ttl_ms": sub.config["lease_ttl_ms"],
+            },
+        )
+
+
+def _json_body(request: Request) -> dict[str, Any]:
+    if not request.body:
+        return {}
+    try:
+        value = json.loads(request.body)
+    except ValueError as exc:
+        raise SubscriptionError(400, "INVALID_REQUEST", "Invalid JSON body") from exc
+    if not isinstance(value, dict):
+        raise SubscriptionError(400, "INVALID_REQUEST", "Body must be a JSON object")
+    return value
+
+
+def _normalise_config(body: dict[str, Any]) -> dict[str, Any]:
+    """Validate a PUT body into the canonical config that is hashed (section 6.2)."""
+    kind = body.get("type")
+    if kind not in ("webhook", "pull-wake"):
+        raise SubscriptionError(400, "INVALID_REQUEST", 'type must be "webhook" or "pull-wake"')
+    pattern = body.get("pattern")
+    pattern = pattern.strip("/") if isinstance(pattern, str) and pattern else None
+    streams = body.get("streams") or []
+    if not isinstance(streams, list) or not all(isinstance(s, str) and s for s in streams):
+        raise SubscriptionError(400, "INVALID_REQUEST", "streams must be non-empty strings")
+    streams = sorted({s.strip("/") for s in streams})
+    if pattern is None and not streams:
+        raise SubscriptionError(400, "INVALID_REQUEST", "Give pattern or streams")
+    lease = body.get("lease_ttl_ms", DEFAULT_LEASE_TTL_MS)
+    if (
+        not isinstance(lease, int)
+        or isinstance(lease, bool)
+        or not MIN_LEASE_TTL_MS <= lease <= MAX_LEASE_TTL_MS
+    ):
+        raise SubscriptionError(400, "INVALID_REQUEST", "lease_ttl_ms must be 1000..600000")
+    webhook = None
+    if kind == "webhook":
+        raw = body.get("webhook")
+        url = raw.get("url") if isinstance(raw, dict) else None
+        if not isinstance(url, str) or not url:
+            raise SubscriptionError(
+                400, "INVALID_REQUEST", "webhook subscriptions need webhook.url"
+            )
+        webhook = {"url": url}
+    wake_stream = body.get("wake_stream")
+    wake_stream = wake_stream.strip("/") if isinstance(wake_stream, str) and wake_stream else None
+    if kind == "pull-wake" and wake_stream is None:
+        raise SubscriptionError(400, "INVALID_REQUEST", "pull-wake subscriptions need wake_stream")
+    description = body.get("description")
+    return {
+        "type": kind,
+        "pattern": pattern,
+        "streams": streams,
+        "webhook": webhook,
+        "wake_stream": wake_stream,
+        "lease_ttl_ms": lease,
+        "description": description if isinstance(description, str) else None,
+    }
+
+
+def _json_reply(status: int, body: dict[str, Any]) -> Reply:
+    return Reply(status, {p.CONTENT_TYPE: "application/json"}, json.dumps(body).encode())
