@@ -287,7 +287,10 @@ def _pointer(parts: Iterator[object] | Any) -> str:
 
 
 def violations(event_name: str, message: object) -> tuple[Violation, ...]:
-    """Every way ``message`` breaks the schema of ``event_name`` (empty when valid)."""
+    """Every way ``message`` breaks the schema named ``event_name`` (empty when valid).
+
+    Any schema name works: an event, an aggregate, or ``defs/change-message``.
+    """
     found: dict[tuple[str, str], Violation] = {}
     for error in sorted(validator(event_name).iter_errors(message), key=relevance):
         leaf = _leaf(error)
@@ -308,7 +311,10 @@ def _describe(message: Mapping[str, Any]) -> str:
     operation = headers.get("operation") if isinstance(headers, dict) else None
     value = message.get("value")
     status = value.get("status") if isinstance(value, dict) else None
-    parts = [f"type {message.get('type')!r}", f"operation {operation!r}"]
+    parts = [
+        f"type {message.get('type')!r}",
+        "no headers.operation" if operation is None else f"operation {operation!r}",
+    ]
     if status is not None:
         parts.append(f"status {status!r}")
     return ", ".join(parts)
@@ -331,7 +337,8 @@ def identify(message: object, stream: str) -> str:
             f"{e} ({_discriminators()[e].type}/{_discriminators()[e].operation})" for e in events
         )
         raise SchemaError(
-            f"no {stream} event has {_describe(message)}; the {stream} events are: {known}"
+            f"no {stream} event has {_describe(message)}; the {stream} events are: {known}",
+            violations=violations("defs/change-message", message),
         )
     event = candidates[0]
     found = violations(event, message)
@@ -350,7 +357,10 @@ def identify_any(message: object) -> tuple[str, str]:
         raise SchemaError(f"a message is a JSON object, not {_json_kind(message)}")
     candidates = _candidates(message, EVENTS)
     if not candidates:
-        raise SchemaError(f"no event has {_describe(message)}")
+        raise SchemaError(
+            f"no event has {_describe(message)}",
+            violations=violations("defs/change-message", message),
+        )
     stream = next(s for s, events in STREAM_EVENTS.items() if candidates[0] in events)
     return stream, identify(message, stream)
 
