@@ -74,7 +74,10 @@ def test_schema_reference_has_a_section_per_event(site: Path) -> None:
     ids = _html_ids(page)
     for event in EVENTS:
         assert event in ids, f"no section for {event}"
-        assert f'href="../v1/{event}.json"' in html or f'href="v1/{event}.json"' in html, event
+        section = re.split(r"<h[1-3][ >]", html.split(f'id="{event}"', 1)[1], maxsplit=1)[0]
+        assert f'href="v1/{event}.json"' in section, f"{event}: no link to the raw schema"
+        assert 'href="../spec/' in section, f"{event}: no link to the spec"
+        assert "<table>" in section, f"{event}: no table of value fields"
 
 
 def test_heading_anchors_match_the_built_site(site: Path) -> None:

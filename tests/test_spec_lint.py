@@ -278,6 +278,15 @@ def test_linter_refuses_a_withdrawn_id(tmp_path: Path) -> None:
     assert any(f[0] == "good.md" and "EVT-003 was withdrawn" in f[2] for f in found), found
 
 
+def test_may_as_a_month_is_not_a_keyword(tmp_path: Path) -> None:
+    dated = GOOD_PAGE + "\nRFC 8174, May 2017; also May 5, 2017 and 5 May 2017.\n"
+    spec = make_spec(tmp_path, {"good.md": dated, "other.md": OTHER_PAGE})
+    assert findings(spec) == []
+    worded = GOOD_PAGE + "\nMay the engine retry? It depends.\n"
+    spec = make_spec(tmp_path / "worded", {"good.md": worded, "other.md": OTHER_PAGE})
+    assert [f[2][:24] for f in findings(spec)] == ["keyword 'May' in mixed c"]
+
+
 def test_keywords_in_nested_items_belong_to_the_requirement(tmp_path: Path) -> None:
     nested = _replace("  - NOT RECOMMENDED: guessing.", "  - it MAY guess.")
     spec = make_spec(tmp_path, {"good.md": nested, "other.md": OTHER_PAGE})

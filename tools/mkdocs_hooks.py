@@ -278,6 +278,9 @@ def _spec_sections(pages: list[Page]) -> dict[str, str]:
             match = re.match(r"^([a-z]+(?:-[a-z]+)+)\b", heading.text)
             if match is not None:
                 found.setdefault(match.group(1), f"{page.name}#{heading.anchor}")
+        for _, value in page.html_ids:
+            if re.fullmatch(r"[a-z]+(?:-[a-z]+)+", value):
+                found.setdefault(value, f"{page.name}#{value}")
     return found
 
 

@@ -315,7 +315,7 @@ class Page:
             match.group("id")
             for number, line in enumerate(self.lines)
             if not self.in_code[number] and _HEADING_RE.match(line) is None
-            for match in _ATTR_LIST_ID_RE.finditer(line)
+            for match in _ATTR_LIST_ID_RE.finditer(_blank_out(line, _CODE_SPAN_RE))
         }
         fence_starts = {fence.start for fence in self.fences}
         open_items: list[Block] = []
@@ -438,7 +438,8 @@ class Page:
         ids.update(value for _, value in self.html_ids)
         for number, line in enumerate(self.lines):
             if not self.in_code[number]:
-                ids.update(match.group("id") for match in _ATTR_LIST_ID_RE.finditer(line))
+                prose = _blank_out(line, _CODE_SPAN_RE)
+                ids.update(match.group("id") for match in _ATTR_LIST_ID_RE.finditer(prose))
         return ids
 
     def block_at(self, line: int) -> Block | None:
@@ -459,11 +460,13 @@ class Page:
                 yield Keyword(number, match.start() + 1, match.group(1))
 
     def miscased_keywords(self) -> Iterator[Keyword]:
+        """Keywords in Title Case or mixed case ("May" as the month of a date excepted)."""
         for number, line in enumerate(self.prose, start=1):
             for match in ANY_CASE_KEYWORD_RE.finditer(line):
                 word = match.group(1)
-                if not (word.islower() or word.isupper()):
-                    yield Keyword(number, match.start() + 1, word)
+                if word.islower() or word.isupper() or _is_month(line, match):
+                    continue
+                yield Keyword(number, match.start() + 1, word)
 
     def owning_requirement(self, line: int) -> Block | None:
         """The id'd paragraph or list item (or id'd ancestor item) that holds ``line``."""
@@ -528,6 +531,17 @@ class Page:
         return [
             keyword for keyword in self.keywords() if self.owning_requirement(keyword.line) is block
         ]
+
+
+def _is_month(line: str, match: re.Match[str]) -> bool:
+    """``May 2017``, ``May 5, 2017`` or ``5 May 2017``: a date, not a keyword."""
+    if match.group(1) != "May":
+        return False
+    after = line[match.end() :]
+    before = line[: match.start()]
+    return bool(
+        re.match(r"^ (?:[0-9]{1,2}, )?[0-9]{4}\b", after) or re.search(r"\b[0-9]{1,2} $", before)
+    )
 
 
 def _descendants(block: Block) -> Iterator[Block]:
