@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,18 +29,30 @@ def run_server(
         long_poll_timeout=long_poll_timeout,
         max_body_bytes=max_body_bytes,
     )
+    # Bind first so port 0 works and the printed URL is the real one; a parent
+    # process (tests, tools) waits for the "ready" line.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say
+    # so, and without it a response's headers and body wait on Nagle (~40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        print(f"dwf streams serve: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+        return 1
+    sock.listen(1024)  # connections queue from here on, before uvicorn accepts
+    bound_port = sock.getsockname()[1]
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
-    print(f"durable streams: http://{host}:{port}/v1/stream/ ({storage})", flush=True)
+    print(f"ready http://{host}:{bound_port} ({storage})", flush=True)
     config = uvicorn.Config(
         app,
-        host=host,
-        port=port,
         log_level="warning",
         lifespan="on",
         # Live readers are ended by cancellation on shutdown; do not wait for them.
         timeout_graceful_shutdown=1,
     )
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -48,13 +61,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Serve Durable Streams over HTTP.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4437)
-    parser.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
+    storage = parser.add_mutually_exclusive_group()
+    storage.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
+    storage.add_argument("--memory", action="store_true", help="in-memory storage (default)")
     parser.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS")
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="BYTES"
     )
     args = parser.parse_args(argv)
-    return run_server(args.host, args.port, args.data, args.long_poll_timeout, args.max_body_bytes)
+    data_dir = None if args.memory else args.data
+    return run_server(args.host, args.port, data_dir, args.long_poll_timeout, args.max_body_bytes)
 
 
 if __name__ == "__main__":

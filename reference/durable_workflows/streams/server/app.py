@@ -476,16 +476,23 @@ class StreamsApp:
                     result = self.core.read(path, current)
                 except ProtocolError:
                     break  # deleted or expired meanwhile: end the stream
+                events = ""
                 if result.records:
                     self.core.touch(path)
-                    await _send_event(send, "data", _sse_payload(result.meta, result.records))
+                    events += _sse_event("data", _sse_payload(result.meta, result.records))
                     need_control = True
                 if need_control or result.closed:
                     control = _control(result, p.response_cursor(cursor, self._clock()))
-                    await _send_event(send, "control", json.dumps(control))
+                    events += _sse_event("control", json.dumps(control))
                     need_control = False
-                    if result.closed:
-                        break
+                if events:
+                    # A data event and its control event go out in one write, so
+                    # a reader never sees one without the other.
+                    await send(
+                        {"type": "http.response.body", "body": events.encode(), "more_body": True}
+                    )
+                if result.closed:
+                    break
                 current = result.next_offset
                 if result.up_to_date:
                     remaining = min(self.long_poll_timeout, ends_at - loop.time())
@@ -603,8 +610,7 @@ async def _respond(send: Send, reply: Reply) -> None:
     await send({"type": "http.response.body", "body": reply.body, "more_body": False})
 
 
-async def _send_event(send: Send, event: str, payload: str) -> None:
+def _sse_event(event: str, payload: str) -> str:
     """One SSE event; every payload line gets its own ``data:`` (no CR injection)."""
     lines = payload.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    text = f"event: {event}\n" + "".join(f"data:{line}\n" for line in lines) + "\n"
-    await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
+    return f"event: {event}\n" + "".join(f"data:{line}\n" for line in lines) + "\n"
