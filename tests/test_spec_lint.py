@@ -268,14 +268,34 @@ def test_linter_catches_duplicate_ids_across_pages(tmp_path: Path) -> None:
     assert message.endswith("good.md:14)")
 
 
+WITHDRAWN = '<a id="EVT-003"></a>**EVT-003** Withdrawn in 1.1: merged into EVT-001.'
+
+
 @pytest.mark.req("CONV-004")
-def test_linter_refuses_a_withdrawn_id(tmp_path: Path) -> None:
-    changelog = "# Changelog\n\n**Status:** Draft\n\n## Withdrawn\n\n- `EVT-003` was wrong.\n"
-    spec = make_spec(
-        tmp_path, {"good.md": GOOD_PAGE, "other.md": OTHER_PAGE, "changelog.md": changelog}
-    )
-    found = findings(spec)
-    assert any(f[0] == "good.md" and "EVT-003 was withdrawn" in f[2] for f in found), found
+def test_a_withdrawn_requirement_keeps_its_id_and_has_no_keyword(tmp_path: Path) -> None:
+    page = _replace('<a id="EVT-003"></a>**EVT-003** The engine MAY batch appends.', WITHDRAWN)
+    spec = make_spec(tmp_path, {"good.md": page, "other.md": OTHER_PAGE})
+    assert findings(spec) == []
+    index = requirements_index.build_index(spec)
+    assert [r["id"] for r in index["requirements"]] == ["EVT-001", "EVT-002"]
+    assert index["withdrawn"] == [
+        {
+            "id": "EVT-003",
+            "page": "good.md",
+            "anchor": "EVT-003",
+            "text": "Withdrawn in 1.1: merged into EVT-001.",
+        }
+    ]
+
+    still_normative = page.replace("merged into EVT-001.", "engines MAY batch.")
+    spec = make_spec(tmp_path / "bad", {"good.md": still_normative, "other.md": OTHER_PAGE})
+    assert [f[2] for f in findings(spec)] == [
+        "withdrawn EVT-003 still uses MAY: a withdrawn requirement has no keyword"
+    ]
+
+    reused = page + '\n<a id="EVT-003"></a>**EVT-003** The engine MUST reuse nothing.\n'
+    spec = make_spec(tmp_path / "reused", {"good.md": reused, "other.md": OTHER_PAGE})
+    assert any("duplicate requirement id EVT-003" in f[2] for f in findings(spec))
 
 
 def test_may_as_a_month_is_not_a_keyword(tmp_path: Path) -> None:
@@ -341,19 +361,22 @@ def test_index_check_detects_staleness_and_dropped_ids(tmp_path: Path) -> None:
     page.write_text(GOOD_PAGE.replace("batch appends", "batch its appends"), encoding="utf-8")
     assert run_tool(tool, "--spec-dir", str(spec), "--check").returncode == 1
 
-    # Dropping EVT-003 is refused until the changelog lists it as withdrawn.
+    # Dropping EVT-003 is refused: ids are never removed, only withdrawn.
     dropped = GOOD_PAGE.replace('<a id="EVT-003"></a>**EVT-003** The engine MAY', "We may")
     page.write_text(dropped, encoding="utf-8")
     refused = run_tool(tool, "--spec-dir", str(spec))
     assert refused.returncode == 1
     assert "EVT-003" in refused.stderr
-    (spec / "changelog.md").write_text(
-        "# Changelog\n\n**Status:** Draft\n\n## Withdrawn\n\n- `EVT-003` merged into EVT-001.\n",
+    page.write_text(
+        GOOD_PAGE.replace(
+            '<a id="EVT-003"></a>**EVT-003** The engine MAY batch appends.', WITHDRAWN
+        ),
         encoding="utf-8",
     )
     assert run_tool(tool, "--spec-dir", str(spec)).returncode == 0
-    ids = [r["id"] for r in json.loads((spec / "requirements.json").read_text())["requirements"]]
-    assert ids == ["EVT-001", "EVT-002"]
+    index = json.loads((spec / "requirements.json").read_text(encoding="utf-8"))
+    assert [r["id"] for r in index["requirements"]] == ["EVT-001", "EVT-002"]
+    assert [r["id"] for r in index["withdrawn"]] == ["EVT-003"]
 
 
 def test_index_refuses_a_spec_that_does_not_lint(tmp_path: Path) -> None:

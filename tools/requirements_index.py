@@ -6,8 +6,10 @@ id; each entry gives the id, its level (MUST, SHOULD or MAY), the page, the anch
 (URL fragment), the section heading and the requirement's text without markup. The
 format is defined by ``tools/requirements.schema.json``.
 
-Ids are never reused: when regenerating, an id that the committed index holds but the
-spec no longer defines must be listed under a "Withdrawn" heading of the spec changelog.
+Ids are never removed or reused: a withdrawn requirement keeps its id and anchor (its
+text becomes "Withdrawn in VERSION: ...") and is listed under ``withdrawn``. When
+regenerating, an id that the committed index holds but the spec no longer has at all
+is an error.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from spec_lint import lint
-from spec_markup import load_pages, requirements, withdrawn_ids
+from spec_markup import load_pages, requirements, withdrawn
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = "tools/requirements_index.py"
@@ -28,6 +30,7 @@ GENERATOR = "tools/requirements_index.py"
 
 def build_index(spec_dir: Path) -> dict[str, Any]:
     """The index as a JSON-ready document (the spec must lint clean)."""
+    pages = load_pages(spec_dir)
     entries = [
         {
             "id": requirement.id,
@@ -37,9 +40,27 @@ def build_index(spec_dir: Path) -> dict[str, Any]:
             "section": requirement.section,
             "text": requirement.text,
         }
-        for requirement in requirements(load_pages(spec_dir))
+        for requirement in requirements(pages)
     ]
-    return {"generator": GENERATOR, "requirements": entries}
+    gone = [
+        {
+            "id": requirement.id,
+            "page": requirement.page,
+            "anchor": requirement.id,
+            "text": requirement.text,
+        }
+        for requirement in withdrawn(pages)
+    ]
+    return {"generator": GENERATOR, "requirements": entries, "withdrawn": gone}
+
+
+def _ids(index: Any) -> set[str]:
+    return {
+        entry["id"]
+        for key in ("requirements", "withdrawn")
+        for entry in index.get(key, [])
+        if isinstance(entry, dict) and "id" in entry
+    }
 
 
 def render(index: dict[str, Any]) -> str:
@@ -84,14 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if current is not None:
-        previous = {entry["id"] for entry in json.loads(current).get("requirements", [])}
-        now = {entry["id"] for entry in json.loads(text)["requirements"]}
-        withdrawn = withdrawn_ids(load_pages(spec_dir))
-        vanished = sorted(previous - now - set(withdrawn))
+        vanished = sorted(_ids(json.loads(current)) - _ids(json.loads(text)))
         if vanished:
             print(
-                "requirements_index: these ids left the spec without being listed under a"
-                f" 'Withdrawn' heading of the spec changelog: {', '.join(vanished)}",
+                "requirements_index: ids are never removed; keep each as a withdrawn"
+                " requirement ('<a id=\"ID\"></a>**ID** Withdrawn in VERSION: why')"
+                f" instead: {', '.join(vanished)}",
                 file=sys.stderr,
             )
             return 1

@@ -2,8 +2,8 @@
 
 Enforces the rules of spec/conventions.md: every page has a title and a status line;
 RFC 2119 keywords are all caps and appear only inside id'd requirements; each
-requirement has exactly one keyword level; requirement ids are well formed, unique,
-anchored under their own name and never reused after being withdrawn; every relative
+requirement has exactly one keyword level (a withdrawn one has none); requirement ids
+are well formed, unique and anchored under their own name; every relative
 link and anchor resolves; every example message names its event. Prints one
 ``file:line: message`` per finding and exits 1 when there is any, 0 when there is none.
 """
@@ -25,8 +25,8 @@ from spec_markup import (
     ID_RE,
     STATUSES,
     Page,
+    is_withdrawn,
     load_pages,
-    withdrawn_ids,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -74,11 +74,10 @@ class _Linter:
         for page in pages:
             self._page_cache[page.path.resolve()] = page
         seen: dict[str, tuple[Page, int]] = {}
-        withdrawn = withdrawn_ids(pages)
         for page in pages:
             self.check_title_and_status(page)
             self.check_keywords(page)
-            self.check_ids(page, seen, withdrawn)
+            self.check_ids(page, seen)
             self.check_links(page)
             self.check_examples(page)
         return sorted(self.findings)
@@ -128,7 +127,15 @@ class _Linter:
                 )
         for block in page.requirement_blocks():
             levels = sorted({keyword.level for keyword in page.requirement_keywords(block)})
-            if not levels:
+            if is_withdrawn(page, block):
+                if levels:
+                    self.error(
+                        page,
+                        block.start,
+                        f"withdrawn {block.requirement_id} still uses {' and '.join(levels)}:"
+                        " a withdrawn requirement has no keyword",
+                    )
+            elif not levels:
                 self.error(page, block.start, f"{block.requirement_id} has no RFC 2119 keyword")
             elif len(levels) > 1:
                 self.error(
@@ -142,7 +149,6 @@ class _Linter:
         self,
         page: Page,
         seen: dict[str, tuple[Page, int]],
-        withdrawn: dict[str, tuple[str, int]],
     ) -> None:
         starts = {block.start: block for block in page.blocks}
         for block in page.blocks:
@@ -189,13 +195,6 @@ class _Linter:
                 )
             else:
                 seen[anchor] = (page, block.start)
-            if anchor in withdrawn:
-                where, line = withdrawn[anchor]
-                self.error(
-                    page,
-                    block.start,
-                    f"{anchor} was withdrawn ({where}:{line}); ids are never reused",
-                )
         for line, value in page.html_ids:
             if not ID_LIKE_RE.match(value):
                 continue

@@ -555,35 +555,38 @@ def load_pages(spec_dir: Path) -> list[Page]:
     return [Page(path) for path in sorted(spec_dir.glob("*.md"))]
 
 
-def withdrawn_ids(pages: Sequence[Page]) -> dict[str, tuple[str, int]]:
-    """Ids listed under a "Withdrawn" heading (the spec changelog), with where they are listed."""
-    withdrawn: dict[str, tuple[str, int]] = {}
-    for page in pages:
-        for index, heading in enumerate(page.headings):
-            if not heading.text.lower().startswith("withdrawn"):
-                continue
-            stop = (
-                page.headings[index + 1].line if index + 1 < len(page.headings) else len(page.lines)
-            )
-            for number in range(heading.line + 1, stop + 1):
-                if page.in_code[number - 1]:
-                    continue
-                item = _ITEM_RE.match(page.lines[number - 1])
-                if item is None:
-                    continue
-                found = re.match(r"^`(?P<id>[A-Z]+-[0-9]{3})`", item.group("rest"))
-                if found is not None:
-                    withdrawn[found.group("id")] = (page.name, number)
-    return withdrawn
+def is_withdrawn(page: Page, block: Block) -> bool:
+    """A withdrawn requirement: its text, after the id, begins with "Withdrawn"."""
+    return page.block_text(block).startswith("Withdrawn")
+
+
+def withdrawn(pages: Sequence[Page]) -> list[Requirement]:
+    """The withdrawn requirements (they keep their id and anchor), sorted by id."""
+    found = [
+        Requirement(
+            id=block.requirement_id,
+            levels=(),
+            page=page.name,
+            line=block.start,
+            section=page.section_of(block.start),
+            text=page.block_text(block),
+        )
+        for page in pages
+        for block in page.requirement_blocks()
+        if block.requirement_id is not None and is_withdrawn(page, block)
+    ]
+    return sorted(found, key=lambda requirement: (requirement.id, requirement.page))
 
 
 def requirements(pages: Sequence[Page]) -> list[Requirement]:
-    """Every requirement of the spec, sorted by id."""
+    """Every requirement in force (withdrawn ones excluded), sorted by id."""
     found: list[Requirement] = []
     for page in pages:
         for block in page.requirement_blocks():
             requirement_id = block.requirement_id
             assert requirement_id is not None
+            if is_withdrawn(page, block):
+                continue
             levels = sorted({keyword.level for keyword in page.requirement_keywords(block)})
             found.append(
                 Requirement(
