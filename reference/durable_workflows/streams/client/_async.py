@@ -147,7 +147,9 @@ class AsyncStreamClient:
                             break
                 for result in reader.on_stream_end():
                     yield result
-            except httpx.TransportError as exc:
+            except StreamNetworkError as exc:
+                reader.on_network_error(exc)
+            except httpx.TransportError as exc:  # while reading an SSE body
                 reader.on_network_error(network_error(step, exc))
 
 

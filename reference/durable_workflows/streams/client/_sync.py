@@ -143,7 +143,9 @@ class StreamClient:
                         if reader.done:
                             break
                 yield from reader.on_stream_end()
-            except httpx.TransportError as exc:
+            except StreamNetworkError as exc:
+                reader.on_network_error(exc)
+            except httpx.TransportError as exc:  # while reading an SSE body
                 reader.on_network_error(network_error(step, exc))
 
 
