@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -150,23 +151,38 @@ def _json_records(body: bytes, *, allow_empty: bool) -> bytes | None:
     empty array on create (no record).
     """
 
-    def reject_constant(name: str) -> Any:
-        raise ValueError(name)
-
     try:
-        value = json.loads(body.decode("utf-8"), parse_constant=reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
+        value = json.loads(
+            body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise ProtocolError(400, "Invalid JSON") from exc
     messages = value if isinstance(value, list) else [value]
     if not messages:
         if allow_empty:
             return None
         raise ProtocolError(400, "Empty arrays are not allowed")
-    return ",".join(_dump(m) for m in messages).encode()
+    return b",".join(_dump(m) for m in messages)
 
 
-def _dump(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 would parse as inf and be written back as Infinity, which is not JSON.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} does not fit a double")
+    return number
+
+
+def _dump(value: Any) -> bytes:
+    """Compact JSON as UTF-8; \\u escapes only for what UTF-8 cannot hold (lone surrogates)."""
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def format_body(meta: StreamMeta, records: Sequence[Record]) -> bytes:
@@ -433,7 +449,7 @@ class StreamCore:
                 values = json.loads(b"[" + data + b"]")
                 if sub_offset > len(values):
                     raise ProtocolError(400, "Invalid fork sub-offset: past the append's end")
-                prefix = ",".join(_dump(v) for v in values[:sub_offset]).encode()
+                prefix = b",".join(_dump(v) for v in values[:sub_offset])
             else:
                 if sub_offset > len(data):
                     raise ProtocolError(400, "Invalid fork sub-offset: past the append's end")
