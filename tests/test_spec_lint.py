@@ -367,6 +367,8 @@ def test_index_check_detects_staleness_and_dropped_ids(tmp_path: Path) -> None:
     refused = run_tool(tool, "--spec-dir", str(spec))
     assert refused.returncode == 1
     assert "EVT-003" in refused.stderr
+    kept = json.loads((spec / "requirements.json").read_text(encoding="utf-8"))
+    assert [r["id"] for r in kept["requirements"]] == ["EVT-001", "EVT-002", "EVT-003"]
     page.write_text(
         GOOD_PAGE.replace(
             '<a id="EVT-003"></a>**EVT-003** The engine MAY batch appends.', WITHDRAWN
@@ -377,6 +379,13 @@ def test_index_check_detects_staleness_and_dropped_ids(tmp_path: Path) -> None:
     index = json.loads((spec / "requirements.json").read_text(encoding="utf-8"))
     assert [r["id"] for r in index["requirements"]] == ["EVT-001", "EVT-002"]
     assert [r["id"] for r in index["withdrawn"]] == ["EVT-003"]
+
+    # Before a draft is ever released, --allow-removal accepts a dropped id.
+    page.write_text(dropped, encoding="utf-8")
+    assert run_tool(tool, "--spec-dir", str(spec)).returncode == 1
+    allowed = run_tool(tool, "--spec-dir", str(spec), "--allow-removal")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "removed ids: EVT-003" in allowed.stderr
 
 
 def test_index_refuses_a_spec_that_does_not_lint(tmp_path: Path) -> None:

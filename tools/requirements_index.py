@@ -78,6 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="exit 1 if the index on disk is out of date"
     )
+    parser.add_argument(
+        "--allow-removal",
+        action="store_true",
+        help="accept ids that left the spec (only for drafts that were never released)",
+    )
     args = parser.parse_args(argv)
     spec_dir: Path = args.spec_dir
     output: Path = args.output if args.output is not None else spec_dir / "requirements.json"
@@ -106,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if current is not None:
         vanished = sorted(_ids(json.loads(current)) - _ids(json.loads(text)))
-        if vanished:
+        if vanished and args.allow_removal:
+            print(f"requirements_index: removed ids: {', '.join(vanished)}", file=sys.stderr)
+        elif vanished:
             print(
                 "requirements_index: ids are never removed; keep each as a withdrawn"
                 " requirement ('<a id=\"ID\"></a>**ID** Withdrawn in VERSION: why')"
