@@ -85,6 +85,17 @@ def test_schema_has_a_title_and_a_description(path: Path) -> None:
     assert isinstance(schema.get("description"), str) and len(schema["description"]) > 40
 
 
+@pytest.mark.parametrize("event", schemas.EVENTS)
+def test_event_description_says_who_writes_it(event: str) -> None:
+    description = schemas.schema(event)["description"]
+    writer = (
+        "a client"
+        if event in ("input-submitted", "cancel-requested", "run-requested")
+        else "the engine"
+    )
+    assert f"Written by {writer}" in description
+
+
 @pytest.mark.parametrize("path", SCHEMA_FILES, ids=_rel)
 def test_every_ref_is_relative_and_resolves_offline(path: Path) -> None:
     schema = _load(path)
