@@ -7,70 +7,25 @@ whether a disconnect watcher outlived its request.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
 import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from durable_workflows.streams.server import StreamsApp, build_app
-
-
-class InProcessServer:
-    def __init__(self, app: StreamsApp) -> None:
-        self.app = app
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(128)
-        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
-        self.thread.start()
-        wait_for(lambda: self.server.started, 10)
-
-    def url(self, path: str) -> str:
-        return f"{self.base_url}/v1/stream/{path}"
-
-    def watcher_tasks(self) -> int:
-        """Disconnect watchers alive in the server's loop."""
-        loop = self.server.servers[0].get_loop()
-
-        async def count() -> int:
-            return sum("Connection._watch" in repr(t.get_coro()) for t in asyncio.all_tasks())
-
-        return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def wait_for(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
+from durable_workflows.streams.server import build_app
+from tests.support.embedded_server import InProcessServer, in_process_server, wait_for
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[InProcessServer]:
-    running = InProcessServer(build_app(tmp_path / "data", long_poll_timeout=30.0))
-    try:
+    with in_process_server(build_app(tmp_path / "data", long_poll_timeout=30.0)) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def raw_get(server: InProcessServer, target: str) -> socket.socket:

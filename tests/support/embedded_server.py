@@ -1,23 +1,34 @@
-"""Our own stream server (``dwf streams serve``) as a real subprocess.
+"""Our own stream server, as a real subprocess or in-process.
 
-It listens on a port the OS picks on 127.0.0.1 (port 0, so no race for a free
-port) and prints ``ready <url>``; :func:`embedded_server` waits for that line,
-yields the URL, and stops the process on exit (SIGTERM, then SIGKILL).
-:meth:`EmbeddedServer.kill` is ``kill -9`` for crash tests.
+:func:`embedded_server` runs ``dwf streams serve`` as a subprocess. It listens on
+a port the OS picks on 127.0.0.1 (port 0, so no race for a free port) and prints
+``ready <url>``; the context manager waits for that line, yields the URL, and
+stops the process on exit (SIGTERM, then SIGKILL). :meth:`EmbeddedServer.kill` is
+``kill -9`` for crash tests.
+
+:func:`in_process_server` runs an app under uvicorn in a thread instead, for
+tests that look inside the server (live-reader registry, event-loop tasks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import uvicorn
+
+from durable_workflows.streams.server import StreamsApp
 
 from . import REPO_ROOT
 
@@ -114,3 +125,58 @@ def embedded_server(
             yield EmbeddedServer(base_url=url, process=proc)
         finally:
             _stop(proc)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    """Poll ``condition`` until true; AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+class InProcessServer:
+    """``app`` served by uvicorn on a thread, on a free 127.0.0.1 port."""
+
+    def __init__(self, app: StreamsApp) -> None:
+        self.app = app
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+        self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]})
+        self.thread.start()
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), START_TIMEOUT)
+        if not self.server.started:
+            raise EmbeddedServerError("the in-process server did not start")
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/v1/stream/{path}"
+
+    def watcher_tasks(self) -> int:
+        """Disconnect watchers (one per live request) alive in the server's loop."""
+        loop = self.server.servers[0].get_loop()
+
+        async def count() -> int:
+            return sum("Connection._watch" in repr(t.get_coro()) for t in asyncio.all_tasks())
+
+        return asyncio.run_coroutine_threadsafe(count(), loop).result(5)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(STOP_TIMEOUT * 2)
+
+
+@contextmanager
+def in_process_server(app: StreamsApp) -> Iterator[InProcessServer]:
+    """Serve ``app`` in this process; stop it (and its lifespan) on exit."""
+    running = InProcessServer(app)
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -1,0 +1,243 @@
+"""The reserved ``__ds`` subscription APIs beyond what the official suite checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from durable_workflows.streams.server import build_app
+from durable_workflows.streams.server.subscriptions import glob_match, validate_webhook_url
+from tests.support.embedded_server import in_process_server, wait_for
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records requests and answers ``reply``."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.statuses: list[int] = []  # answered in order; 200 once exhausted
+        self.reply: dict[str, Any] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["content-length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                payload = json.dumps(receiver.reply).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def verify(jwks: dict[str, Any], signature_header: str, body: bytes) -> bool:
+    fields = dict(part.split("=", 1) for part in signature_header.split(","))
+    key = next(k for k in jwks["keys"] if k["kid"] == fields["kid"])
+    public = Ed25519PublicKey.from_public_bytes(_unb64url(key["x"]))
+    try:
+        public.verify(_unb64url(fields["ed25519"]), f"{fields['t']}.".encode() + body)
+    except InvalidSignature:
+        return False
+    return abs(time.time() - int(fields["t"])) < 300
+
+
+def put_subscription(base: str, sub_id: str, config: dict[str, Any]) -> httpx.Response:
+    return httpx.put(f"{base}/v1/stream/__ds/subscriptions/{sub_id}", json=config)
+
+
+def test_webhook_is_signed_with_the_published_key(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.reply = {"done": True}
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        created = put_subscription(
+            server.base_url,
+            "s1",
+            {"type": "webhook", "pattern": "runs/*", "webhook": {"url": receiver.url}},
+        )
+        assert created.status_code == 201
+        jwks = httpx.get(created.json()["webhook"]["signing"]["jwks_url"]).json()
+        key = jwks["keys"][0]
+        thumbprint = json.dumps(
+            {"crv": key["crv"], "kty": key["kty"], "x": key["x"]}, separators=(",", ":")
+        )
+        expected_kid = (
+            "ds_"
+            + base64.urlsafe_b64encode(hashlib.sha256(thumbprint.encode()).digest())
+            .rstrip(b"=")
+            .decode()
+        )
+        assert key["kid"] == expected_kid
+        httpx.put(
+            server.url("runs/a"), headers={"content-type": "application/json"}, content=b"[1]"
+        )
+        wait_for(lambda: len(receiver.requests) == 1, 5)
+        headers, body = receiver.requests[0]
+        assert verify(jwks, headers["webhook-signature"], body)
+        assert not verify(jwks, headers["webhook-signature"], body + b" ")
+        wake = json.loads(body)
+        assert (wake["subscription_id"], wake["generation"]) == ("s1", 1)
+        # {"done": true} acked the snapshot; the next append wakes generation 2.
+        httpx.post(
+            server.url("runs/a"), headers={"content-type": "application/json"}, content=b"[2]"
+        )
+        wait_for(lambda: len(receiver.requests) == 2, 5)
+        assert json.loads(receiver.requests[1][1])["generation"] == 2
+
+
+def test_failed_delivery_is_retried_and_reported(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.statuses = [500]
+    receiver.reply = {"done": True}
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        put_subscription(
+            server.base_url,
+            "r",
+            {"type": "webhook", "streams": ["jobs/x"], "webhook": {"url": receiver.url}},
+        )
+        httpx.put(server.url("jobs/x"), headers={"content-type": "text/plain"})
+        httpx.post(server.url("jobs/x"), headers={"content-type": "text/plain"}, content=b"work")
+        wait_for(lambda: len(receiver.requests) == 1, 5)
+        sub_url = f"{server.base_url}/v1/stream/__ds/subscriptions/r"
+        wait_for(lambda: httpx.get(sub_url).json()["status"] == "failed", 5)
+        wait_for(lambda: len(receiver.requests) == 2, 5)  # backoff starts at ~1 s
+        first, second = (json.loads(body) for _, body in receiver.requests)
+        assert first["wake_id"] == second["wake_id"]  # the same wake, delivered again
+        wait_for(lambda: httpx.get(sub_url).json()["status"] == "active", 5)
+
+
+def test_pull_wake_lease_expiry_fences_the_old_holder(tmp_path: Path) -> None:
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        httpx.put(
+            server.url("wake/pool"), headers={"content-type": "application/json"}, content=b"[]"
+        )
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/pw"
+        config = {
+            "type": "pull-wake",
+            "pattern": "inbox/*",
+            "wake_stream": "wake/pool",
+            "lease_ttl_ms": 1000,
+        }
+        assert httpx.put(sub, json=config).status_code == 201
+        assert httpx.put(sub, json=config).status_code == 200
+        assert httpx.put(sub, json={**config, "lease_ttl_ms": 2000}).status_code == 409
+        httpx.put(
+            server.url("inbox/1"), headers={"content-type": "application/json"}, content=b"[1]"
+        )
+        wait_for(lambda: len(httpx.get(server.url("wake/pool")).json()) == 1, 5)
+        event = httpx.get(server.url("wake/pool")).json()[0]
+        assert (event["type"], event["stream"], event["generation"]) == ("wake", "inbox/1", 1)
+
+        claim = httpx.post(f"{sub}/claim", json={"worker": "w1"}).json()
+        auth = {"authorization": f"Bearer {claim['token']}"}
+        heartbeat = {"wake_id": claim["wake_id"], "generation": claim["generation"]}
+        assert httpx.post(f"{sub}/ack", json=heartbeat, headers=auth).status_code == 200
+        # w1 stops heart-beating: the lease lapses and the pending work is woken again.
+        wait_for(lambda: len(httpx.get(server.url("wake/pool")).json()) == 2, 5)
+        claim2 = httpx.post(f"{sub}/claim", json={"worker": "w2"}).json()
+        assert claim2["generation"] == 2
+        stale = httpx.post(f"{sub}/ack", json={**heartbeat, "done": True}, headers=auth)
+        assert (stale.status_code, stale.json()["error"]["code"]) == (409, "FENCED")
+        forged = httpx.post(f"{sub}/ack", json=heartbeat, headers={"authorization": "Bearer x.y"})
+        assert forged.status_code == 401
+        tail = claim2["streams"][0]["tail_offset"]
+        done = httpx.post(
+            f"{sub}/ack",
+            json={
+                "wake_id": claim2["wake_id"],
+                "generation": 2,
+                "acks": [{"stream": "inbox/1", "offset": tail}],
+                "done": True,
+            },
+            headers={"authorization": f"Bearer {claim2['token']}"},
+        )
+        assert done.json() == {"ok": True, "next_wake": False}
+        assert httpx.get(sub).json()["streams"][0]["acked_offset"] == tail
+
+
+def test_subscriptions_and_signing_key_survive_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with in_process_server(build_app(data)) as server:
+        httpx.put(server.url("orders/1"), headers={"content-type": "text/plain"}, content=b"x")
+        created = put_subscription(
+            server.base_url,
+            "keep",
+            {"type": "webhook", "pattern": "orders/*", "webhook": {"url": "https://example.com/h"}},
+        ).json()
+    with in_process_server(build_app(data)) as server:
+        again = httpx.get(f"{server.base_url}/v1/stream/__ds/subscriptions/keep").json()
+        assert again["streams"] == created["streams"]
+        assert again["webhook"]["signing"]["kid"] == created["webhook"]["signing"]["kid"]
+        jwks = httpx.get(f"{server.base_url}/v1/stream/__ds/jwks.json").json()
+        assert jwks["keys"][0]["kid"] == created["webhook"]["signing"]["kid"]
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://hooks.example.com/x", True),
+        ("http://localhost:8080/x", True),
+        ("http://127.0.0.5/x", True),
+        ("http://example.com/x", False),
+        ("https://10.1.2.3/x", False),
+        ("https://192.168.1.1/x", False),
+        ("https://169.254.169.254/latest", False),
+        ("https://[::1]/x", False),
+        ("https://localhost/x", False),
+        ("ftp://example.com/x", False),
+        ("not a url", False),
+    ],
+)
+def test_webhook_urls_are_checked_against_ssrf(url: str, accepted: bool) -> None:
+    assert (validate_webhook_url(url) is None) == accepted
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("events/*", "events/a", True),
+        ("events/*", "events/a/b", False),
+        ("events/**", "events", True),
+        ("events/**", "events/a/b", True),
+        ("**/history", "workflows/runs/r1/history", True),
+        ("runs/*/inbox", "runs/r1/history", False),
+    ],
+)
+def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
+    assert glob_match(pattern, path) == matches
