@@ -15,11 +15,11 @@ keywords), so the schemas stay the single source of truth.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 # jsonschema ships no type information; these names are Any to mypy unless the
 # types-jsonschema stubs are installed (then the ignores are unused, and allowed to be).
@@ -282,11 +282,11 @@ def _leaf(error: ValidationError) -> ValidationError:
     return error
 
 
-def _pointer(parts: Iterator[object] | Any) -> str:
+def _pointer(parts: Iterable[object]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
-def violations(event_name: str, message: object) -> tuple[Violation, ...]:
+def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
     """Every way ``message`` breaks the schema named ``event_name`` (empty when valid).
 
     Any schema name works: an event, an aggregate, or ``defs/change-message``.
@@ -328,7 +328,7 @@ def identify(message: object, stream: str) -> str:
     """
     if stream not in STREAM_EVENTS:
         raise ValueError(f"unknown stream {stream!r}: expected one of {sorted(STREAM_EVENTS)}")
-    events = STREAM_EVENTS[stream]  # type: ignore[index]
+    events = STREAM_EVENTS[cast(Stream, stream)]
     if not isinstance(message, dict):
         raise SchemaError(f"a {stream} message is a JSON object, not {_json_kind(message)}")
     candidates = _candidates(message, events)
@@ -367,7 +367,7 @@ def identify_any(message: object) -> tuple[str, str]:
 
 def aggregate(stream: str) -> str:
     """The name of the aggregate schema of ``stream`` (e.g. ``history-message``)."""
-    return _AGGREGATES[stream]  # type: ignore[index]
+    return _AGGREGATES[cast(Stream, stream)]
 
 
 def _json_kind(value: object) -> str:
