@@ -194,6 +194,11 @@ BAD_PAGES = {
         6,
         "anchor '#rules' not found on this page",
     ),
+    "link_text_names_another_id": (
+        _replace("[the rules](#rules-of-the-game)", "[EVT-002](#EVT-001)"),
+        6,
+        "link text EVT-002 points at #EVT-001",
+    ),
     "absolute_link": (
         _replace("(#rules-of-the-game)", "(/spec/good.md)"),
         6,

@@ -215,6 +215,9 @@ class _Linter:
                 self.error(page, link.line, f"absolute link {target!r}: use a relative link")
                 continue
             path_part, _, fragment = target.partition("#")
+            label = link.text.strip("` ")
+            if ID_LIKE_RE.match(label) and ID_LIKE_RE.match(fragment) and label != fragment:
+                self.error(page, link.line, f"link text {label} points at #{fragment}")
             path_part = path_part.split("?", 1)[0]
             if not path_part:
                 if fragment not in page.anchors():

@@ -223,8 +223,11 @@ class Keyword:
 
 @dataclass(frozen=True)
 class Link:
+    """A link target; ``text`` is the link text of an inline link, else empty."""
+
     line: int
     target: str
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -483,7 +486,7 @@ class Page:
                 continue
             text = _blank_out(_blank_out(line, _CODE_SPAN_RE), _HTML_COMMENT_RE)
             for match in _INLINE_LINK_RE.finditer(text):
-                yield Link(number, match.group("target"))
+                yield Link(number, match.group("target"), match.group("text"))
             ref = _REF_DEF_RE.match(text)
             if ref is not None:
                 yield Link(number, ref.group("target"))
