@@ -359,11 +359,19 @@ def _event_section(
     entity = _const(properties.get("type"))
     operation = _const(properties.get("headers", {}).get("properties", {}).get("operation"))
     statuses = _statuses(schemas, properties.get("value", {}), base)
-    links = [f"[schema](v1/{name}.json)"]
+    links = [f"schema: [`{name}.json`](v1/{name}.json)"]
     if name in sections:
-        links.append(f"[spec](../spec/{sections[name]})")
+        links.append(f"defined in: [`{sections[name]}`](../spec/{sections[name]})")
     elif has_events_page:
-        links.append("[spec](../spec/events.md)")
+        links.append("defined in: [`events.md`](../spec/events.md)")
+    for kind in ("valid", "invalid"):
+        folder = schemas.root / "examples" / name / kind
+        examples = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        if examples:
+            listed = ", ".join(
+                f"[{path.stem}](v1/examples/{name}/{kind}/{path.name})" for path in examples
+            )
+            links.append(f"{kind} examples: {listed}")
     out = [f"### `{name}`", ""]
     if document.get("description"):
         out += [" ".join(str(document["description"]).split()), ""]
@@ -371,7 +379,7 @@ def _event_section(
         f"- entity type: `{entity}`" if entity is not None else "- entity type: (any)",
         f"- operation: `{operation}`" if operation is not None else "- operation: (any)",
         f"- status: {' or '.join(statuses) if statuses else '(none)'}",
-        f"- {' · '.join(links)}",
+        *(f"- {link}" for link in links),
         "",
         "Value fields (all required):",
         "",
