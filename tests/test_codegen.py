@@ -96,7 +96,7 @@ def test_wrong_instances_fail_to_compile_on_exactly_the_wrong_lines(
     reported = {int(n) for n in re.findall(pattern, result.stdout, re.MULTILINE)}
     lines = WRONG.read_text().splitlines()
     expected = {i for i, line in enumerate(lines, 1) if line.endswith("// wrong")}
-    assert len(expected) == 7
+    assert len(expected) == 8
     assert reported == expected, result.stdout
 
 

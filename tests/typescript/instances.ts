@@ -104,7 +104,7 @@ export const runResumed: RunResumed = {
   type: "run",
   key: runId,
   value: { ...run, status: "running", waiting_for: null, output: null, error: null, finished_at: null },
-  headers: { operation: "update", txid: "sub-mgr-5b2e" },
+  headers: { operation: "update" },
 };
 
 export const runCompleted: RunCompleted = {
@@ -147,10 +147,10 @@ export const runCancelled: RunCancelled = {
     status: "cancelled",
     waiting_for: null,
     output: null,
-    error: { type: "Cancelled", message: "employee withdrew the report", details: null },
+    error: { type: "Cancelled", message: "employee withdrew the report", details: { cancel_id: "cancel-1" } },
     finished_at: "2026-11-24T10:02:00.000Z",
   },
-  headers: { operation: "update" },
+  headers: { operation: "update", txid: "cancel-1" },
 };
 
 const pay = {

@@ -20,4 +20,5 @@ export const d: InputReceived = { type: "input", key: "manager", value: { ...inp
 export const e: RunRequested = { type: "start", key: "r1", value: { run_id: "r1", workflow: "w", input: null }, headers: { operation: "insert" }, priority: 5 }; // wrong
 export const f: RunSuspended = { type: "run", key: "r1", value: { ...run, status: "paused", waiting_for: { inputs: [], until: null }, output: null, error: null, finished_at: null }, headers: { operation: "update" } }; // wrong
 export const g: InboxMessage = a; // wrong
+export const h: StepStarted = { type: "step", key: "pay", value: { ...step, status: "running", attempt: 1 }, headers: { operation: "insert", txid: "s1" } }; // wrong
 export const ok: InputReceived = { type: "input", key: "manager", value: { ...input, status: "received" }, headers: { operation: "update", txid: "s1" } };
