@@ -35,8 +35,8 @@ quotes or `SHOULD` in code, and link to [the rules](#rules-of-the-game) and to
 step body runs; it MUST NOT record it twice.
 
 - <a id="EVT-002"></a>**EVT-002** A client SHOULD show the prompt, and:
-  - it SHOULD NOT hide the schema;
-  - NOT RECOMMENDED: guessing.
+    - it SHOULD NOT hide the schema;
+    - NOT RECOMMENDED: guessing.
 - A plain item.
 
 <a id="EVT-003"></a>**EVT-003** The engine MAY batch appends.
@@ -199,6 +199,11 @@ BAD_PAGES = {
         6,
         "link text EVT-002 points at #EVT-001",
     ),
+    "wrapped_line_starts_a_list_item": (
+        _replace("- A plain item.", "- A plain item cited from RFC 3339,\n  2002. Reflow me."),
+        18,
+        "list item indented 2 space(s) under its parent item",
+    ),
     "absolute_link": (
         _replace("(#rules-of-the-game)", "(/spec/good.md)"),
         6,
@@ -313,7 +318,7 @@ def test_may_as_a_month_is_not_a_keyword(tmp_path: Path) -> None:
 
 
 def test_keywords_in_nested_items_belong_to_the_requirement(tmp_path: Path) -> None:
-    nested = _replace("  - NOT RECOMMENDED: guessing.", "  - it MAY guess.")
+    nested = _replace("    - NOT RECOMMENDED: guessing.", "    - it MAY guess.")
     spec = make_spec(tmp_path, {"good.md": nested, "other.md": OTHER_PAGE})
     assert [f[2] for f in findings(spec)] == [
         "EVT-002 mixes keyword levels MAY and SHOULD: split it into one requirement per level"

@@ -78,6 +78,7 @@ class _Linter:
             self.check_title_and_status(page)
             self.check_keywords(page)
             self.check_ids(page, seen)
+            self.check_lists(page)
             self.check_links(page)
             self.check_examples(page)
         return sorted(self.findings)
@@ -205,6 +206,19 @@ class _Linter:
                     line,
                     f'requirement anchor "{value}" must begin its paragraph or list item',
                 )
+
+    def check_lists(self, page: Page) -> None:
+        for block in page.blocks:
+            if block.kind == "item" and block.parent is not None:
+                step = block.indent - block.parent.indent
+                if step < 4:
+                    self.error(
+                        page,
+                        block.start,
+                        f"list item indented {step} space(s) under its parent item: the site's"
+                        " Markdown nests lists only at 4 spaces, and a wrapped line that starts"
+                        " with '1. ' or '- ' begins a new item (indent by 4 or reflow the line)",
+                    )
 
     def check_links(self, page: Page) -> None:
         for link in page.links():
