@@ -249,19 +249,22 @@ class StreamsApp:
             await _respond(send, Reply(404, {"content-type": "text/plain"}, b"Not found"))
             return
         request.path = full_path[len(STREAM_PREFIX) :]
+        if request.method in ("PUT", "POST"):
+            # Read (or drain) the body before any check can refuse the request, so
+            # every refusal reaches the client instead of a reset connection.
+            request.body = await self.read_body(request)
         if request.path == "__ds" or request.path.startswith("__ds/"):
             if self.subscriptions is None:
                 raise ProtocolError(404, "Subscriptions are not enabled")
-            request.body = await self.read_body(request)
             await _respond(send, await self.subscriptions.handle(request))
             return
         if request.method == "GET":
             await self._get(request, send)
             return
         if request.method == "PUT":
-            reply = await self._put(request)
+            reply = self._put(request)
         elif request.method == "POST":
-            reply = await self._post(request)
+            reply = self._post(request)
         elif request.method == "HEAD":
             reply = self._head(request)
         elif request.method == "DELETE":
@@ -293,7 +296,7 @@ class StreamsApp:
 
     # ------------------------------------------------------------------ PUT
 
-    async def _put(self, request: Request) -> Reply:
+    def _put(self, request: Request) -> Reply:
         content_type = request.header(p.CONTENT_TYPE)
         if not p.is_valid_content_type(content_type):
             content_type = None
@@ -325,7 +328,6 @@ class StreamsApp:
             if forked_from is None or parsed is None:
                 raise ProtocolError(400, "Invalid Stream-Fork-Sub-Offset")
             sub_offset = parsed
-        body = await self.read_body(request)
         created, meta = self.core.create(
             request.path,
             content_type=content_type,
@@ -333,7 +335,7 @@ class StreamsApp:
             expires_at=expires_header,
             expires_at_ts=expires_ts,
             closed=p.is_true(request.header(p.STREAM_CLOSED)),
-            body=body,
+            body=request.body,
             forked_from=forked_from,
             fork_offset=fork_offset,
             fork_sub_offset=sub_offset,
@@ -347,16 +349,14 @@ class StreamsApp:
 
     # ----------------------------------------------------------------- POST
 
-    async def _post(self, request: Request) -> Reply:
-        producer = _producer(request)
-        body = await self.read_body(request)
+    def _post(self, request: Request) -> Reply:
         result = self.core.append(
             request.path,
             content_type=request.header(p.CONTENT_TYPE),
-            body=body,
+            body=request.body,
             close=p.is_true(request.header(p.STREAM_CLOSED)),
             stream_seq=request.header(p.STREAM_SEQ),
-            producer=producer,
+            producer=_producer(request),
         )
         return Reply(result.status, result.headers)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -29,6 +30,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -72,9 +74,6 @@ class _MemoryKeyValue:
     def delete_value(self, key: str) -> None:
         self._values.pop(key, None)
 
-    def keys(self) -> list[str]:
-        return list(self._values)
-
 
 class SubscriptionError(Exception):
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
@@ -116,6 +115,7 @@ class Subscription:
 def glob_match(pattern: str, path: str) -> bool:
     """``*`` matches one path segment, ``**`` zero or more (section 6.2)."""
 
+    @functools.cache  # "**" backtracking stays polynomial
     def match(pi: int, si: int) -> bool:
         if pi == len(pat):
             return si == len(parts)
@@ -178,11 +178,9 @@ def _unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _now_iso() -> str:
-    return (
-        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        + f".{int(time.time() * 1000) % 1000:03d}Z"
-    )
+def _iso(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SubscriptionManager:
@@ -405,7 +403,7 @@ class SubscriptionManager:
             problem = validate_webhook_url(config["webhook"]["url"])
             if problem is not None:
                 raise SubscriptionError(400, "WEBHOOK_URL_REJECTED", problem)
-        sub = Subscription(sub_id, config["type"], config, digest, _now_iso())
+        sub = Subscription(sub_id, config["type"], config, digest, _iso(self._clock()))
         for stream in config["streams"]:
             self._link(sub, stream, "explicit")
         if config.get("pattern"):
