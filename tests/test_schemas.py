@@ -140,6 +140,7 @@ def test_aggregate_is_one_of_the_events_of_its_stream(stream: str) -> None:
     assert refs == [f"{event}.json" for event in schemas.STREAM_EVENTS[stream]]  # type: ignore[index]
 
 
+@pytest.mark.req("EVT-003", "EVT-004")
 @pytest.mark.parametrize("event", schemas.EVENTS)
 def test_event_schema_is_a_closed_change_message(event: str) -> None:
     schema = schemas.schema(event)
@@ -152,6 +153,7 @@ def test_event_schema_is_a_closed_change_message(event: str) -> None:
     assert envelope["$defs"]["headers"]["additionalProperties"] is False
 
 
+@pytest.mark.req("EVT-021")
 @pytest.mark.parametrize("stream", sorted(schemas.STREAM_EVENTS))
 def test_discriminators_are_unique_within_a_stream(stream: str) -> None:
     seen: dict[tuple[str, str, str | None], str] = {}
@@ -175,6 +177,7 @@ def test_examples_name_only_known_events() -> None:
         assert {p.name for p in folder.iterdir()} <= {"valid", "invalid"}
 
 
+@pytest.mark.req("EVT-021")
 @pytest.mark.parametrize(("event", "path"), VALID, ids=_ids(VALID))
 def test_valid_example_validates_and_is_identified_as_its_event(event: str, path: Path) -> None:
     message = _load(path)

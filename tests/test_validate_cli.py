@@ -155,6 +155,7 @@ def test_json_report_for_scripts(tmp_path: Path, capsys: pytest.CaptureFixture[s
                     "path": "/value/attempt",
                     "schema_path": "/properties/value/allOf/1/properties/attempt/const",
                     "message": "1 was expected",
+                    "requirement": None,
                 }
             ],
         }

@@ -34,6 +34,8 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
+from . import _event_rules
+
 __all__ = [
     "BASE_URI",
     "EVENTS",
@@ -44,6 +46,7 @@ __all__ = [
     "identify",
     "identify_any",
     "registry",
+    "rule_violations",
     "schema",
     "schema_root",
     "validator",
@@ -99,15 +102,19 @@ _AGGREGATES: Final[Mapping[Stream, str]] = {
 
 @dataclass(frozen=True)
 class Violation:
-    """One way a message breaks its schema.
+    """One way a message breaks its event's constraints.
 
-    ``path`` is a JSON Pointer into the message ("" for the message itself);
-    ``schema_path`` the keyword location in the schema that failed.
+    ``path`` is a JSON Pointer into the message ("" for the message itself). A schema
+    violation has ``schema_path``, the keyword location in the schema that failed; a
+    violation of a rule that JSON Schema cannot express (a value id equal to the key, a
+    timestamp not before another) has ``schema_path`` "" and names the spec
+    ``requirement`` instead.
     """
 
     path: str
     schema_path: str
     message: str
+    requirement: str | None = None
 
     def __str__(self) -> str:
         where = self.path or "(message)"
@@ -286,6 +293,37 @@ def _pointer(parts: Iterable[object]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _forbidden_member(event_name: str, message: Any, error: ValidationError) -> Violation | None:
+    """A readable violation for a member an event forbids with a ``false`` schema
+    (``old_value``, or ``headers.txid`` on most history events).
+
+    jsonschema reports those at the enclosing object without naming the member, so
+    find it: walk the event schema along the error's schema path to the ``properties``
+    that holds the ``false`` and see which of them the message has.
+    """
+    if error.validator is not None or list(error.absolute_schema_path)[-1:] != ["properties"]:
+        return None
+    node: Any = schema(event_name)
+    instance: Any = message
+    try:
+        for part in error.absolute_schema_path:
+            node = node[part]
+        for part in error.absolute_path:
+            instance = instance[part]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(node, dict) or not isinstance(instance, dict):
+        return None
+    members = sorted(k for k, sub in node.items() if sub is False and k in instance)
+    if not members:
+        return None
+    return Violation(
+        path=_pointer([*error.absolute_path, members[0]]),
+        schema_path=_pointer([*error.absolute_schema_path, members[0]]),
+        message=f"{members[0]!r} is not allowed in a {event_name} message",
+    )
+
+
 def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
     """Every way ``message`` breaks the schema named ``event_name`` (empty when valid).
 
@@ -294,6 +332,10 @@ def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
     found: dict[tuple[str, str], Violation] = {}
     for error in sorted(validator(event_name).iter_errors(message), key=relevance):
         leaf = _leaf(error)
+        forbidden = _forbidden_member(event_name, message, leaf)
+        if forbidden is not None:
+            found.setdefault((forbidden.path, forbidden.message), forbidden)
+            continue
         path = _pointer(leaf.absolute_path)
         # The same fault can fail two keywords (an entity's definition and the event's
         # narrowing of it); report it once.
@@ -304,6 +346,15 @@ def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
             ),
         )
     return tuple(sorted(found.values(), key=lambda v: (v.path, v.message)))
+
+
+def rule_violations(event_name: str, message: Mapping[str, Any]) -> tuple[Violation, ...]:
+    """The constraints of the event's spec table that JSON Schema cannot express and
+    that ``message`` breaks. Only meaningful for a message that passes the schema."""
+    return tuple(
+        Violation(path=b.path, schema_path="", message=b.message, requirement=b.requirement)
+        for b in _event_rules.check(event_name, message)
+    )
 
 
 def _describe(message: Mapping[str, Any]) -> str:
@@ -324,7 +375,8 @@ def identify(message: object, stream: str) -> str:
     """The event a valid message of ``stream`` ("history", "inbox" or "index") is.
 
     Raises :class:`SchemaError` when no event of the stream has the message's
-    discriminator, or when the message breaks that event's schema.
+    discriminator, when the message breaks that event's schema, or when it breaks one
+    of the event's rules that a schema cannot express (:func:`rule_violations`).
     """
     if stream not in STREAM_EVENTS:
         raise ValueError(f"unknown stream {stream!r}: expected one of {sorted(STREAM_EVENTS)}")
@@ -341,7 +393,7 @@ def identify(message: object, stream: str) -> str:
             violations=violations("defs/change-message", message),
         )
     event = candidates[0]
-    found = violations(event, message)
+    found = violations(event, message) or rule_violations(event, message)
     if found:
         raise SchemaError(f"invalid {event} message", event=event, violations=found)
     return event

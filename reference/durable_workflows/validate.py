@@ -110,7 +110,10 @@ def _print_text(reports: Sequence[FileReport], out: TextIO) -> None:
             schema_file = f"{m.event}.json" if m.event else "defs/change-message.json"
             for v in m.violations:
                 print(f"        at {v.path or '/'}: {v.message}", file=out)
-                print(f"           schema: {schema_file}#{v.schema_path}", file=out)
+                if v.requirement:
+                    print(f"           rule: {v.requirement}", file=out)
+                else:
+                    print(f"           schema: {schema_file}#{v.schema_path}", file=out)
     messages = [m for r in reports for m in r.messages]
     invalid = sum(1 for m in messages if not m.valid)
     unreadable = sum(1 for r in reports if r.status == "unreadable")
