@@ -165,6 +165,34 @@ def test_discriminators_are_unique_within_a_stream(stream: str) -> None:
             seen[key] = event
 
 
+@pytest.mark.parametrize(
+    ("message", "valid"),
+    [
+        ({"type": "user", "key": "1", "value": {"n": 1}, "headers": {"operation": "insert"}}, True),
+        ({"type": "user", "key": "1", "value": "dark", "headers": {"operation": "update"}}, True),
+        ({"type": "user", "key": "1", "headers": {"operation": "delete"}}, True),
+        ({"type": "user", "key": "1", "value": None, "headers": {"operation": "delete"}}, True),
+        ({"type": "user", "key": "1", "old_value": {}, "headers": {"operation": "delete"}}, True),
+        ({"type": "user", "key": "1", "headers": {"operation": "insert"}}, False),
+        ({"type": "user", "key": "1", "headers": {"operation": "update"}}, False),
+        ({"type": "user", "key": "1", "value": 1, "headers": {"operation": "upsert"}}, False),
+        ({"type": "", "key": "1", "value": 1, "headers": {"operation": "insert"}}, False),
+        (
+            {"type": "u", "key": "1", "value": 1, "headers": {"operation": "insert", "from": "x"}},
+            False,
+        ),
+        (
+            {"type": "u", "key": "1", "value": 1, "headers": {"operation": "insert", "txid": ""}},
+            False,
+        ),
+        ({"type": "u", "key": "1", "value": 1, "headers": {"operation": "insert"}, "x": 1}, False),
+        ({"headers": {"control": "reset"}}, False),
+    ],
+)
+def test_change_message_follows_the_state_protocol(message: object, valid: bool) -> None:
+    assert schemas.validator("defs/change-message").is_valid(message) is valid
+
+
 @pytest.mark.parametrize("event", schemas.EVENTS)
 def test_event_has_at_least_three_valid_and_three_invalid_examples(event: str) -> None:
     assert len(list((EXAMPLES / event / "valid").glob("*.json"))) >= 3
