@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from durable_workflows.streams import protocol as p
+from durable_workflows.streams.server import StreamsApp
 from durable_workflows.streams.server.core import (
     AppendResult,
     Producer,
     ProtocolError,
+    StorageError,
     StreamCore,
     format_body,
 )
@@ -316,3 +320,64 @@ def test_core_and_storage_import_no_network_or_asgi_code(module: str) -> None:
             imported.add(node.module.split(".")[0])
     forbidden = {"asyncio", "socket", "httpx", "uvicorn", "starlette", "threading"}
     assert not imported & forbidden
+
+
+# ------------------------------------------------------------ storage failure
+
+
+class FlakyStorage(MemoryStorage):
+    """Memory storage whose commits fail while ``broken`` is set."""
+
+    broken = False
+
+    def commit(self, *args: Any, **kwargs: Any) -> None:
+        if self.broken:
+            raise StorageError("disk full")
+        super().commit(*args, **kwargs)
+
+
+def test_a_failed_commit_changes_nothing(clock: Clock) -> None:
+    storage = FlakyStorage()
+    core = StreamCore(storage, clock)
+    create(core, "f")
+    append(core, "f", b"[1]", seq="1", producer=("w", 0, 0))
+    before = core.head("f")
+    storage.broken = True
+    with pytest.raises(StorageError):
+        append(core, "f", b"[2]", seq="2", producer=("w", 0, 1))
+    with pytest.raises(StorageError):
+        append(core, "f", b"", close=True)
+    storage.broken = False
+    after = core.head("f")
+    assert (after.tail, after.stream_seq, after.closed) == (before.tail, "1", False)
+    assert after.producers["w"].last_seq == 0
+    assert append(core, "f", b"[2]", seq="2", producer=("w", 0, 1)).status == 200  # the retry
+    assert messages(core, "f") == [1, 2]
+
+
+def test_storage_failure_is_a_503(clock: Clock) -> None:
+    storage = FlakyStorage()
+    app = StreamsApp(StreamCore(storage, clock))
+
+    async def scenario() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            created = await client.put("/v1/stream/x", headers={"content-type": "text/plain"})
+            assert created.status_code == 201
+            storage.broken = True
+            response = await client.post(
+                "/v1/stream/x", headers={"content-type": "text/plain"}, content=b"a"
+            )
+            assert response.status_code == 503
+            storage.broken = False
+            assert (await client.get("/v1/stream/x")).content == b""
+
+    asyncio.run(scenario())
+
+
+def test_sweep_retires_expired_streams(core: StreamCore, clock: Clock) -> None:
+    create(core, "short", ttl_seconds=5)
+    create(core, "long", ttl_seconds=500)
+    clock.now += 10
+    assert core.sweep() == 1
+    assert core.paths() == ["long"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -19,7 +20,15 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from .. import protocol as p
-from .core import Producer, ProtocolError, ReadResult, StreamCore, StreamMeta, format_body
+from .core import (
+    Producer,
+    ProtocolError,
+    ReadResult,
+    StorageError,
+    StreamCore,
+    StreamMeta,
+    format_body,
+)
 from .core import sse_payload as _sse_payload
 
 Scope = MutableMapping[str, Any]
@@ -27,10 +36,14 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+log = logging.getLogger(__name__)
+
 STREAM_PREFIX = "/v1/stream/"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Section 10.2: close SSE connections about every minute so CDNs can collapse.
 SSE_MAX_SECONDS = 60.0
+#: How often expired streams are retired without being touched.
+SWEEP_SECONDS = 60.0
 
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
 _ALLOW_HEADERS = ", ".join(
@@ -201,7 +214,12 @@ class StreamsApp:
     def _on_change(self, path: str, appended: bool) -> None:
         self.waiters.notify(path)
         if self.subscriptions is not None:
-            self.subscriptions.on_stream_change(path, appended)
+            try:
+                self.subscriptions.on_stream_change(path, appended)
+            except Exception:
+                # The change is already committed: its writer must still get its
+                # 2xx, so a subscription failure is logged, never raised.
+                log.exception("subscription hook failed for %s", path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -225,20 +243,37 @@ class StreamsApp:
             return
         except ProtocolError as error:
             await _respond(send, _error_reply(error))
+        except StorageError as error:
+            # Nothing was applied (the core commits before it changes state), so
+            # the client may retry; a producer retry is deduplicated if it did land.
+            await _respond(send, _error_reply(ProtocolError(503, f"Storage error: {error}")))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        sweeper: asyncio.Future[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 if self.subscriptions is not None:
                     self.subscriptions.start()
+                sweeper = asyncio.ensure_future(self._sweep_expired())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if sweeper is not None:
+                    sweeper.cancel()
                 if self.subscriptions is not None:
                     await self.subscriptions.aclose()
                 self.core.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _sweep_expired(self) -> None:
+        """Retire expired streams even if nobody asks for them again."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                self.core.sweep()
+            except StorageError:
+                continue  # retried at the next sweep
 
     async def _dispatch(self, request: Request, send: Send) -> None:
         full_path: str = request.scope["path"]

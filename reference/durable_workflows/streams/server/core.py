@@ -49,6 +49,10 @@ class ProtocolError(Exception):
         self.headers = headers or {}
 
 
+class StorageError(Exception):
+    """The storage could not commit or read; nothing of the request was applied."""
+
+
 @dataclass
 class ProducerState:
     epoch: int
@@ -102,7 +106,11 @@ class Record:
 
 
 class Storage(Protocol):
-    """Where metadata and records live. ``commit`` is atomic and durable on return."""
+    """Where metadata and records live. ``commit`` is atomic and durable on return.
+
+    Failures are raised as :class:`StorageError`; the core changes its in-memory
+    state only after a commit returned, so a failed commit changes nothing.
+    """
 
     def load(self) -> list[StreamMeta]: ...
 
@@ -288,6 +296,12 @@ class StreamCore:
         self._storage.commit(metas=[meta], records=[(meta.path, r) for r in records])
         self._streams[meta.path] = meta
         self._touch_persisted[meta.path] = meta.last_access
+
+    def sweep(self) -> int:
+        """Retire every expired stream now (lookups also do it lazily); how many."""
+        before = len(self._streams)
+        self.paths()
+        return before - len(self._streams)
 
     def touch(self, path: str) -> None:
         """Refresh a sliding TTL (reads and writes do; HEAD does not)."""

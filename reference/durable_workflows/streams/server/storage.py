@@ -18,15 +18,17 @@ crash such a stream may expire up to a second earlier than it would have.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
-from .core import Record, StreamMeta
+from .core import Record, StorageError, StreamMeta
 
 
-def _take(records: Sequence[Record], max_bytes: int) -> list[Record]:
+def _take(records: Iterable[Record], max_bytes: int) -> list[Record]:
     """A prefix of ``records`` of about ``max_bytes`` (always at least one record)."""
     taken: list[Record] = []
     size = 0
@@ -65,7 +67,8 @@ class MemoryStorage:
         offsets = self._offsets.get(path, [])
         start = bisect.bisect_right(offsets, after)
         end = len(offsets) if upto is None else bisect.bisect_right(offsets, upto)
-        return _take(self._records.get(path, [])[start:end], max_bytes)
+        # islice, not a slice: paging through a long stream must not copy its tail.
+        return _take(itertools.islice(self._records.get(path, []), start, end), max_bytes)
 
     def close(self) -> None:
         self._records.clear()
@@ -82,6 +85,14 @@ CREATE TABLE IF NOT EXISTS records (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+
+@contextmanager
+def _storage_errors() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as error:
+        raise StorageError(str(error)) from error
 
 
 class SqliteStorage:
@@ -108,6 +119,15 @@ class SqliteStorage:
         records: Sequence[tuple[str, Record]] = (),
         deleted: Sequence[str] = (),
     ) -> None:
+        with _storage_errors():
+            self._commit(metas, records, deleted)
+
+    def _commit(
+        self,
+        metas: Sequence[StreamMeta],
+        records: Sequence[tuple[str, Record]],
+        deleted: Sequence[str],
+    ) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -128,6 +148,10 @@ class SqliteStorage:
             raise
 
     def read(self, path: str, after: str, upto: str | None, max_bytes: int) -> list[Record]:
+        with _storage_errors():
+            return self._read(path, after, upto, max_bytes)
+
+    def _read(self, path: str, after: str, upto: str | None, max_bytes: int) -> list[Record]:
         query = "SELECT offset, data FROM records WHERE path = ? AND offset > ?"
         params: list[str] = [path, after]
         if upto is not None:
@@ -144,15 +168,20 @@ class SqliteStorage:
         cursor.close()
         return taken
 
+    # Small settings (subscription state, signing keys); each write is durable.
+
     def get_value(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        with _storage_errors():
+            row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_value(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+        with _storage_errors():
+            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
 
     def delete_value(self, key: str) -> None:
-        self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+        with _storage_errors():
+            self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
 
     def close(self) -> None:
         self._db.close()
