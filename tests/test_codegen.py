@@ -116,9 +116,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
             del sys.modules[name]
 
 
-def _model(event: str) -> Any:
-    module = importlib.import_module("dwf_models." + event.replace("-", "_"))
-    class_name = "".join(word.capitalize() for word in schemas.schema(event)["title"].split())
+def _model(name: str) -> Any:
+    """The generated model of an event or aggregate schema, named after its title."""
+    module = importlib.import_module("dwf_models." + name.replace("-", "_"))
+    class_name = "".join(word.capitalize() for word in schemas.schema(name)["title"].split())
     return getattr(module, class_name)
 
 
@@ -134,6 +135,11 @@ def test_python_model_round_trips_a_valid_example(
     dumped = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True)
     assert dumped == original
     assert json.loads(parsed.model_dump_json(by_alias=True, exclude_unset=True)) == original
+    # The stream's union model picks the same event.
+    stream = next(s for s, events in schemas.STREAM_EVENTS.items() if event in events)
+    union = _model(schemas.aggregate(stream)).model_validate(original)
+    assert type(union.root) is type(parsed)
+    assert union.model_dump(mode="json", by_alias=True, exclude_unset=True) == original
 
 
 def test_python_models_reject_a_wrong_type(models: ModuleType) -> None:
