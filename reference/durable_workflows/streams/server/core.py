@@ -139,7 +139,6 @@ class AppendResult:
 
     status: int
     headers: dict[str, str]
-    appended: bool  # new data was stored (subscribers may need a wake)
 
 
 @dataclass(frozen=True)
@@ -530,10 +529,10 @@ class StreamCore:
         if close:
             headers[p.STREAM_CLOSED] = "true"
         if producer is None:
-            return AppendResult(204, headers, appended=True)
+            return AppendResult(204, headers)
         headers[p.PRODUCER_EPOCH] = str(producer.epoch)
         headers[p.PRODUCER_SEQ] = str(producer.seq)
-        return AppendResult(200, headers, appended=True)
+        return AppendResult(200, headers)
 
     def _check_producer(
         self, meta: StreamMeta, producer: Producer, now: float
@@ -581,7 +580,7 @@ class StreamCore:
         if closed or meta.closed:
             headers[p.STREAM_CLOSED] = "true"
         self.touch(meta.path)
-        return AppendResult(204, headers, appended=False)
+        return AppendResult(204, headers)
 
     def _close_only(self, meta: StreamMeta, producer: Producer | None) -> AppendResult:
         """An empty POST with ``Stream-Closed: true`` (section 5.3); refreshes the TTL."""
@@ -593,7 +592,7 @@ class StreamCore:
                 if producer is not None:
                     headers[p.PRODUCER_EPOCH] = str(producer.epoch)
                     headers[p.PRODUCER_SEQ] = str(producer.seq)
-                return AppendResult(204, headers, appended=False)
+                return AppendResult(204, headers)
             raise ProtocolError(409, "Stream is closed", self._closed_headers(meta))
         producers = meta.producers
         closed_by = None
@@ -614,7 +613,7 @@ class StreamCore:
         if producer is not None:
             headers[p.PRODUCER_EPOCH] = str(producer.epoch)
             headers[p.PRODUCER_SEQ] = str(producer.seq)
-        return AppendResult(204, headers, appended=False)
+        return AppendResult(204, headers)
 
     @staticmethod
     def _closed_headers(meta: StreamMeta) -> dict[str, str]:
