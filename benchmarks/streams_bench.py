@@ -73,6 +73,7 @@ class Config:
     message_bytes: int
     max_seconds: float
     compression: bool
+    read_repeats: int
 
 
 def message(i: int, size: int) -> dict[str, Any]:
@@ -166,18 +167,18 @@ def response_encoding(client: StreamClient, stream: Stream) -> str:
     return encoding
 
 
-def run_round(client: StreamClient, cfg: Config) -> dict[str, float]:
-    unbatched = bench_unbatched(client, cfg)
-    batched_messages, batched_requests = bench_batched(client, cfg)
+def measure(kind: str, client: StreamClient, cfg: Config) -> dict[str, float]:
+    if kind == "unbatched":
+        return {"unbatched_appends_per_s": bench_unbatched(client, cfg)}
+    if kind == "batched":
+        messages, requests = bench_batched(client, cfg)
+        return {"batched_messages_per_s": messages, "batched_requests_per_s": requests}
     stream, payload = prepare_read(client, cfg)
-    read_messages, read_mb = bench_read(client, stream, payload, cfg)
+    rates = [bench_read(client, stream, payload, cfg) for _ in range(cfg.read_repeats)]
     stream.delete()
     return {
-        "unbatched_appends_per_s": unbatched,
-        "batched_messages_per_s": batched_messages,
-        "batched_requests_per_s": batched_requests,
-        "read_messages_per_s": read_messages,
-        "read_mb_per_s": read_mb,
+        "read_messages_per_s": statistics.median(r[0] for r in rates),
+        "read_mb_per_s": statistics.median(r[1] for r in rates),
     }
 
 
@@ -214,28 +215,36 @@ def node_package_version() -> str:
     return "unknown"
 
 
-def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in rounds) for key in METRICS}
+def summary(rounds: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {
+        "median": {key: statistics.median(r[key] for r in rounds) for key in METRICS},
+        "min": {key: min(r[key] for r in rounds) for key in METRICS},
+        "max": {key: max(r[key] for r in rounds) for key in METRICS},
+    }
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """Medians with the (min-max) of the rounds, then the ratios of the medians."""
     names = list(report["servers"])
+    pairs = [(a, b) for a, b in PAIRS.items() if f"{a}/{b}" in report["ratios"]]
+
+    def num(value: float, key: str) -> str:
+        return f"{value:,.1f}" if key == "read_mb_per_s" else f"{value:,.0f}"
+
     lines = [
-        "| metric (median) | "
+        "| median (min-max) | "
         + " | ".join(names)
-        + " | "
-        + " | ".join(f"{a} / {b}" for a, b in PAIRS.items())
+        + "".join(f" | {a} / {b}" for a, b in pairs)
         + " |",
-        "| --- | "
-        + " | ".join("---:" for _ in names)
-        + " | "
-        + " | ".join("---:" for _ in PAIRS)
-        + " |",
+        "| --- |" + " ---: |" * (len(names) + len(pairs)),
     ]
     for key in METRICS:
-        cells = [f"{report['servers'][n]['median'][key]:,.1f}" for n in names]
-        ratios = [f"{report['ratios'][f'{a}/{b}'][key]:.2f}" for a, b in PAIRS.items()]
-        lines.append(f"| {key} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        cells = []
+        for name in names:
+            med, lo, hi = (report["servers"][name][k][key] for k in ("median", "min", "max"))
+            cells.append(f"{num(med, key)} ({num(lo, key)}-{num(hi, key)})")
+        ratios = [f"{report['ratios'][f'{a}/{b}'][key]:.2f}" for a, b in pairs]
+        lines.append(f"| {key} | " + " | ".join(cells + ratios) + " |")
     return "\n".join(lines)
 
 
@@ -247,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=100, help="messages per batched append")
     parser.add_argument("--batches", type=int, default=100, help="batched appends per round")
     parser.add_argument("--read-messages", type=int, default=20_000)
+    parser.add_argument(
+        "--read-repeats",
+        type=int,
+        default=3,
+        help="catch-up reads of the stream per round (their median counts)",
+    )
     parser.add_argument("--message-bytes", type=int, default=200)
     parser.add_argument(
         "--max-seconds",
@@ -270,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         args.message_bytes,
         args.max_seconds,
         not args.no_compression,
+        args.read_repeats,
     )
     headers = {} if cfg.compression else {"Accept-Encoding": "identity"}
 
@@ -294,13 +310,20 @@ def main(argv: list[str] | None = None) -> int:
             clients[name] = client
         results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         started = time.perf_counter()
+        # Measurement by measurement, every server in turn (rotating who goes first),
+        # so a busy moment on the machine hits all servers alike.
         for round_no in range(cfg.rounds):
-            order = names[round_no % len(names) :] + names[: round_no % len(names)]
-            for name in order:
-                results[name].append(run_round(clients[name], cfg))
+            shift = round_no % len(names)
+            order = names[shift:] + names[:shift]
+            row: dict[str, dict[str, float]] = {n: {} for n in names}
+            for kind in ("unbatched", "batched", "read"):
+                for name in order:
+                    row[name].update(measure(kind, clients[name], cfg))
+            for name in names:
+                results[name].append(row[name])
                 print(
                     f"round {round_no + 1}/{cfg.rounds} {name}: "
-                    + ", ".join(f"{k}={v:,.1f}" for k, v in results[name][-1].items()),
+                    + ", ".join(f"{k}={v:,.1f}" for k, v in row[name].items()),
                     file=sys.stderr,
                     flush=True,
                 )
@@ -321,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "config": cfg.__dict__,
         "servers": {
-            name: {"rounds": rounds, "median": median_of(rounds)}
-            for name, rounds in results.items()
+            name: {"rounds": rounds, **summary(rounds)} for name, rounds in results.items()
         },
         "ratios": {},
     }
@@ -331,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             a, b = report["servers"][ours]["median"], report["servers"][theirs]["median"]
             report["ratios"][f"{ours}/{theirs}"] = {k: a[k] / b[k] for k in METRICS}
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    if len(report["ratios"]) == len(PAIRS):
-        print(markdown(report))
+    print(markdown(report))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
