@@ -38,24 +38,30 @@ def _stream_seq(n: int) -> str:
     return f"{n:016d}"
 
 
-def _writer(url: str, acked: list[Ack], stop: threading.Event) -> None:
+def _writer(
+    url: str,
+    acked: list[Ack],
+    stop: threading.Event,
+    producer: str = PRODUCER,
+    *,
+    seq_header: bool = True,
+) -> None:
     """Append {"n": seq} until the server dies or ``stop``; record each 2xx."""
     with httpx.Client(timeout=5.0) as client:
         for seq in range(MAX_APPENDS):
             if stop.is_set():
                 return
+            headers = {
+                "content-type": "application/json",
+                "producer-id": producer,
+                "producer-epoch": "0",
+                "producer-seq": str(seq),
+            }
+            if seq_header:
+                headers["stream-seq"] = _stream_seq(seq)
+            body = f'{{"n":{seq}}}' if producer == PRODUCER else f'{{"w":"{producer}","n":{seq}}}'
             try:
-                response = client.post(
-                    url,
-                    content=f'{{"n":{seq}}}',
-                    headers={
-                        "content-type": "application/json",
-                        "producer-id": PRODUCER,
-                        "producer-epoch": "0",
-                        "producer-seq": str(seq),
-                        "stream-seq": _stream_seq(seq),
-                    },
-                )
+                response = client.post(url, content=body, headers=headers)
             except httpx.TransportError:
                 return  # the server was killed
             if response.status_code != 200:
@@ -82,29 +88,42 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
     with embedded_server(data_dir=data) as server:
         url = server.stream_url("durability/log")
         with httpx.Client(timeout=5.0) as client:
-            assert (
-                client.put(
-                    url, headers={"content-type": "application/json", "stream-ttl": "3600"}
-                ).status_code
-                == 201
+            created = client.put(
+                url, headers={"content-type": "application/json", "stream-ttl": "3600"}
             )
+            assert created.status_code == 201
             closed_url = server.stream_url("durability/closed")
             client.put(closed_url, headers={"content-type": "text/plain"}, content=b"final")
             assert client.post(closed_url, headers={"stream-closed": "true"}).status_code == 204
             expiring_url = server.stream_url("durability/expiring")
             expires = "2099-01-01T00:00:00Z"
             client.put(expiring_url, headers={"stream-expires-at": expires})
+            shared_url = server.stream_url("durability/shared")
+            client.put(shared_url, headers={"content-type": "application/json"})
         stop = threading.Event()
         writer = threading.Thread(target=_writer, args=(url, acked, stop), daemon=True)
-        writer.start()
+        # Concurrent writers on one more stream, interleaving their appends.
+        shared: dict[str, list[Ack]] = {f"w{i}": [] for i in range(3)}
+        others = [
+            threading.Thread(
+                target=_writer,
+                args=(shared_url, acks, stop, name),
+                kwargs={"seq_header": False},
+                daemon=True,
+            )
+            for name, acks in shared.items()
+        ]
+        for thread in [writer, *others]:
+            thread.start()
         deadline = time.monotonic() + MAX_LOAD_SECONDS
         while len(acked) < MIN_ACKED and time.monotonic() < deadline and writer.is_alive():
             time.sleep(0.01)
-        server.kill()  # mid-load: the writer is still sending
-        writer.join(timeout=10)
+        server.kill()  # mid-load: every writer is still sending
+        for thread in [writer, *others]:
+            thread.join(timeout=10)
         stop.set()
-        assert not writer.is_alive()
-    print(f"{len(acked)} appends acknowledged before the kill")
+        assert not any(thread.is_alive() for thread in [writer, *others])
+    print(f"{len(acked)} + {sum(map(len, shared.values()))} appends acknowledged before the kill")
     assert len(acked) >= 50, f"only {len(acked)} appends were acknowledged before the kill"
 
     with embedded_server(data_dir=data) as server, httpx.Client(timeout=5.0) as client:
@@ -168,3 +187,13 @@ def test_acknowledged_appends_survive_kill_9(tmp_path: Path) -> None:
         assert client.get(server.stream_url("durability/closed")).text == "final"
         expiring = client.head(server.stream_url("durability/expiring"))
         assert expiring.headers["stream-expires-at"] == "2099-01-01T00:00:00Z"
+
+        # The shared stream: each writer's acknowledged appends, in its order;
+        # beyond them at most its one in-flight request.
+        stored = _read_all(client, server.stream_url("durability/shared"))
+        for name, acks in shared.items():
+            mine = [m["n"] for m in stored if isinstance(m, dict) and m.get("w") == name]
+            assert mine[: len(acks)] == [ack.seq for ack in acks]
+            assert len(mine) - len(acks) in (0, 1)
+        offsets = [ack.offset for acks in shared.values() for ack in acks]
+        assert len(set(offsets)) == len(offsets)
