@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "node": version(["node", "--version"]),
             "node_server_package": node_package_version(),
-            "platform": platform.platform(),
+            "platform": f"{platform.system()} {platform.machine()}",
             "cpus": os.cpu_count(),
             "wall_seconds": round(wall, 1),
             "read_content_encoding": encodings,

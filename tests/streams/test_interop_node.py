@@ -531,3 +531,19 @@ def test_live_read_survives_a_dropped_connection(node: Server) -> None:
         later(0.3, lambda: client.stream(stream.url).append_json("b", close=True))
         items = [i for b in stream.follow(live="long-poll") for i in b.items]
         assert items == ["a", "b"]
+
+
+# ---------------------------------------------------------------- embedded only
+
+
+def test_body_over_the_servers_limit_is_payload_too_large() -> None:
+    with (
+        embedded_server(long_poll_timeout=0.5, max_body_bytes=1024) as ours,
+        StreamClient(ours.stream_base) as client,
+    ):
+        stream = client.stream(name())
+        stream.create("application/octet-stream")
+        with pytest.raises(PayloadTooLarge) as info:
+            stream.append(b"x" * 4096)
+        assert info.value.status == 413 and "4096-byte body" in str(info.value)
+        assert stream.append(b"x" * 512).next_offset
