@@ -204,6 +204,11 @@ BAD_PAGES = {
         18,
         "list item indented 2 space(s) under its parent item",
     ),
+    "list_glued_to_a_paragraph": (
+        _replace("## Rules of the game\n", "## Rules of the game\nThe rules:\n- one\n"),
+        11,
+        "list item right after a paragraph",
+    ),
     "absolute_link": (
         _replace("(#rules-of-the-game)", "(/spec/good.md)"),
         6,

@@ -208,6 +208,13 @@ class _Linter:
                 )
 
     def check_lists(self, page: Page) -> None:
+        for line in page.glued_lists:
+            self.error(
+                page,
+                line,
+                "list item right after a paragraph: the site's Markdown runs it into the"
+                " paragraph; put a blank line before the list (or reflow the line)",
+            )
         for block in page.blocks:
             if block.kind == "item" and block.parent is not None:
                 step = block.indent - block.parent.indent

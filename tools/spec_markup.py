@@ -256,6 +256,8 @@ class Page:
         self.prose: list[str] = self._mask_prose()
         self.headings: list[Heading] = []
         self.blocks: list[Block] = []
+        #: Lines that look like list items but continue a paragraph (no blank line before).
+        self.glued_lists: list[int] = []
         self._scan_blocks()
         self.html_ids: list[tuple[int, str]] = self._scan_html_ids()
 
@@ -351,6 +353,17 @@ class Page:
                 self._add_heading(number, heading, used_ids)
                 self.blocks.append(Block("heading", number, number, indent))
                 blank_before = False
+                continue
+            if (
+                item is not None
+                and current is not None
+                and current.kind != "item"
+                and not blank_before
+            ):
+                # Python-Markdown does not let a list interrupt a paragraph: the line
+                # renders as part of the paragraph.
+                self.glued_lists.append(number)
+                current.end = number
                 continue
             if item is not None:
                 while open_items and open_items[-1].indent >= indent:
