@@ -241,3 +241,39 @@ def test_webhook_urls_are_checked_against_ssrf(url: str, accepted: bool) -> None
 )
 def test_glob_patterns(pattern: str, path: str, matches: bool) -> None:
     assert glob_match(pattern, path) == matches
+
+
+def test_pull_wake_never_links_its_own_wake_stream(tmp_path: Path) -> None:
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/everything"
+        config = {"type": "pull-wake", "pattern": "**", "wake_stream": "wake/all"}
+        assert httpx.put(sub, json=config).status_code == 201
+        httpx.put(server.url("jobs/1"), headers={"content-type": "text/plain"}, content=b"x")
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 1, 5)
+        claim = httpx.post(f"{sub}/claim", json={"worker": "w"}).json()
+        assert [s["path"] for s in claim["streams"]] == ["jobs/1"]
+        tail = claim["streams"][0]["tail_offset"]
+        ack = {
+            "wake_id": claim["wake_id"],
+            "generation": claim["generation"],
+            "acks": [{"stream": "jobs/1", "offset": tail}],
+            "done": True,
+        }
+        headers = {"authorization": f"Bearer {claim['token']}"}
+        # Nothing left: the wake event itself is not new work.
+        assert httpx.post(f"{sub}/ack", json=ack, headers=headers).json()["next_wake"] is False
+        busy = httpx.post(f"{sub}/claim", json={"worker": "w"})
+        assert busy.json()["error"]["code"] == "NO_PENDING_WORK"
+
+
+def test_a_deleted_subscription_is_not_woken(tmp_path: Path, receiver: Receiver) -> None:
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        config = {"type": "webhook", "pattern": "q/*", "webhook": {"url": receiver.url}}
+        put_subscription(server.base_url, "gone", config)
+        sub_url = f"{server.base_url}/v1/stream/__ds/subscriptions/gone"
+        assert httpx.delete(sub_url).status_code == 204
+        assert httpx.get(sub_url).status_code == 404
+        httpx.put(server.url("q/1"), headers={"content-type": "text/plain"}, content=b"x")
+        time.sleep(0.3)
+        assert receiver.requests == []

@@ -282,8 +282,7 @@ class SubscriptionManager:
                         self._save(sub)
             return
         for sub in list(self._subs.values()):
-            pattern = sub.config.get("pattern")
-            if pattern and glob_match(pattern, path):
+            if _globbed(sub, path):
                 link = sub.links.get(path)
                 if link is None:
                     sub.links[path] = Link(path, {"glob"}, BEFORE_FIRST)
@@ -409,7 +408,7 @@ class SubscriptionManager:
         if config.get("pattern"):
             # Backfill (section 6.2): existing matches are linked at their tail.
             for path in self.core.paths():
-                if not path.startswith("__ds/") and glob_match(config["pattern"], path):
+                if _globbed(sub, path):
                     self._link(sub, path, "glob")
         self._subs[sub_id] = sub
         self._save(sub)
@@ -594,7 +593,7 @@ class SubscriptionManager:
             done = response.json().get("done") is True
         except (ValueError, AttributeError):
             done = False
-        if done and sub.wake_id == wake_id:
+        if done and sub.wake_id == wake_id and self._subs.get(sub.id) is sub:
             # A synchronous {"done": true} acks the wake's snapshot (section 7.1).
             for path, tail in sub.snapshot.items():
                 if path in sub.links:
@@ -731,6 +730,18 @@ class SubscriptionManager:
                 "lease_ttl_ms": sub.config["lease_ttl_ms"],
             },
         )
+
+
+def _globbed(sub: Subscription, path: str) -> bool:
+    """Whether ``sub``'s pattern links ``path``; never its own wake stream.
+
+    A pull-wake subscription watching its wake stream would make every wake event
+    new pending work for itself.
+    """
+    pattern = sub.config.get("pattern")
+    return (
+        pattern is not None and path != sub.config.get("wake_stream") and glob_match(pattern, path)
+    )
 
 
 def _json_body(request: Request) -> dict[str, Any]:
