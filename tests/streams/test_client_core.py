@@ -515,3 +515,19 @@ def test_timestamps_use_utc() -> None:
     assert build_create(URL, expires_at=datetime(2030, 1, 1, tzinfo=UTC)).headers[
         "Stream-Expires-At"
     ] == ("2030-01-01T00:00:00.000Z")
+
+
+def test_reads_wait_out_overload_answers() -> None:
+    ok = resp(
+        200,
+        {"Content-Type": "text/plain", "Stream-Next-Offset": OFF1, "Stream-Up-To-Date": "true"},
+    )
+    answers = iter([resp(503, {"Retry-After": "30"}), None, resp(429), None, ok])
+    result, steps = drive(StreamCore(URL).read(), lambda step: next(answers))
+    assert result.next_offset == OFF1
+    sleeps = [s.seconds for s in steps if isinstance(s, Sleep)]
+    assert sleeps[0] == 10.0  # Retry-After, capped
+    assert 0 < sleeps[1] < 1
+    overloaded = iter([resp(503), None, resp(503), None, resp(503)])
+    with pytest.raises(ServerError):
+        drive(StreamCore(URL).read(), lambda step: next(overloaded))

@@ -6,7 +6,12 @@ import base64
 
 import pytest
 
-from durable_workflows.streams import StreamGone, StreamNetworkError, StreamProtocolError
+from durable_workflows.streams import (
+    StreamError,
+    StreamGone,
+    StreamNetworkError,
+    StreamProtocolError,
+)
 from durable_workflows.streams.client._core import Request, Response, Sleep, StreamCore
 from durable_workflows.streams.client._live import LiveReader
 
@@ -229,3 +234,18 @@ def test_invalid_arguments() -> None:
         LiveReader(StreamCore(URL), "-1", "poll")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         LiveReader(StreamCore(URL), "", "sse")
+
+
+def test_overload_answers_are_retried_after_retry_after() -> None:
+    reader = LiveReader(StreamCore(URL), O1, "long-poll", max_failures=2)
+    request(reader)
+    assert reader.on_response(resp(503, {"Retry-After": "1.5"})) == []
+    step = reader.next_step()
+    assert isinstance(step, Sleep) and step.seconds == 1.5
+    request(reader)
+    assert reader.on_response(resp(429)) == []
+    assert isinstance(reader.next_step(), Sleep)
+    request(reader)
+    with pytest.raises(StreamError) as info:
+        reader.on_response(resp(429))
+    assert info.value.status == 429  # type: ignore[attr-defined]

@@ -162,3 +162,15 @@ def test_invalid_producer_settings() -> None:
         del producer_core
     with pytest.raises(ValueError):
         producer(epoch=-1)
+
+
+def test_overload_retry_honours_retry_after() -> None:
+    answers = iter([resp(429, {"Retry-After": "0.25"})])
+
+    def answer(step: Any) -> Response | None:
+        if isinstance(step, Sleep):
+            return None
+        return next(answers, None) or ok(step)
+
+    _, steps = drive(producer().append_json(1), answer)
+    assert [s.seconds for s in steps if isinstance(s, Sleep)] == [0.25]

@@ -243,8 +243,9 @@ def test_live_read_sees_appends_and_ends_at_close(client: StreamClient, live: An
         writer.append_json("during-1")
         writer.append_json_batch(["during-2", ["during-3"]], close=True)
 
-    later(0.3, write)
+    writer_thread = later(0.3, write)
     batches = list(stream.follow(live=live))  # ends by itself at the closed signal
+    writer_thread.join(LIVE_DEADLINE)
     items = [item for batch in batches for item in batch.items]
     assert items == ["before", "during-1", "during-2", ["during-3"]]
     assert batches[-1].closed and all(not b.closed for b in batches[:-1])
@@ -255,8 +256,10 @@ def test_live_read_sees_appends_and_ends_at_close(client: StreamClient, live: An
 def test_live_read_from_now_skips_history(client: StreamClient, live: Any) -> None:
     stream = client.stream(name())
     stream.create_json(["old"])
-    later(0.3, lambda: client.stream(stream.url).append_json("new"))
-    assert collect(stream.follow("now", live=live), until=1) == ["new"]
+    writer_thread = later(0.3, lambda: client.stream(stream.url).append_json("new"))
+    items = collect(stream.follow("now", live=live), until=1)
+    writer_thread.join(LIVE_DEADLINE)  # its answer may still be on the way
+    assert items == ["new"]
 
 
 @pytest.mark.parametrize("live", ["long-poll", "sse"])
@@ -270,6 +273,32 @@ def test_live_read_of_a_closed_stream_at_its_tail_ends_at_once(
     batches = list(stream.follow("now", live=live))
     assert time.monotonic() - start < 2.0
     assert [b.closed for b in batches] == [True] and batches[0].items == []
+
+
+def test_long_poll_echoes_the_servers_cursor(server: Server) -> None:
+    urls: list[str] = []
+    http = httpx.Client(event_hooks={"request": [lambda request: urls.append(str(request.url))]})
+    with StreamClient(server.stream_base, http=http) as client:
+        stream = client.stream(name())
+        stream.create_json(["x"])
+        batches = collect_batches(stream.follow(live="long-poll"), count=3)
+    http.close()
+    cursors = [b.cursor for b in batches]
+    assert all(cursors), cursors  # required on every live answer of an open stream
+    live = [u for u in urls if "live=long-poll" in u]
+    assert "cursor=" not in live[0]
+    for batch, url in zip(batches, live[1:], strict=False):
+        assert f"cursor={batch.cursor}&" in url  # parameters sorted: cursor, live, offset
+
+
+def collect_batches(batches: Iterator[ReadResult], count: int) -> list[ReadResult]:
+    out: list[ReadResult] = []
+    with closing(batches):  # type: ignore[type-var]
+        for batch in batches:
+            out.append(batch)
+            if len(out) == count:
+                break
+    return out
 
 
 def test_sse_binary_stream_round_trips(client: StreamClient) -> None:
@@ -522,14 +551,28 @@ def test_injected_error_statuses_are_typed(node: Server, status: int, cls: type)
             assert info.value.retry_after == 3
 
 
+def test_reads_wait_out_an_overloaded_server(node: Server) -> None:
+    with StreamClient(node.stream_base, live_timeout=10) as client:
+        stream = client.stream(name())
+        stream.create_json(["a"])
+        path = "/v1/stream/" + stream.url.split("/v1/stream/", 1)[1]
+        _inject(node, path, status=503, method="GET", count=1, retryAfter=0)
+        assert stream.read().items == ["a"]
+        _inject(node, path, status=503, method="GET", count=2, retryAfter=0)
+        writer_thread = later(0.3, lambda: client.stream(stream.url).append_json("b", close=True))
+        assert [i for b in stream.follow(live="sse") for i in b.items] == ["a", "b"]
+        writer_thread.join(LIVE_DEADLINE)
+
+
 def test_live_read_survives_a_dropped_connection(node: Server) -> None:
     with StreamClient(node.stream_base, live_timeout=10) as client:
         stream = client.stream(name())
         stream.create_json(["a"])
         path = "/v1/stream/" + stream.url.split("/v1/stream/", 1)[1]
         _inject(node, path, dropConnection=True, method="GET", count=1)
-        later(0.3, lambda: client.stream(stream.url).append_json("b", close=True))
+        writer_thread = later(0.3, lambda: client.stream(stream.url).append_json("b", close=True))
         items = [i for b in stream.follow(live="long-poll") for i in b.items]
+        writer_thread.join(LIVE_DEADLINE)
         assert items == ["a", "b"]
 
 

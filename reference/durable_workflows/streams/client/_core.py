@@ -137,6 +137,22 @@ def backoff(attempt: int, *, base: float = 0.05, cap: float = 2.0) -> float:
     return float(min(cap, base * (2 ** (attempt - 1))))
 
 
+#: Statuses that say "try again later": a repeat of a safe request may succeed.
+RETRYABLE_STATUSES = (429, 503)
+
+#: The longest ``Retry-After`` the client honours before retrying on its own.
+MAX_RETRY_AFTER = 10.0
+
+
+def retry_delay(response: Response, attempt: int, *, base: float = 0.05) -> float:
+    """Delay before repeating a request the server turned away with 429 or 503:
+    its ``Retry-After`` (capped), else the exponential backoff."""
+    hint = _retry_after(response)
+    if hint is not None:
+        return min(hint, MAX_RETRY_AFTER)
+    return backoff(attempt, base=base)
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -744,16 +760,23 @@ class StreamCore:
     # -- reads
 
     def _read_request(self, request: Request) -> Generator[Step, Response | None, Response]:
-        """Send a GET or HEAD, retrying transport failures (they are safe to repeat)."""
+        """Send a GET or HEAD; repeat it (safe: it changes nothing) after a transport
+        failure or a 429/503, at most ``read_retries`` times."""
         attempt = 0
         while True:
             try:
-                return (yield from send(request))
+                response = yield from send(request)
             except StreamNetworkError:
                 attempt += 1
                 if attempt > self.read_retries:
                     raise
-            yield from sleep(backoff(attempt))
+                yield from sleep(backoff(attempt))
+                continue
+            if response.status in RETRYABLE_STATUSES and attempt < self.read_retries:
+                attempt += 1
+                yield from sleep(retry_delay(response, attempt))
+                continue
+            return response
 
     def read(self, offset: str = OFFSET_START) -> Op[ReadResult]:
         """Catch-up read from ``offset`` until the server says up-to-date (or closed)."""

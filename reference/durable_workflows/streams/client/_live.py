@@ -5,7 +5,8 @@ and hands back the response (long-poll), or the response head, body chunks and
 end of body (SSE). The reader returns :class:`ReadResult` batches to yield, keeps
 the offset and cursor, reconnects from the last offset after the server ends an
 SSE connection (it does so about every minute, section 5.8), retries transport
-failures with backoff a bounded number of times in a row, and stops for good at
+failures and 429/503 answers with backoff a bounded number of times in a row
+(``Retry-After`` honoured), and stops for good at
 the closed signal: a 204 with ``Stream-Closed`` or a control event with
 ``streamClosed``.
 """
@@ -20,6 +21,7 @@ from typing import Any
 from .. import protocol as p
 from ..errors import StreamNetworkError, StreamProtocolError
 from ._core import (
+    RETRYABLE_STATUSES,
     LiveMode,
     ReadResult,
     Request,
@@ -33,6 +35,7 @@ from ._core import (
     error_from_response,
     parse_head,
     parse_read,
+    retry_delay,
 )
 from ._sse import SSEEvent, SSEParser
 
@@ -94,6 +97,12 @@ class LiveReader:
 
     def on_response(self, response: Response) -> list[ReadResult]:
         request = self._request()
+        if response.status in RETRYABLE_STATUSES:
+            self._failures += 1
+            if self._failures > self.max_failures:
+                raise error_from_response(request, response)
+            self._delay = retry_delay(response, self._failures, base=0.1)
+            return []
         if request.method == "HEAD":
             if response.status != 200:
                 raise error_from_response(request, response)

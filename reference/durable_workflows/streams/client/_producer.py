@@ -22,6 +22,7 @@ from typing import Any
 from .. import protocol as p
 from ..errors import StreamNetworkError
 from ._core import (
+    RETRYABLE_STATUSES,
     AppendResult,
     Op,
     ProducerHeaders,
@@ -32,6 +33,7 @@ from ._core import (
     encode_message,
     fail,
     parse_append,
+    retry_delay,
     send,
     sleep,
 )
@@ -116,9 +118,9 @@ class ProducerCore:
                 self.epoch = max(self.epoch, server_epoch) + 1
                 self.seq = 0
                 continue
-            if response.status in (429, 503) and attempts < self.max_retries:
+            if response.status in RETRYABLE_STATUSES and attempts < self.max_retries:
                 attempts += 1  # the same request again is safe: the server deduplicates
-                yield from sleep(backoff(attempts, base=self.retry_base_delay))
+                yield from sleep(retry_delay(response, attempts, base=self.retry_base_delay))
                 continue
             yield from fail(request, response)
 
