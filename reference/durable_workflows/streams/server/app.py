@@ -28,8 +28,8 @@ from .core import (
     StreamCore,
     StreamMeta,
     format_body,
+    sse_payload,
 )
-from .core import sse_payload as _sse_payload
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -514,7 +514,7 @@ class StreamsApp:
                 events = ""
                 if result.records:
                     self.core.touch(path)
-                    events += _sse_event("data", _sse_payload(result.meta, result.records))
+                    events += _sse_event("data", sse_payload(result.meta, result.records))
                     need_control = True
                 if need_control or result.closed:
                     control = _control(result, p.response_cursor(cursor, self._clock()))
