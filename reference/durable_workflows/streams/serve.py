@@ -44,7 +44,8 @@ def run_server(
     sock.listen(1024)  # connections queue from here on, before uvicorn accepts
     bound_port = sock.getsockname()[1]
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
-    print(f"ready http://{host}:{bound_port} ({storage})", flush=True)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"ready http://{shown}:{bound_port} ({storage})", flush=True)
     config = uvicorn.Config(
         app,
         log_level="warning",
