@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -531,3 +532,29 @@ def test_reads_wait_out_overload_answers() -> None:
     overloaded = iter([resp(503), None, resp(503), None, resp(503)])
     with pytest.raises(ServerError):
         drive(StreamCore(URL).read(), lambda step: next(overloaded))
+
+
+# ---------------------------------------------------------------- the sans-IO boundary
+
+SANS_IO_MODULES = ("_core", "_sse", "_live", "_producer")
+IO_MODULES = {"httpx", "socket", "ssl", "asyncio", "threading", "time", "select", "selectors"}
+
+
+@pytest.mark.parametrize("module", SANS_IO_MODULES)
+def test_the_core_does_no_io(module: str) -> None:
+    """The core never imports a network, clock or concurrency module, nor the
+    front ends: sync and async share it unchanged."""
+    import ast
+    import importlib
+
+    source = importlib.import_module(f"durable_workflows.streams.client.{module}").__file__
+    assert source is not None
+    tree = ast.parse(Path(source).read_text())
+    imported: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(("." * node.level) + (node.module or "").split(".")[0])
+    assert not imported & IO_MODULES, imported & IO_MODULES
+    assert not imported & {"._sync", "._async"}, imported
