@@ -2,7 +2,8 @@
 
 Every test runs against the Node reference server (``@durable-streams/server``,
 the behaviour to match) and against our embedded server (``dwf streams serve``,
-in memory); test ids end in ``[node]`` or ``[embedded]``. Tests that need the
+in memory and on SQLite); test ids carry ``node``, ``embedded`` or
+``embedded-sqlite``. Tests that need the
 reference server's fault injection (``/_test/inject-error``) run on Node only.
 Each server is started once per module on a free 127.0.0.1 port and stopped at
 the end; long-poll waits are 500 ms so live tests stay quick.
@@ -55,13 +56,19 @@ class Server(Protocol):
     def stream_base(self) -> str: ...
 
 
-@pytest.fixture(scope="module", params=["node", "embedded"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["node", "embedded", "embedded-sqlite"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     if request.param == "node":
         with node_server(long_poll_timeout_ms=500) as node:
             yield node
-    else:
+    elif request.param == "embedded":
         with embedded_server(long_poll_timeout=0.5) as ours:
+            yield ours
+    else:
+        data = tmp_path_factory.mktemp("streams-data")
+        with embedded_server(data_dir=data, long_poll_timeout=0.5) as ours:
             yield ours
 
 
