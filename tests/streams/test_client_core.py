@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -499,7 +500,7 @@ def test_error_types_reject_unknown_attributes() -> None:
 def test_run_sync_sleeps_and_throws_network_errors_into_the_op() -> None:
     pauses: list[float] = []
     head = resp(200, {"Content-Type": "text/plain", "Stream-Next-Offset": OFF1})
-    calls = iter([StreamNetworkError("x"), head])
+    calls: Iterator[Response | Exception] = iter([StreamNetworkError("x"), head])
 
     def transport(request: Request) -> Response:
         item = next(calls)

@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import aclosing, closing
 from typing import Any, Protocol
 
@@ -26,6 +26,7 @@ from durable_workflows.streams import (
     AsyncStreamClient,
     BadRequest,
     ContentTypeMismatch,
+    LiveMode,
     PayloadTooLarge,
     ProducerFenced,
     ProducerSequenceGap,
@@ -37,6 +38,7 @@ from durable_workflows.streams import (
     StreamClosed,
     StreamConfigConflict,
     StreamGone,
+    StreamHTTPError,
     StreamNetworkError,
     StreamNotFound,
 )
@@ -89,12 +91,12 @@ def name(prefix: str = "s") -> str:
 
 
 def collect(
-    batches: Iterator[ReadResult], until: int, deadline: float = LIVE_DEADLINE
+    batches: Generator[ReadResult, None, None], until: int, deadline: float = LIVE_DEADLINE
 ) -> list[Any]:
     """Items from a live iterator until ``until`` items arrived, it ended, or time ran out."""
     items: list[Any] = []
     end = time.monotonic() + deadline
-    with closing(batches):  # type: ignore[type-var]
+    with closing(batches):
         for batch in batches:
             items += batch.items
             if len(items) >= until or time.monotonic() > end:
@@ -298,9 +300,9 @@ def test_long_poll_echoes_the_servers_cursor(server: Server) -> None:
         assert f"cursor={batch.cursor}&" in url  # parameters sorted: cursor, live, offset
 
 
-def collect_batches(batches: Iterator[ReadResult], count: int) -> list[ReadResult]:
+def collect_batches(batches: Generator[ReadResult, None, None], count: int) -> list[ReadResult]:
     out: list[ReadResult] = []
-    with closing(batches):  # type: ignore[type-var]
+    with closing(batches):
         for batch in batches:
             out.append(batch)
             if len(out) == count:
@@ -477,7 +479,8 @@ def test_async_client(server: Server) -> None:
             assert result.items == [{"n": 1}, [2], [3]]
             assert (await stream.head()).next_offset == result.next_offset
 
-            for live in ("long-poll", "sse"):
+            modes: tuple[LiveMode, ...] = ("long-poll", "sse")
+            for live in modes:
 
                 async def write(live: str = live) -> None:
                     await asyncio.sleep(0.3)
@@ -485,7 +488,7 @@ def test_async_client(server: Server) -> None:
 
                 task = asyncio.create_task(write())
                 seen: list[Any] = []
-                async with aclosing(stream.follow(result.next_offset, live=live)) as batches:  # type: ignore[arg-type]
+                async with aclosing(stream.follow(result.next_offset, live=live)) as batches:
                     async for batch in batches:
                         seen += batch.items
                         if seen:
@@ -546,7 +549,9 @@ def test_producer_retries_after_dropped_connections(node: Server) -> None:
     "status, cls",
     [(429, RateLimited), (413, PayloadTooLarge), (500, ServerError)],
 )
-def test_injected_error_statuses_are_typed(node: Server, status: int, cls: type) -> None:
+def test_injected_error_statuses_are_typed(
+    node: Server, status: int, cls: type[StreamHTTPError]
+) -> None:
     with StreamClient(node.stream_base) as client:
         stream = client.stream(name())
         stream.create_json()
@@ -554,7 +559,8 @@ def test_injected_error_statuses_are_typed(node: Server, status: int, cls: type)
         _inject(node, path, status=status, method="POST", retryAfter=3)
         with pytest.raises(cls) as info:
             stream.append_json("x")
-        if status == 429:
+        assert info.value.status == status
+        if isinstance(info.value, RateLimited):
             assert info.value.retry_after == 3
 
 

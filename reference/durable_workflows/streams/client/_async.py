@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -115,7 +115,7 @@ class AsyncStreamClient:
     async def _run(self, op: Op[T]) -> T:
         return await run_async(op, self)
 
-    async def _follow(self, reader: LiveReader) -> AsyncIterator[ReadResult]:
+    async def _follow(self, reader: LiveReader) -> AsyncGenerator[ReadResult, None]:
         while True:
             step = reader.next_step()
             if step is None:
@@ -255,7 +255,7 @@ class AsyncStream:
 
     def follow(
         self, offset: str = OFFSET_START, *, live: LiveMode = "long-poll", max_failures: int = 5
-    ) -> AsyncIterator[ReadResult]:
+    ) -> AsyncGenerator[ReadResult, None]:
         """Live read as an async iterator; close it (``contextlib.aclosing``) when
         breaking out early."""
         return self.client._follow(LiveReader(self._core, offset, live, max_failures=max_failures))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, TypeVar
@@ -116,7 +116,7 @@ class StreamClient:
     def _run(self, op: Op[T]) -> T:
         return run_sync(op, self._send, time.sleep)
 
-    def _follow(self, reader: LiveReader) -> Iterator[ReadResult]:
+    def _follow(self, reader: LiveReader) -> Generator[ReadResult, None, None]:
         while True:
             step = reader.next_step()
             if step is None:
@@ -260,7 +260,7 @@ class Stream:
 
     def follow(
         self, offset: str = OFFSET_START, *, live: LiveMode = "long-poll", max_failures: int = 5
-    ) -> Iterator[ReadResult]:
+    ) -> Generator[ReadResult, None, None]:
         """Live read: yields each batch (empty ones included, they report
         ``up_to_date``) until the stream is closed. Break out to stop earlier."""
         return self.client._follow(LiveReader(self._core, offset, live, max_failures=max_failures))
