@@ -116,6 +116,11 @@ def test_create_sets_every_config_header() -> None:
     }
 
 
+def test_fork_source_may_be_given_as_a_url() -> None:
+    req = build_create(URL, forked_from="http://h/v1/stream/runs/a%20b")
+    assert req.headers["Stream-Forked-From"] == "/v1/stream/runs/a%20b"
+
+
 def test_expires_at_is_sent_as_rfc3339_utc() -> None:
     when = datetime(2030, 1, 2, 4, 4, 5, 123000, tzinfo=timezone(timedelta(hours=1)))
     req = build_create(URL, expires_at=when)

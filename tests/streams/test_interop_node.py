@@ -373,8 +373,7 @@ def test_fork_and_soft_delete(client: StreamClient) -> None:
     fork_point = source.append_json("b").next_offset
     source.append_json("c")
     fork = client.stream(name("fork"))
-    path = source.url.split("://", 1)[1].split("/", 1)[1]
-    fork.create_json(forked_from="/" + path, fork_offset=fork_point)
+    fork.create_json(forked_from=source.url, fork_offset=fork_point)
     fork.append_json("fork-only")
     assert fork.read().items == ["a", "b", "fork-only"]
     source.delete()

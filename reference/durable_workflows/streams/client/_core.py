@@ -335,6 +335,9 @@ def build_create(
     if closed:
         headers["Stream-Closed"] = "true"
     if forked_from is not None:
+        # The header carries the source's path on this server; a full URL is cut down.
+        if forked_from.startswith(("http://", "https://")):
+            forked_from = urlsplit(forked_from).path
         headers["Stream-Forked-From"] = forked_from
     elif fork_offset is not None or fork_sub_offset is not None:
         raise ValueError("fork_offset and fork_sub_offset need forked_from")

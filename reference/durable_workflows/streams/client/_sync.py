@@ -180,7 +180,12 @@ class Stream:
         fork_offset: str | None = None,
         fork_sub_offset: int | None = None,
     ) -> CreateResult:
-        """PUT: create the stream, or confirm an identical one exists (``created`` False)."""
+        """PUT: create the stream, or confirm an identical one exists (``created`` False).
+
+        ``ttl`` (seconds, sliding) and ``expires_at`` exclude each other; ``closed``
+        creates it closed with ``data`` as its whole content; ``forked_from`` (the
+        source's path or URL) with ``fork_offset``/``fork_sub_offset`` makes a fork.
+        """
         return self.client._run(
             self._core.create(
                 content_type,
