@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "node": version(["node", "--version"]),
             "node_server_package": node_package_version(),
+            "repository_commit": version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+            + ("+dirty" if version(["git", "-C", str(ROOT), "status", "--porcelain"]) else ""),
             "platform": f"{platform.system()} {platform.machine()}",
             "cpus": os.cpu_count(),
             "wall_seconds": round(wall, 1),
