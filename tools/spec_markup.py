@@ -35,6 +35,7 @@ AREAS: tuple[str, ...] = (
     "WAKE",
     "SEC",
     "PRIV",
+    "ADAPT",
 )
 
 STATUSES: tuple[str, ...] = ("Draft", "Stable", "Deprecated")
