@@ -59,8 +59,8 @@ def prepare(schemas: Path, work: Path, *, typescript: bool) -> Path:
     target = work / "schemas"
     for path in sorted(schemas.rglob("*.json")):
         relative = path.relative_to(schemas)
-        if relative.parts[0] == "examples":
-            continue
+        if relative.parts[0] in ("examples", "conformance"):
+            continue  # client types cover protocol messages, not the test adapter's
         document: JSONValue = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(document, dict):
             raise CodegenError(f"{path}: a schema file holds a JSON object")
