@@ -39,6 +39,10 @@ STREAMS = (
     ("index-message", "Run index", "written by clients that may start runs"),
 )
 
+#: Headings and spec pages of the schema folders that are not events.
+FOLDER_TITLES = {"defs": "Shared definitions", "conformance": "Conformance adapter"}
+FOLDER_PAGES = {"conformance": "adapter.md"}
+
 _LINK_RE = re.compile(r"(?P<head>\]\(\s*<?)(?P<target>[^()\s<>]+)")
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
 
@@ -338,12 +342,18 @@ def schema_reference(schema_dir: Path = SCHEMA_DIR, spec_dir: Path = SPEC_DIR) -
             if document is None:
                 continue
             out += _event_section(schemas, name, document, sections, events_page.is_file())
-    out += ["## Shared definitions", ""]
-    for name in sorted(n for n in schemas.documents if n.startswith("defs/")):
-        document = schemas.documents[name]
-        description = " ".join(str(document.get("description", "")).split())
-        out.append(f"- [`{name}`](v1/{name}): {description}")
-    out.append("")
+    folders = sorted({name.split("/", 1)[0] for name in schemas.documents if "/" in name})
+    for folder in sorted(folders, key=lambda f: f != "defs"):
+        title = FOLDER_TITLES.get(folder, f"`{folder}/` schemas")
+        out += [f"## {title}", ""]
+        page = FOLDER_PAGES.get(folder)
+        if page is not None and (spec_dir / page).is_file():
+            out += [f"Specified in [`{page}`](../spec/{page}).", ""]
+        for name in sorted(n for n in schemas.documents if n.startswith(f"{folder}/")):
+            document = schemas.documents[name]
+            description = " ".join(str(document.get("description", "")).split())
+            out.append(f"- [`{name}`](v1/{name}): {description}")
+        out.append("")
     return "\n".join(out)
 
 
