@@ -2,6 +2,11 @@
 
 Each subcommand imports its implementation lazily, so ``dwf validate`` does not
 pay for the server's imports and the other way round.
+
+Client commands (``start``, ``submit``, ``cancel``, ``inspect``) take ``--url`` (a
+namespace URL such as ``http://127.0.0.1:4437/v1/stream/workflows``, or a server
+base, which means its ``workflows`` namespace), else ``$DWF_URL``; ``--json`` prints
+a JSON document for scripts.
 """
 
 from __future__ import annotations
@@ -30,6 +35,99 @@ def _cmd_streams_serve(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .engine.app import run_serve
+
+    return run_serve(
+        host=args.host,
+        port=args.port,
+        data_dir=None if args.memory else args.data,
+        workflows=args.workflows,
+        namespace=args.namespace,
+        worker=not args.no_worker,
+        long_poll_timeout=args.long_poll_timeout,
+    )
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .engine.worker import run_worker
+
+    return run_worker(url=args.url, workflows=args.workflows, name=args.name)
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    from .engine import commands as c
+
+    return c.run_command(
+        lambda: c.start(
+            args.workflow,
+            c.parse_json(args.input, "--input"),
+            run_id=args.run_id,
+            url=args.url,
+            as_json=args.json,
+            wait=args.wait,
+        )
+    )
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from .engine import commands as c
+
+    return c.run_command(
+        lambda: c.submit(
+            args.run,
+            args.request,
+            c.parse_json(args.value, "--value"),
+            submission_id=args.submission_id,
+            url=args.url,
+            as_json=args.json,
+            wait=args.wait,
+        )
+    )
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from .engine import commands as c
+
+    return c.run_command(
+        lambda: c.cancel(
+            args.run,
+            reason=args.reason,
+            cancel_id=args.cancel_id,
+            url=args.url,
+            as_json=args.json,
+            wait=args.wait,
+        )
+    )
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .engine import commands as c
+
+    return c.run_command(lambda: c.inspect(args.run, url=args.url, as_json=args.json))
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from .engine.replay import run_replay
+
+    return run_replay(args.history, args.workflow, as_json=args.json)
+
+
+def _client_options(parser: argparse.ArgumentParser, wait: bool = True) -> None:
+    parser.add_argument(
+        "--url", default=None, help="namespace URL or server base (default: $DWF_URL)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    if wait:
+        parser.add_argument(
+            "--wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait up to SECONDS for the engine's decision in the history",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dwf", description="Durable Workflows: runtime, stream server and tools."
@@ -46,17 +144,83 @@ def build_parser() -> argparse.ArgumentParser:
 
     streams = commands.add_parser("streams", help="the embedded Durable Streams server")
     streams_commands = streams.add_subparsers(dest="streams_command", required=True)
-    serve = streams_commands.add_parser("serve", help="serve Durable Streams over HTTP")
+    sserve = streams_commands.add_parser("serve", help="serve Durable Streams over HTTP")
+    sserve.add_argument("--host", default="127.0.0.1")
+    sserve.add_argument("--port", type=int, default=4437)
+    storage = sserve.add_mutually_exclusive_group()
+    storage.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
+    storage.add_argument("--memory", action="store_true", help="in-memory storage (default)")
+    sserve.add_argument(
+        "--long-poll-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a long-poll read waits for data",
+    )
+    sserve.set_defaults(handler=_cmd_streams_serve)
+
+    serve = commands.add_parser("serve", help="streams server, wake handler and worker on one port")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=4437)
     storage = serve.add_mutually_exclusive_group()
     storage.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
     storage.add_argument("--memory", action="store_true", help="in-memory storage (default)")
     serve.add_argument(
-        "--long-poll-timeout", type=float, default=30.0, metavar="SECONDS",
-        help="how long a long-poll read waits for data",
+        "--workflows",
+        nargs="*",
+        metavar="MODULE",
+        default=None,
+        help="modules that define workflows (default: the bundled examples)",
     )
-    serve.set_defaults(handler=_cmd_streams_serve)
+    serve.add_argument(
+        "--namespace", default="workflows", help="namespace path (default: workflows)"
+    )
+    serve.add_argument("--no-worker", action="store_true", help="serve the handler only")
+    serve.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS")
+    serve.set_defaults(handler=_cmd_serve)
+
+    worker = commands.add_parser("worker", help="a long-running worker for a namespace")
+    worker.add_argument("--url", default=None, help="namespace URL (default: $DWF_URL)")
+    worker.add_argument("--workflows", nargs="+", metavar="MODULE", required=True)
+    worker.add_argument(
+        "--name", default="worker", help="readable worker name (Producer-Id prefix)"
+    )
+    worker.set_defaults(handler=_cmd_worker)
+
+    start = commands.add_parser("start", help="request a run (append run-requested to the index)")
+    start.add_argument("workflow")
+    start.add_argument("--input", default="null", metavar="JSON")
+    start.add_argument("--run-id", default=None, metavar="ID")
+    _client_options(start)
+    start.set_defaults(handler=_cmd_start)
+
+    submit = commands.add_parser("submit", help="answer an input request of a run")
+    submit.add_argument("run", metavar="RUN")
+    submit.add_argument("request", metavar="REQUEST")
+    submit.add_argument("--value", required=True, metavar="JSON")
+    submit.add_argument("--submission-id", default=None, metavar="ID")
+    _client_options(submit)
+    submit.set_defaults(handler=_cmd_submit)
+
+    cancel = commands.add_parser("cancel", help="cancel a run")
+    cancel.add_argument("run", metavar="RUN")
+    cancel.add_argument("--reason", default=None)
+    cancel.add_argument("--cancel-id", default=None, metavar="ID")
+    _client_options(cancel)
+    cancel.set_defaults(handler=_cmd_cancel)
+
+    inspect = commands.add_parser("inspect", help="show a run's timeline and what it waits for")
+    inspect.add_argument("run", metavar="RUN")
+    _client_options(inspect, wait=False)
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    replay = commands.add_parser(
+        "replay", help="replay a saved history against workflow code (non-determinism check)"
+    )
+    replay.add_argument("history", metavar="HISTORY")
+    replay.add_argument("--workflow", required=True, metavar="MODULE:FUNCTION")
+    replay.add_argument("--json", action="store_true", help="print a JSON report")
+    replay.set_defaults(handler=_cmd_replay)
     return parser
 
 

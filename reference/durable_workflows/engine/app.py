@@ -1,0 +1,194 @@
+"""``dwf serve``: one port, one process, everything a small deployment needs.
+
+- ``/v1/stream/...``: the embedded Durable Streams server (memory or SQLite);
+- ``/wake`` (and ``/webhook``): the request-driven handler (:mod:`.handler`);
+- the long-running worker (:mod:`.worker`) in its own thread and event loop, so a
+  step body that blocks never stalls the stream server. It reaches the streams
+  over loopback HTTP like any other worker would.
+
+The namespace is ``http://HOST:PORT/v1/stream/workflows`` by default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from ..core import WorkflowRegistry
+from ..streams.server import build_app
+from .handler import WakeHandler
+from .namespace import STREAM_ROOT_PATH
+from .worker import Worker, load_registry
+
+__all__ = ["DEFAULT_WORKFLOWS", "ServeApp", "WorkerThread", "run_serve"]
+
+log = logging.getLogger("durable_workflows.engine.app")
+
+#: The example workflows ``dwf serve`` loads when no ``--workflows`` is given.
+DEFAULT_WORKFLOWS = ("examples.expense_approval", "examples.agent_confirm", "examples.onboarding")
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]
+
+
+class WorkerThread:
+    """A :class:`Worker` on its own thread and event loop."""
+
+    def __init__(self, namespace_url: str, registry: WorkflowRegistry, name: str) -> None:
+        self.worker: Worker | None = None
+        self._args = (namespace_url, registry, name)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._started = threading.Event()
+        self.thread = threading.Thread(target=self._main, name="dwf-worker", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        self._started.wait(10)
+
+    def _main(self) -> None:
+        async def main() -> None:
+            url, registry, name = self._args
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self.worker = Worker(url, registry, name=name)
+            self._started.set()
+            await self.worker.run(self._stop)
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            log.exception("the worker stopped")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(timeout)
+
+
+class _Lifespan:
+    """Drives another ASGI app's lifespan protocol by hand."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.inbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        self.outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
+        self.task: asyncio.Future[None] | None = None
+
+    async def _event(self, event: str) -> None:
+        await self.inbox.put({"type": f"lifespan.{event}"})
+        reply = await self.outbox.get()
+        if not reply["type"].endswith(".complete"):
+            raise RuntimeError(f"lifespan {event} failed: {reply}")
+
+    async def startup(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}}
+        self.task = asyncio.ensure_future(self.app(scope, self.inbox.get, self.outbox.put))
+        await self._event("startup")
+
+    async def shutdown(self) -> None:
+        await self._event("shutdown")
+        if self.task is not None:
+            await self.task
+
+
+class ServeApp:
+    """The composed ASGI app of ``dwf serve``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        registry: WorkflowRegistry,
+        *,
+        data_dir: Path | None = None,
+        namespace: str = "workflows",
+        worker: bool = True,
+        long_poll_timeout: float = 30.0,
+    ) -> None:
+        self.streams = build_app(data_dir, long_poll_timeout=long_poll_timeout)
+        self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
+        self.handler = WakeHandler(self.namespace_url, registry, name="handler")
+        self.worker = WorkerThread(self.namespace_url, registry, "worker") if worker else None
+        self._streams_lifespan = _Lifespan(self.streams)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and scope["path"].startswith(STREAM_ROOT_PATH + "/"):
+            await self.streams(scope, receive, send)
+        elif scope["type"] == "http":
+            await self.handler(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._streams_lifespan.startup()
+                await self.handler.start()
+                if self.worker is not None:
+                    self.worker.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.worker is not None:
+                    await asyncio.to_thread(self.worker.stop)
+                await self.handler.stop()
+                await self._streams_lifespan.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def run_serve(
+    host: str,
+    port: int,
+    data_dir: str | Path | None,
+    workflows: list[str] | None,
+    namespace: str = "workflows",
+    worker: bool = True,
+    long_poll_timeout: float = 30.0,
+) -> int:
+    """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening."""
+    import uvicorn
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    modules = list(DEFAULT_WORKFLOWS) if workflows is None else workflows
+    try:
+        registry = load_registry(modules)
+    except ImportError as exc:
+        print(f"dwf serve: cannot import workflows: {exc}", file=sys.stderr)
+        return 2
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        print(f"dwf serve: cannot listen on {host}:{port}: {error}", file=sys.stderr)
+        return 1
+    sock.listen(1024)
+    shown = f"[{host}]" if ":" in host else host
+    base_url = f"http://{shown}:{sock.getsockname()[1]}"
+    app = ServeApp(
+        base_url,
+        registry,
+        data_dir=None if data_dir is None else Path(data_dir),
+        namespace=namespace,
+        worker=worker,
+        long_poll_timeout=long_poll_timeout,
+    )
+    storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
+    names = ", ".join(registry.names()) or "none"
+    print(
+        f"ready {base_url} namespace {app.namespace_url} ({storage}; workflows: {names})",
+        flush=True,
+    )
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+    uvicorn.Server(config).run(sockets=[sock])
+    return 0

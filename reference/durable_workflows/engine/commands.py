@@ -1,0 +1,489 @@
+"""Client commands of ``dwf``: start, submit, cancel, inspect.
+
+They act like any client of the protocol: they append to the run index or to a
+run's inbox and read histories; they never write a history (MODEL-006, SEC-001).
+Exit codes: 0 done, 1 refused (or the run is not there), 2 usage or connection error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from ..schemas import SchemaError, identify
+from ..streams import StreamClient, StreamClosed, StreamError, StreamNotFound
+from .namespace import Namespace, is_run_id, resolve_namespace_url
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "cancel",
+    "inspect",
+    "namespace_from",
+    "start",
+    "submit",
+    "summarize",
+]
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_ERROR = 2
+ENV_URL = "DWF_URL"
+DEFAULT_URL = "http://127.0.0.1:4437"
+
+
+class CommandError(Exception):
+    """A usage or connection problem (exit 2)."""
+
+
+def namespace_from(url: str | None) -> Namespace:
+    """``--url``, else ``$DWF_URL``, else the local default server."""
+    try:
+        return Namespace(resolve_namespace_url(url or os.environ.get(ENV_URL) or DEFAULT_URL))
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise CommandError(f"{what} is not JSON: {exc}") from exc
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+def _check_id(value: str, what: str) -> None:
+    if not is_run_id(value):
+        raise CommandError(f"{what} {value!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,127}}$")
+
+
+def _emit(out: TextIO | None, as_json: bool, data: dict[str, Any], text: str) -> None:
+    out = out or sys.stdout
+    if as_json:
+        out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    else:
+        out.write(text + "\n")
+
+
+def _append_to_inbox(client: StreamClient, ns: Namespace, run_id: str, message: Any) -> None:
+    inbox = client.stream(ns.inbox_url(run_id), content_type="application/json")
+    try:
+        inbox.append_json(message)
+    except StreamNotFound:
+        inbox.create_json()  # INPUT-011: create (same config as the engine's) and retry
+        inbox.append_json(message)
+
+
+# ------------------------------------------------------------------ start
+
+
+def start(
+    workflow: str,
+    input_value: Any,
+    *,
+    run_id: str | None,
+    url: str | None,
+    as_json: bool,
+    wait: float = 0.0,
+    out: TextIO | None = None,
+) -> int:
+    """Append ``run-requested`` to the index (model.md, starting a run)."""
+    ns = namespace_from(url)
+    run_id = run_id or _new_id("run")
+    _check_id(run_id, "run id")
+    message = {
+        "type": "start",
+        "key": run_id,
+        "value": {"run_id": run_id, "workflow": workflow, "input": input_value},
+        "headers": {"operation": "insert"},
+    }
+    identify(message, "index")
+    with StreamClient(timeout=10) as client:
+        index = client.stream(ns.index_url, content_type="application/json")
+        try:
+            index.append_json(message)
+        except StreamNotFound:
+            index.create_json()  # MODEL-004: same configuration as the engine's
+            index.append_json(message)
+        data: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "requested": True}
+        text = f"requested run {run_id} of {workflow}"
+        if wait > 0:
+            started = _wait_history(client, ns, run_id, wait, lambda items: bool(items))
+            data["started"] = started is not None
+            if started is not None:
+                run = started[0]["value"]
+                data["workflow"] = run.get("workflow")
+                text += f"; started ({run.get('workflow')})"
+                if run.get("workflow") != workflow:
+                    text += " (an earlier request for this run id won, MODEL-014)"
+            else:
+                text += f"; not started within {wait:g} s"
+    _emit(out, as_json, data, text)
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ submit / cancel
+
+
+def submit(
+    run_id: str,
+    request: str,
+    value: Any,
+    *,
+    submission_id: str | None,
+    url: str | None,
+    as_json: bool,
+    wait: float = 0.0,
+    out: TextIO | None = None,
+) -> int:
+    """Append ``input-submitted`` to the run's inbox (inputs.md, submissions).
+
+    With ``wait`` > 0, follow the history until the engine decided the submission:
+    accepted (``input-received`` naming it) or rejected (``input-rejected`` keyed by it).
+    """
+    ns = namespace_from(url)
+    _check_id(run_id, "run id")
+    submission_id = submission_id or _new_id("s")  # INPUT-012: one id per user action
+    _check_id(submission_id, "submission id")
+    message = {
+        "type": "submission",
+        "key": submission_id,
+        "value": {"submission_id": submission_id, "request": request, "value": value},
+        "headers": {"operation": "insert"},
+    }
+    data: dict[str, Any] = {"run_id": run_id, "submission_id": submission_id, "request": request}
+    with StreamClient(timeout=10) as client:
+        try:
+            _append_to_inbox(client, ns, run_id, message)
+        except StreamClosed:
+            # INPUT-040 / MODEL-036: the final refusal; never retried.
+            data |= {"status": "refused", "reason": "run-finished"}
+            _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
+            return EXIT_REFUSED
+        data["status"] = "sent"
+        if wait <= 0:
+            _emit(out, as_json, data, f"sent submission {submission_id} for {request}")
+            return EXIT_OK
+        outcome = _wait_outcome(client, ns, run_id, submission_id, wait)
+    data |= outcome
+    status = outcome["status"]
+    if status == "accepted":
+        text = f"accepted: submission {submission_id} answered {request}"
+    elif status == "rejected":
+        text = f"rejected ({outcome['reason']}): {outcome.get('message') or ''}".rstrip()
+    else:
+        text = f"sent submission {submission_id}; no decision within {wait:g} s"
+    _emit(out, as_json, data, text)
+    return EXIT_REFUSED if status == "rejected" else EXIT_OK
+
+
+def _submission_outcome(items: list[Any], submission_id: str) -> dict[str, Any] | None:
+    for message in items:
+        if not isinstance(message, dict):
+            continue
+        value = message.get("value") or {}
+        kind = message.get("type")
+        if (
+            kind == "input"
+            and value.get("submission_id") == submission_id
+            and value.get("status") == "received"
+        ):
+            return {"status": "accepted", "value": value.get("value")}
+        if kind == "submission" and message.get("key") == submission_id:
+            return {
+                "status": "rejected",
+                "reason": value.get("reason"),
+                "message": value.get("message"),
+            }
+        if (
+            kind == "run"
+            and value.get("status") == "cancelled"
+            and (message.get("headers") or {}).get("txid") == submission_id
+        ):
+            return {"status": "accepted", "cancelled": True}
+    return None
+
+
+def _wait_outcome(
+    client: StreamClient, ns: Namespace, run_id: str, inbox_id: str, wait: float
+) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+
+    def decided(items: list[Any]) -> bool:
+        outcome = _submission_outcome(items, inbox_id)
+        if outcome is not None:
+            found.update(outcome)
+        return outcome is not None
+
+    if _wait_history(client, ns, run_id, wait, decided) is None:
+        return {"status": "pending"}
+    return found
+
+
+def _wait_history(
+    client: StreamClient, ns: Namespace, run_id: str, wait: float, done: Any
+) -> list[Any] | None:
+    """Follow the history (404 until the engine creates it) until ``done(items)``."""
+    history = client.stream(ns.history_url(run_id), content_type="application/json")
+    deadline = time.monotonic() + wait
+    items: list[Any] = []
+    offset = "-1"
+    while time.monotonic() < deadline:
+        try:
+            part = history.read(offset)
+        except StreamNotFound:
+            time.sleep(0.05)
+            continue
+        items += part.items
+        offset = part.next_offset
+        if done(items):
+            return items
+        if part.closed:
+            return None
+        time.sleep(0.02)  # catch-up polling keeps the wait bounded by ``wait``
+    return None
+
+
+def cancel(
+    run_id: str,
+    *,
+    reason: str | None,
+    cancel_id: str | None,
+    url: str | None,
+    as_json: bool,
+    wait: float = 0.0,
+    out: TextIO | None = None,
+) -> int:
+    """Append ``cancel-requested`` to the run's inbox (retries.md, cancellation)."""
+    ns = namespace_from(url)
+    _check_id(run_id, "run id")
+    cancel_id = cancel_id or _new_id("c")  # CANCEL-002
+    _check_id(cancel_id, "cancel id")
+    message = {
+        "type": "cancel",
+        "key": cancel_id,
+        "value": {"cancel_id": cancel_id, "reason": reason},
+        "headers": {"operation": "insert"},
+    }
+    data: dict[str, Any] = {"run_id": run_id, "cancel_id": cancel_id}
+    with StreamClient(timeout=10) as client:
+        try:
+            _append_to_inbox(client, ns, run_id, message)
+        except StreamClosed:
+            data |= {"status": "refused", "reason": "run-finished"}
+            _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
+            return EXIT_REFUSED
+        data["status"] = "sent"
+        text = f"sent cancel {cancel_id}"
+        if wait > 0:
+            outcome = _wait_outcome(client, ns, run_id, cancel_id, wait)
+            data |= outcome
+            if outcome.get("cancelled"):
+                data["status"], text = "cancelled", f"run {run_id} cancelled"
+            elif outcome["status"] == "rejected":
+                data["status"] = "rejected"
+                text = f"rejected ({outcome['reason']}): run {run_id} had already ended"
+    _emit(out, as_json, data, text)
+    return EXIT_REFUSED if data["status"] in ("refused", "rejected") else EXIT_OK
+
+
+# ------------------------------------------------------------------ inspect
+
+
+@dataclass
+class Summary:
+    run: dict[str, Any] | None
+    events: list[dict[str, Any]]
+    closed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        run = self.run or {}
+        return {
+            "run_id": run.get("run_id"),
+            "workflow": run.get("workflow"),
+            "status": run.get("status"),
+            "waiting_for": self.waiting(),
+            "output": run.get("output"),
+            "error": run.get("error"),
+            "closed": self.closed,
+            "events": self.events,
+        }
+
+    def waiting(self) -> dict[str, Any] | None:
+        """What the run waits for, from the run row and the input rows (model.md)."""
+        run = self.run or {}
+        waiting_for = run.get("waiting_for")
+        if not waiting_for:
+            return None
+        inputs = []
+        rows = {e["key"]: e["value"] for e in self.events if e["type"] == "input"}
+        for key in waiting_for.get("inputs") or []:
+            row = rows.get(key) or {}
+            inputs.append(
+                {
+                    "request": key,
+                    "prompt": row.get("prompt"),
+                    "schema": row.get("schema"),
+                    "expires_at": row.get("expires_at"),
+                }
+            )
+        return {"inputs": inputs, "until": waiting_for.get("until")}
+
+
+_TIME_FIELDS = {
+    "run-started": "started_at",
+    "run-completed": "finished_at",
+    "run-failed": "finished_at",
+    "run-cancelled": "finished_at",
+    "step-started": "started_at",
+    "step-attempt-started": "started_at",
+    "step-completed": "finished_at",
+    "step-failed": "finished_at",
+    "sleep-scheduled": "scheduled_at",
+    "sleep-completed": "fired_at",
+    "input-requested": "requested_at",
+    "input-received": "received_at",
+    "input-expired": "expired_at",
+    "input-rejected": "rejected_at",
+    "value-recorded": "recorded_at",
+    "patch-recorded": "recorded_at",
+}
+
+
+def summarize(items: list[Any], closed: bool = False) -> Summary:
+    """The timeline of a history: one entry per message, and the latest run row."""
+    events: list[dict[str, Any]] = []
+    run: dict[str, Any] | None = None
+    for position, message in enumerate(items):
+        try:
+            event = identify(message, "history")
+        except SchemaError:
+            event = "invalid"
+        value = message.get("value") if isinstance(message, dict) else None
+        value = value if isinstance(value, dict) else {}
+        if isinstance(message, dict) and message.get("type") == "run":
+            run = value
+        events.append(
+            {
+                "position": position,
+                "event": event,
+                "type": message.get("type") if isinstance(message, dict) else None,
+                "key": message.get("key") if isinstance(message, dict) else None,
+                "time": value.get(_TIME_FIELDS.get(event, ""), None),
+                "detail": _detail(event, value),
+                "value": value,
+            }
+        )
+    return Summary(run, events, closed)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _detail(event: str, value: dict[str, Any]) -> str:
+    error = value.get("error") or {}
+    match event:
+        case "run-started":
+            return f"{value.get('workflow')} input={_short(value.get('input'))}"
+        case "run-suspended":
+            wf = value.get("waiting_for") or {}
+            return f"{value.get('status')} inputs={wf.get('inputs')} until={wf.get('until')}"
+        case "run-completed":
+            return f"output={_short(value.get('output'))}"
+        case "run-failed" | "run-cancelled" | "step-failed" | "step-attempt-failed":
+            text = f"{error.get('type')}: {error.get('message')}"
+            if event == "step-attempt-failed":
+                text += f" (attempt {value.get('attempt')}, retry at {value.get('retry_at')})"
+            return text
+        case "step-started" | "step-attempt-started":
+            return f"attempt {value.get('attempt')}/{value.get('max_attempts')}"
+        case "step-completed":
+            return f"result={_short(value.get('result'))}"
+        case "sleep-scheduled":
+            return f"until {value.get('wake_at')}"
+        case "input-requested":
+            expires = value.get("expires_at")
+            return f"prompt={_short(value.get('prompt'))}" + (
+                f" expires {expires}" if expires else ""
+            )
+        case "input-received":
+            return f"value={_short(value.get('value'))} from {value.get('submission_id')}"
+        case "input-rejected":
+            return f"{value.get('reason')} ({value.get('request')}): {value.get('message')}"
+        case "value-recorded":
+            return f"{value.get('kind')}={_short(value.get('value'))}"
+        case _:
+            return ""
+
+
+def render(summary: Summary) -> str:
+    data = summary.as_dict()
+    lines = [
+        f"run {data['run_id']}  workflow {data['workflow']}  status {data['status']}"
+        + ("  (history closed)" if summary.closed else "")
+    ]
+    for event in summary.events:
+        time_text = (event["time"] or "").replace("T", " ").rstrip("Z")
+        lines.append(
+            f"  {event['position']:>4}  {time_text:23}  {event['event']:21} "
+            f"{event['key'] or ''}  {event['detail']}".rstrip()
+        )
+    waiting = data["waiting_for"]
+    if waiting is not None:
+        lines.append("waiting for:")
+        for item in waiting["inputs"]:
+            expires = f" (expires {item['expires_at']})" if item["expires_at"] else ""
+            lines.append(f"  input {item['request']}: {item['prompt'] or ''}{expires}")
+        if waiting["until"]:
+            lines.append(f"  time: until {waiting['until']}")
+    elif data["status"] == "completed":
+        lines.append(f"output: {_short(data['output'], 200)}")
+    elif data["status"] in ("failed", "cancelled"):
+        error = data["error"] or {}
+        lines.append(f"error: {error.get('type')}: {error.get('message')}")
+    return "\n".join(lines)
+
+
+def inspect(run_id: str, *, url: str | None, as_json: bool, out: TextIO | None = None) -> int:
+    """Read the run's history and show its timeline and what it waits for."""
+    ns = namespace_from(url)
+    _check_id(run_id, "run id")
+    with StreamClient(timeout=10) as client:
+        history = client.stream(ns.history_url(run_id), content_type="application/json")
+        try:
+            result = history.read()
+        except StreamNotFound:
+            _emit(
+                out,
+                as_json,
+                {"run_id": run_id, "status": None, "error": "no history"},
+                f"run {run_id} has no history (not started yet, or unknown)",
+            )
+            return EXIT_REFUSED
+    summary = summarize(result.items, result.closed)
+    _emit(out, as_json, summary.as_dict(), render(summary))
+    return EXIT_OK
+
+
+def run_command(fn: Any, *args: Any, **kwargs: Any) -> int:
+    """Run a command; usage and connection errors are one line on stderr, exit 2."""
+    try:
+        result: int = fn(*args, **kwargs)
+    except (CommandError, SchemaError) as exc:
+        print(f"dwf: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except StreamError as exc:
+        print(f"dwf: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    return result

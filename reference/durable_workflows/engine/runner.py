@@ -1,0 +1,232 @@
+"""One activation of one run, end to end (waking.md, the activation).
+
+Read the history to its tail (FENCE-003), read the inbox, drive the core's
+:class:`~durable_workflows.core.Activation`, append each decision through the
+:class:`~.writer.FencedWriter` as ONE append (MODEL-029), run the step bodies it
+asks for once that append is durable (MODEL-027), feed their outcomes back, and
+return when the run suspends, ends or the activation is fenced. Shared by the
+long-running worker and the request-driven handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import logging
+import random
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from ..core import (
+    Activation,
+    HistoryError,
+    StepErrored,
+    StepOutcome,
+    StepSucceeded,
+    StepTask,
+    StepTimedOut,
+    WorkflowRegistry,
+)
+from .namespace import NamespaceIO, first_requests
+from .writer import Fenced, FencedWriter, WriterError, finish_run
+
+__all__ = ["ActivationOutcome", "Runner", "run_step", "utc_now"]
+
+log = logging.getLogger("durable_workflows.engine")
+
+OutcomeKind = Literal["suspended", "ended", "fenced", "absent", "unknown-workflow", "error"]
+
+#: While step bodies run, the inbox is re-read at least this often (CANCEL-011).
+INBOX_POLL_SECONDS = 0.5
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ActivationOutcome:
+    """How an activation ended.
+
+    ``suspended``: the run waits; ``wake_at`` is its next deadline (WAKE-009) and
+    ``inbox_offset`` where the inbox read ended (follow it from there, WAKE-008).
+    ``ended``: the history is closed. ``fenced``: another writer won (FENCE-011).
+    ``absent``: no history and no ``run-requested``. ``unknown-workflow``: left for
+    another worker (MODEL-018). ``error``: the history or a request was refused.
+    """
+
+    run_id: str
+    kind: OutcomeKind
+    status: str | None = None
+    wake_at: datetime | None = None
+    waiting_for_inbox: bool = False
+    inbox_offset: str = "-1"
+    appends: int = 0
+    error: str | None = None
+
+
+async def run_step(task: StepTask, executor: ThreadPoolExecutor | None = None) -> StepOutcome:
+    """Run one step body: async bodies awaited on the loop, sync bodies in a thread,
+    bounded by ``timeout_ms`` per attempt (RETRY-015)."""
+
+    async def body() -> Any:
+        fn = task.fn
+        while isinstance(fn, functools.partial):
+            fn = fn.func
+        if inspect.iscoroutinefunction(fn):
+            # StepTask.call sets current_step(); the coroutine keeps that context.
+            import contextvars
+
+            ctx = contextvars.copy_context()
+            coro = ctx.run(task.call)
+            return await asyncio.get_running_loop().create_task(coro, context=ctx)
+        result = await asyncio.get_running_loop().run_in_executor(executor, task.call)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    timeout = None if task.timeout_ms is None else task.timeout_ms / 1000.0
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            value = await body()
+    except TimeoutError as exc:
+        if scope.expired():
+            # A sync body keeps running in its thread; its result is discarded (RETRY-016).
+            return StepTimedOut()
+        return StepErrored.from_exception(exc)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return StepErrored.from_exception(exc)
+    return StepSucceeded(value)
+
+
+class Runner:
+    """Runs activations of the runs of one namespace."""
+
+    def __init__(
+        self,
+        io: NamespaceIO,
+        registry: WorkflowRegistry,
+        *,
+        worker: str = "dwf",
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        start_unknown: bool = True,
+        max_step_threads: int = 64,
+    ) -> None:
+        self.io = io
+        self.registry = registry
+        self.worker = worker
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.start_unknown = start_unknown
+        self.executor = ThreadPoolExecutor(max_step_threads, thread_name_prefix="dwf-step")
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def find_request(self, run_id: str) -> dict[str, Any] | None:
+        """The first valid ``run-requested`` for ``run_id`` in the index (MODEL-014)."""
+        await self.io.ensure_index()
+        index = await self.io.read_index()
+        return first_requests(index.items).get(run_id)
+
+    async def activate(
+        self, run_id: str, request: Mapping[str, Any] | None = None
+    ) -> ActivationOutcome:
+        """One activation of ``run_id``; ``request`` is its ``run-requested`` if known."""
+        try:
+            return await self._activate(run_id, request)
+        except Fenced as exc:
+            log.info("run %s: fenced (%s)", run_id, exc)
+            return ActivationOutcome(run_id, "fenced", error=str(exc))
+        except (WriterError, HistoryError) as exc:
+            log.warning("run %s: activation ended: %s", run_id, exc)
+            return ActivationOutcome(run_id, "error", error=str(exc))
+
+    async def _activate(self, run_id: str, request: Mapping[str, Any] | None) -> ActivationOutcome:
+        history = await self.io.read_history(run_id)  # FENCE-003
+        if history is None or (not history.items and not history.closed):
+            if request is None:
+                request = await self.find_request(run_id)
+            if request is None:
+                return ActivationOutcome(run_id, "absent")
+            value = request.get("value", request)
+            if value.get("workflow") not in self.registry and not self.start_unknown:
+                return ActivationOutcome(run_id, "unknown-workflow")  # MODEL-018
+            if history is None:
+                await self.io.ensure_inbox(run_id)  # MODEL-016: inbox, then history
+                await self.io.create_history(run_id)
+                history = await self.io.read_history(run_id)
+                if history is None:
+                    raise WriterError(f"history of {run_id} vanished after creation")
+        if history.closed:
+            return ActivationOutcome(run_id, "ended")
+        inbox_read = await self.io.read_inbox(run_id)
+        inbox: list[Any] = list(inbox_read.items) if inbox_read else []
+        inbox_offset = inbox_read.next_offset if inbox_read else "-1"
+        act = Activation(
+            self.registry, history.items, request=request if not history.items else None
+        )
+        writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
+        running: dict[asyncio.Task[StepOutcome], StepTask] = {}
+        try:
+            while True:
+                decision = act.advance(self.clock(), inbox, self.rng)
+                if decision.append:
+                    await writer.append(decision.append)
+                if decision.close_run:
+                    _cancel(running)
+                    await finish_run(
+                        writer,
+                        self.io.inbox(run_id),
+                        lambda final: act.closing(final, self.clock()),
+                    )
+                    return ActivationOutcome(
+                        run_id, "ended", status=decision.status, appends=writer.appends
+                    )
+                for task in decision.steps:
+                    running[asyncio.ensure_future(run_step(task, self.executor))] = task
+                if not running:
+                    return ActivationOutcome(
+                        run_id,
+                        "suspended",
+                        status=decision.status,
+                        wake_at=decision.wake_at,
+                        waiting_for_inbox=decision.waiting_for_inbox,
+                        inbox_offset=inbox_offset,
+                        appends=writer.appends,
+                    )
+                timeout = INBOX_POLL_SECONDS
+                if decision.wake_at is not None:
+                    due = (decision.wake_at - self.clock()).total_seconds()
+                    timeout = max(0.0, min(timeout, due))
+                done, _ = await asyncio.wait(
+                    running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                for finished in done:
+                    task = running.pop(finished)
+                    act.step_finished(task.key, task.attempt, finished.result(), self.clock())
+                # CANCEL-011 / INPUT-018: read what arrived while bodies ran.
+                more = await self.io.read_inbox(run_id, inbox_offset)
+                if more is not None:
+                    inbox += more.items
+                    inbox_offset = more.next_offset
+        finally:
+            _cancel(running)
+
+
+def _cancel(running: dict[asyncio.Task[StepOutcome], StepTask]) -> None:
+    # FENCE-011 / CANCEL-007: results of bodies still running are discarded.
+    for pending in running:
+        pending.cancel()
+        with contextlib.suppress(Exception):
+            pending.exception() if pending.done() else None
+    running.clear()

@@ -1,0 +1,319 @@
+"""The long-running worker (waking.md, long-running worker).
+
+- Start-up (WAKE-006): read the run index from its start and serve every requested
+  run once; runs whose history is closed are dropped after one read.
+- Discovery (WAKE-007): follow the index with a long-poll from where the scan ended.
+- Inputs and cancels (WAKE-008): follow the inbox of every run it serves with one
+  long-poll each; new messages start an activation within milliseconds.
+- Time (WAKE-009): one heap of deadlines for every suspended run; one task sleeps
+  until the earliest.
+- A suspended run costs one heap entry and one live read (WAKE-025); its replayed
+  state is dropped, so the next activation replays from a fresh read (FENCE-003).
+- Activations of one run never overlap here: a wake during an activation runs it
+  once more afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import ModuleType
+from typing import Any
+
+import httpx
+
+from ..core import WorkflowRegistry
+from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
+from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
+from .runner import ActivationOutcome, Runner, utc_now
+
+__all__ = ["Worker", "load_registry", "run_worker"]
+
+log = logging.getLogger("durable_workflows.engine.worker")
+
+#: Pause before a fenced or failed run is served again (FENCE-012).
+RETRY_SECONDS = 1.0
+
+
+@dataclass
+class RunEntry:
+    run_id: str
+    request: dict[str, Any] | None = None
+    busy: bool = False
+    again: bool = False
+    wake_at: datetime | None = None
+    inbox_offset: str = "-1"
+    follower: asyncio.Task[None] | None = None
+    activations: int = 0
+    last: ActivationOutcome | None = None
+
+
+@dataclass
+class WorkerStats:
+    activations: int = 0
+    fenced: int = 0
+    ended: int = 0
+    errors: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Serves every run of one namespace until stopped."""
+
+    def __init__(
+        self,
+        namespace_url: str,
+        registry: WorkflowRegistry,
+        *,
+        name: str = "worker",
+        concurrency: int = 64,
+        clock: Callable[[], datetime] = utc_now,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.namespace = Namespace(namespace_url)
+        self.registry = registry
+        self.name = name
+        self.clock = clock
+        self._headers = headers
+        self._concurrency = concurrency
+        self.runs: dict[str, RunEntry] = {}
+        self.ended: set[str] = set()
+        self.stats = WorkerStats()
+        self._heap: list[tuple[datetime, str]] = []
+        self._timer_changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.ready = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        async with (
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as http,
+            httpx.AsyncClient(limits=limits) as live_http,
+        ):
+            client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
+            self._live = AsyncStreamClient(
+                headers=self._headers, timeout=30, live_timeout=300, http=live_http
+            )
+            self.io = NamespaceIO(self.namespace, client)
+            self._sem = asyncio.Semaphore(self._concurrency)
+            self.runner = Runner(self.io, self.registry, worker=self.name, clock=self.clock)
+            background: list[asyncio.Task[None]] = []
+            try:
+                offset = await self._startup()
+                self.ready.set()
+                background += [
+                    asyncio.ensure_future(self._follow_index(offset)),
+                    asyncio.ensure_future(self._timers()),
+                ]
+                await stop.wait()
+            finally:
+                for task in [*self._tasks, *background]:
+                    task.cancel()
+                for entry in self.runs.values():
+                    if entry.follower is not None:
+                        entry.follower.cancel()
+                await asyncio.sleep(0)
+                self.runner.close()
+
+    async def _startup(self) -> str:
+        """WAKE-006: serve every requested run that has not ended."""
+        while True:
+            try:
+                await self.io.ensure_index()  # MODEL-011
+                index = await self.io.read_index()
+                break
+            except StreamError as exc:
+                log.warning("cannot read the run index yet: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+        for run_id, request in first_requests(index.items).items():
+            self._add(run_id, request)
+        return index.next_offset
+
+    def _add(self, run_id: str, request: dict[str, Any] | None) -> None:
+        if run_id in self.runs or run_id in self.ended or not is_run_id(run_id):
+            return
+        self.runs[run_id] = RunEntry(run_id, request)
+        self.wake(run_id)
+
+    async def _follow_index(self, offset: str) -> None:
+        """WAKE-007: new run requests, by long-poll."""
+        seen: set[str] = set()
+        while True:
+            try:
+                async for batch in self.io.index().follow(offset, live="long-poll"):
+                    offset = batch.next_offset
+                    for run_id, request in first_requests(batch.items).items():
+                        if run_id not in seen:
+                            seen.add(run_id)
+                            self._add(run_id, request)
+                return
+            except StreamError as exc:
+                log.warning("index follow failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    # ------------------------------------------------------------------ wakes
+
+    def wake(self, run_id: str) -> None:
+        """Start an activation of ``run_id`` now (or right after the current one)."""
+        entry = self.runs.get(run_id)
+        if entry is None:
+            return
+        if entry.busy:
+            entry.again = True
+            return
+        entry.busy = True
+        self._spawn(self._serve(entry))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, entry: RunEntry) -> None:
+        try:
+            while True:
+                entry.again = False
+                async with self._sem:
+                    try:
+                        outcome = await self.runner.activate(entry.run_id, entry.request)
+                    except Exception as exc:  # network trouble: try again later
+                        log.warning("run %s: activation failed: %s", entry.run_id, exc)
+                        outcome = ActivationOutcome(entry.run_id, "error", error=str(exc))
+                self._record(entry, outcome)
+                if not entry.again or entry.run_id not in self.runs:
+                    return
+        finally:
+            entry.busy = False
+
+    def _record(self, entry: RunEntry, outcome: ActivationOutcome) -> None:
+        self.stats.activations += 1
+        self.stats.outcomes[outcome.kind] = self.stats.outcomes.get(outcome.kind, 0) + 1
+        entry.activations += 1
+        entry.last = outcome
+        if outcome.kind == "suspended":
+            entry.inbox_offset = outcome.inbox_offset
+            self._schedule(entry, outcome.wake_at)
+            if entry.follower is None:
+                entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
+        elif outcome.kind in ("ended", "absent", "unknown-workflow"):
+            self._forget(entry)
+            if outcome.kind == "ended":
+                self.stats.ended += 1
+                self.ended.add(entry.run_id)
+        else:  # fenced or error: serve again a little later (FENCE-012)
+            self.stats.fenced += outcome.kind == "fenced"
+            self.stats.errors += outcome.kind == "error"
+            self._schedule(entry, None, retry=True)
+
+    def _forget(self, entry: RunEntry) -> None:
+        self.runs.pop(entry.run_id, None)
+        if entry.follower is not None and entry.follower is not asyncio.current_task():
+            entry.follower.cancel()
+        entry.follower = None
+
+    # ------------------------------------------------------------------ timers
+
+    def _schedule(self, entry: RunEntry, when: datetime | None, *, retry: bool = False) -> None:
+        if retry:
+            from datetime import timedelta
+
+            when = self.clock() + timedelta(seconds=RETRY_SECONDS)
+        entry.wake_at = when
+        if when is None:
+            return
+        heapq.heappush(self._heap, (when, entry.run_id))
+        if self._heap[0][1] == entry.run_id and self._heap[0][0] == when:
+            self._timer_changed.set()
+
+    async def _timers(self) -> None:
+        """WAKE-009: one heap, one task. Stale entries are skipped lazily."""
+        while True:
+            self._timer_changed.clear()
+            now = self.clock()
+            while self._heap and self._heap[0][0] <= now:
+                when, run_id = heapq.heappop(self._heap)
+                entry = self.runs.get(run_id)
+                if entry is not None and entry.wake_at == when:
+                    entry.wake_at = None
+                    self.wake(run_id)
+            delay = None
+            if self._heap:
+                # A little late rather than early: an early wake finds nothing due (WAKE-003).
+                delay = max(0.0, (self._heap[0][0] - now).total_seconds()) + 0.002
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_changed.wait(), delay)
+
+    # ------------------------------------------------------------------ inboxes
+
+    async def _follow_inbox(self, entry: RunEntry) -> None:
+        """WAKE-008: one long-poll per served run; stops at Stream-Closed."""
+        stream = self._live.stream(
+            self.namespace.inbox_url(entry.run_id), content_type="application/json"
+        )
+        offset = entry.inbox_offset
+        while entry.run_id in self.runs:
+            try:
+                async for batch in stream.follow(offset, live="long-poll"):
+                    offset = batch.next_offset
+                    if batch.items or batch.closed:
+                        self.wake(entry.run_id)
+                    if batch.closed:
+                        return
+                return
+            except (StreamNotFound, StreamClosed):
+                return
+            except StreamError as exc:
+                log.debug("inbox follow of %s failed, retrying: %s", entry.run_id, exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
+    """A registry of the workflows defined at the top level of ``modules``.
+
+    The current directory is importable, as with ``python -m``.
+    """
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    loaded: list[ModuleType] = [importlib.import_module(name) for name in modules]
+    return WorkflowRegistry.from_module(*loaded)
+
+
+def run_worker(url: str | None, workflows: list[str], name: str = "worker") -> int:
+    """``dwf worker``: serve a namespace until SIGINT/SIGTERM."""
+    from .commands import namespace_from
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    namespace = namespace_from(url)
+    registry = load_registry(workflows)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        worker = Worker(namespace.url, registry, name=name)
+        task = asyncio.ensure_future(worker.run(stop))
+        ready = asyncio.ensure_future(worker.ready.wait())
+        await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
+        if worker.ready.is_set():
+            print(f"ready {namespace.url} ({len(registry)} workflows)", flush=True)
+        ready.cancel()
+        await task
+
+    asyncio.run(main())
+    return 0
