@@ -281,8 +281,10 @@ def current_step() -> StepInfo | None:
 class _Runtime(Protocol):
     """What a Context asks of the activation that runs it (internal)."""
 
-    run_id: str
-    workflow_name: str
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def workflow_name(self) -> str: ...
 
     def issue_step(
         self,

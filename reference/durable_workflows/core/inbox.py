@@ -1,0 +1,171 @@
+"""Inbox messages: ids, classification and submission checks (inputs.md).
+
+The decisions themselves live in :mod:`.activation`; this module holds the pure helpers:
+the inbox id of a message (INPUT-014), whether it is a readable submission or cancel
+(INPUT-017 check 2, SEC-005), value sizes (INPUT-031), and JSON Schema handling
+(INPUT-026..029): 2020-12, ``format`` as annotation, nothing fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+    SchemaError as JsonSchemaError,
+)
+from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+from referencing import Registry
+
+from .errors import InvalidPrimitive
+
+__all__ = [
+    "ID_PATTERN",
+    "KEY_PATTERN",
+    "InboxEntry",
+    "check_request_schema",
+    "classify",
+    "compact_size",
+    "inbox_id",
+    "schema_problem",
+]
+
+#: Run ids, submission ids, cancel ids (EVT-014).
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Entity keys (EVT-015).
+KEY_PATTERN = re.compile(r"^[^#\x00-\x1f]{1,128}(#[1-9][0-9]*)?$")
+
+
+def inbox_id(message: object, index: int) -> str:
+    """INPUT-014: the message's key when it is a valid id, else ``inbox-{index}``."""
+    if isinstance(message, Mapping):
+        key = message.get("key")
+        if isinstance(key, str) and ID_PATTERN.match(key):
+            return key
+    return f"inbox-{index}"
+
+
+@dataclass(frozen=True)
+class InboxEntry:
+    """One inbox message as the core sees it."""
+
+    index: int
+    inbox_id: str
+    kind: str | None  # "submission", "cancel", or None when malformed
+    request: str | None  # value.request when it matches the key pattern (INPUT-024)
+    value: Any = None
+    reason: str | None = None  # cancel reason
+
+
+def classify(message: object, index: int) -> InboxEntry:
+    """Read one inbox message (INPUT-017 check 2 against ``inbox-message.json``, SEC-005)."""
+    from ..schemas import SchemaError, identify
+
+    iid = inbox_id(message, index)
+    request: str | None = None
+    if isinstance(message, Mapping):
+        value = message.get("value")
+        if isinstance(value, Mapping):
+            raw = value.get("request")
+            if isinstance(raw, str) and KEY_PATTERN.match(raw):
+                request = raw
+    try:
+        # identify also checks key == value.submission_id / value.cancel_id (EVT-090, EVT-093).
+        event = identify(message, "inbox")
+    except SchemaError:
+        return InboxEntry(index, iid, None, request)
+    assert isinstance(message, Mapping)
+    value = message["value"]
+    if event == "cancel-requested":
+        return InboxEntry(index, iid, "cancel", None, reason=value.get("reason"))
+    return InboxEntry(index, iid, "submission", request, value=value.get("value"))
+
+
+def compact_size(value: Any) -> int | None:
+    """Bytes of ``value`` as compact UTF-8 JSON (INPUT-031, SEC-009); None if not JSON."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return len(text.encode("utf-8"))
+
+
+def _refs(node: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("$ref", "$dynamicRef") and isinstance(v, str):
+                found.append(v)
+            else:
+                found.extend(_refs(v))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_refs(item))
+    return found
+
+
+def check_request_schema(name: str, schema: Any) -> Any:
+    """INPUT-029: a valid 2020-12 schema (object or boolean) with no ``$ref`` outside itself.
+
+    Returns the schema as it will be recorded (decoded from JSON, REPLAY-014).
+    """
+    if not isinstance(schema, dict | bool):
+        raise InvalidPrimitive(f"input {name!r}: schema must be a JSON object or a boolean")
+    try:
+        schema = json.loads(json.dumps(schema, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPrimitive(f"input {name!r}: schema is not JSON: {exc}") from None
+    try:
+        Draft202012Validator.check_schema(schema)
+    except JsonSchemaError as exc:
+        raise InvalidPrimitive(
+            f"input {name!r}: not a valid JSON Schema 2020-12: {exc.message}"
+        ) from None
+    for ref in _refs(schema):
+        if not ref.startswith("#"):
+            raise InvalidPrimitive(f"input {name!r}: schema $ref {ref!r} points outside the schema")
+    try:  # every local $ref must resolve, so that validation never fails on the schema itself
+        _validator(schema).is_valid(None)
+    except Exception as exc:
+        raise InvalidPrimitive(f"input {name!r}: schema cannot be used: {exc}") from None
+    return schema
+
+
+def _validator(schema: Any) -> Any:
+    # An empty registry with no retrieve function: nothing is ever fetched (INPUT-028).
+    return Draft202012Validator(schema, registry=Registry())
+
+
+def schema_problem(request_key: str, schema: Any, value: Any) -> str | None:
+    """None when ``value`` satisfies ``schema`` (INPUT-026/027), else one readable sentence.
+
+    The sentence names the request, where in the value and which rule failed, and never
+    copies the submitted value (INPUT-025).
+    """
+    try:
+        error = best_match(_validator(schema).iter_errors(value))
+    except Exception:  # a recorded schema that cannot be evaluated accepts nothing
+        return f"Input '{request_key}': the request's schema cannot be evaluated."
+    if error is None:
+        return None
+    where = (
+        "the value"
+        if not error.absolute_path
+        else "'" + "/".join(map(str, error.absolute_path)) + "'"
+    )
+    rule = error.validator
+    if rule == "required" and isinstance(error.validator_value, list):
+        present = error.instance if isinstance(error.instance, dict) else {}
+        missing = [p for p in error.validator_value if p not in present]
+        if missing:
+            at = "" if not error.absolute_path else f" in {where}"
+            return f"Input '{request_key}': property '{missing[0]}' is required{at}."
+    if rule == "type":
+        return f"Input '{request_key}': {where} must be of type {error.validator_value}."
+    if rule is False or error.schema is False:
+        return f"Input '{request_key}': the schema accepts no value."
+    return f"Input '{request_key}': {where} fails the schema's '{rule}' rule."
