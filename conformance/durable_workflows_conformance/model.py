@@ -1,0 +1,649 @@
+"""The pure model: what a conforming engine records for a scenario.
+
+Written from the specification (replay.md, inputs.md, retries.md, model.md,
+versioning.md, adapter.md), not from any engine. Given a :class:`~.scenario.Scenario`
+it predicts the run's scrubbed history (:mod:`.scrub`), its final status, output or
+error, and, for a changed program, the non-determinism the engine must report. It
+does no I/O and reads no clock: time is a counter of milliseconds that moves only to
+the next deadline, as the suite's driver moves a virtual clock.
+
+Where the specification leaves the order of messages of *different* entities open
+(outcomes of concurrent primitives, a rejection beside a resume), the suite compares
+per-entity sequences (:func:`.scrub.differences`), so the model's choice of order
+there does not matter.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
+from .scenario import KEY_PATTERN, Scenario, Submission, due, early, state_of
+from .scrub import RUN
+
+PROTOCOL = "1.0"
+
+
+class _Ended(Exception):
+    """The workflow function ended by raising ``error`` (a run error object)."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(error.get("type"))
+        self.error = error
+
+
+@dataclass
+class Prediction:
+    history: list[dict[str, Any]]
+    status: str
+    output: Any
+    error: Any
+    #: indexes of submissions the stream server refuses because the inbox is closed
+    refused: list[int] = field(default_factory=list)
+    #: per delivery point, the submission indexes appended there (early ones first)
+    batches: list[list[int]] = field(default_factory=list)
+
+
+@dataclass
+class _Input:
+    key: str
+    schema: Any
+    status: str = "pending"
+    value: Any = None
+    deadline: int | None = None
+
+
+@dataclass
+class _Pending:
+    """A primitive the code waits on: an input, a sleep or a step's next attempt."""
+
+    kind: str  # "input" | "sleep" | "retry"
+    key: str
+    deadline: int | None
+    done: bool = False
+
+
+def _equal_json(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    return bool(a == b)
+
+
+def _lookup(variables: Mapping[str, Any], var: str, path: Sequence[str]) -> Any:
+    value = variables.get(var)
+    for member in path:
+        value = value.get(member) if isinstance(value, Mapping) else None
+    return value
+
+
+def delay(attempt: int, retry: Mapping[str, Any]) -> int:
+    """RETRY backoff without jitter: ``min(initial * coeff ** (a - 1), max)``."""
+    initial = int(retry.get("initial_interval_ms", 1000))
+    coefficient = float(retry.get("backoff_coefficient", 2.0))
+    maximum = int(retry.get("max_interval_ms", 60000))
+    return int(min(initial * coefficient ** (attempt - 1), maximum))
+
+
+class _Model:
+    def __init__(self, scenario: Scenario, observed: Sequence[Sequence[int]] | None) -> None:
+        self.scenario = scenario
+        self.observed = list(observed or [])
+        self.now = 0
+        self.seq = 0
+        self.counts: dict[tuple[str, str], int] = {}
+        self.history: list[dict[str, Any]] = []
+        self.inbox: list[Submission] = []
+        self.decided: set[int] = set()  # inbox positions decided (or duplicates)
+        self.inputs: dict[str, _Input] = {}
+        self.variables: dict[str, Any] = {"input": copy.deepcopy(scenario.input)}
+        self.delivered: set[int] = set()
+        self.batches: list[list[int]] = []
+        self.run: dict[str, Any] = {
+            "protocol": PROTOCOL,
+            "input": scenario.input,
+            "status": "running",
+            "output": None,
+            "waiting_for": None,
+            "error": None,
+        }
+
+    # -- recording ---------------------------------------------------------------
+
+    def emit(
+        self, entity: str, key: str, op: str, value: dict[str, Any], txid: str | None = None
+    ) -> None:
+        self.history.append(
+            {"type": entity, "key": key, "op": op, "txid": txid, "value": copy.deepcopy(value)}
+        )
+
+    def emit_run(self, txid: str | None = None, op: str = "update") -> None:
+        self.emit("run", RUN, op, self.run, txid)
+
+    def key(self, entity: str, name: str) -> str:
+        n = self.counts.get((entity, name), 0) + 1
+        self.counts[(entity, name)] = n
+        return name if n == 1 else f"{name}#{n}"
+
+    def position(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    # -- the inbox -----------------------------------------------------------------
+
+    def append(self, indexes: Sequence[int]) -> None:
+        for index in indexes:
+            self.delivered.add(index)
+            self.inbox.append(self.scenario.submissions[index])
+        self.batches.append(list(indexes))
+
+    def reject(self, sub: Submission, reason: str) -> None:
+        request = sub.request if KEY_PATTERN.match(sub.request) else None
+        value = {
+            "submission_id": sub.id,
+            "request": request,
+            "status": "rejected",
+            "reason": reason,
+        }
+        self.emit("submission", sub.id, "insert", value, sub.id)
+
+    def process_inbox(self, *, ending: bool = False) -> bool:
+        """Decide every undecided inbox message, in inbox order (INPUT-017).
+
+        Returns whether an input got an outcome."""
+        progressed = False
+        seen: set[str] = set()
+        for position, sub in enumerate(self.inbox):
+            duplicate = sub.id in seen
+            seen.add(sub.id)
+            if position in self.decided:
+                continue
+            if duplicate:
+                self.decided.add(position)
+                continue
+            if sub.malformed:
+                self.decided.add(position)
+                self.reject(sub, "malformed")
+                continue
+            if ending:
+                self.decided.add(position)
+                self.reject(sub, "run-finished")
+                continue
+            request = self.inputs.get(sub.request)
+            if request is None:
+                continue  # kept until the request is recorded (INPUT-020)
+            self.decided.add(position)
+            if request.status == "received":
+                self.reject(sub, "already-answered")
+            elif request.status == "expired":
+                self.reject(sub, "expired")
+            elif not Draft202012Validator(request.schema).is_valid(sub.value):
+                self.reject(sub, "schema-invalid")
+            else:
+                request.status = "received"
+                request.value = copy.deepcopy(sub.value)
+                self.emit("input", request.key, "update", self.input_value(request, sub.id), sub.id)
+                progressed = True
+        return progressed
+
+    def input_value(self, request: _Input, submission_id: str | None) -> dict[str, Any]:
+        value = dict(self.input_values[request.key])
+        value["status"] = request.status
+        value["value"] = request.value if request.status == "received" else None
+        value["submission_id"] = submission_id
+        return value
+
+    input_values: dict[str, dict[str, Any]]
+
+    # -- blocking ------------------------------------------------------------------
+
+    def deliver_due(self) -> bool:
+        indexes = due(self.scenario.submissions, self.delivered, state_of(self.history))
+        if not indexes:
+            return False
+        batch_number = len(self.batches)
+        if batch_number < len(self.observed) and sorted(self.observed[batch_number]) == sorted(
+            indexes
+        ):
+            indexes = list(self.observed[batch_number])
+        self.append(indexes)
+        return True
+
+    def suspend(self, waits: Sequence[_Pending]) -> None:
+        inputs = [w.key for w in waits if w.kind == "input" and not w.done]
+        deadlines = [w.deadline for w in waits if not w.done and w.deadline is not None]
+        self.run["status"] = "waiting" if inputs else "sleeping"
+        self.run["waiting_for"] = {"inputs": inputs, "until": bool(deadlines)}
+        self.emit_run()
+
+    def resume(self) -> None:
+        self.run["status"] = "running"
+        self.run["waiting_for"] = None
+        self.emit_run()
+
+    def block(self, waits: list[_Pending]) -> None:
+        """Wait until every primitive in ``waits`` has an outcome (a gather).
+
+        Each time something the code waits on gets an outcome the run resumes
+        (MODEL-026); if the code still waits, it suspends again."""
+        self.refresh(waits)
+        while not all(w.done for w in waits):
+            self.suspend(waits)
+            while not self.wait_once(waits):
+                pass
+            self.resume()
+
+    def wait_once(self, waits: Sequence[_Pending]) -> bool:
+        """One turn of the driver at a run at rest: deliver what is due, else move the
+        clock to the earliest deadline. Returns whether a waited-on primitive got an
+        outcome."""
+        if self.deliver_due():
+            self.process_inbox()
+            return self.refresh(waits)
+        pending = [w.deadline for w in waits if not w.done and w.deadline is not None]
+        if not pending:
+            raise RuntimeError(
+                "the scenario leaves the run waiting forever: no submission is due for "
+                + ", ".join(w.key for w in waits if not w.done)
+            )
+        self.now = min(pending)
+        self.fire(waits)
+        return True
+
+    def refresh(self, waits: Sequence[_Pending]) -> bool:
+        changed = False
+        for w in waits:
+            if w.kind == "input" and not w.done and self.inputs[w.key].status != "pending":
+                w.done = changed = True
+        return changed
+
+    def fire(self, waits: Sequence[_Pending]) -> None:
+        for w in waits:
+            if w.done or w.deadline is None or w.deadline > self.now:
+                continue
+            w.done = True
+            if w.kind == "sleep":
+                value = dict(self.sleep_values[w.key], status="completed")
+                self.emit("sleep", w.key, "update", value)
+            elif w.kind == "input":
+                request = self.inputs[w.key]
+                request.status = "expired"
+                self.emit("input", w.key, "update", self.input_value(request, None))
+
+    sleep_values: dict[str, dict[str, Any]]
+
+    # -- primitives ----------------------------------------------------------------
+
+    def step_value(self, key: str, op: Mapping[str, Any], **fields: Any) -> dict[str, Any]:
+        retry = op.get("retry") or {}
+        value: dict[str, Any] = {
+            "name": op["name"],
+            "seq": fields.pop("seq"),
+            "status": "running",
+            "attempt": 1,
+            "max_attempts": int(retry.get("max_attempts", 3)),
+            "timeout_ms": op.get("timeout_ms"),
+            "result": None,
+            "error": None,
+        }
+        value.update(fields)
+        return value
+
+    def issue(self, op: Mapping[str, Any]) -> Any:
+        """Issue a primitive: record its insert; return a handle for :meth:`finish`."""
+        kind = op["op"]
+        seq = self.position()
+        if kind == "step":
+            key = self.key("step", op["name"])
+            value = self.step_value(key, op, seq=seq)
+            self.emit("step", key, "insert", value)
+            return ("step", key, value)
+        if kind == "sleep":
+            key = self.key("sleep", op["name"])
+            value = {
+                "name": op["name"],
+                "seq": seq,
+                "status": "scheduled",
+                "duration_ms": op["duration_ms"],
+            }
+            self.sleep_values[key] = value
+            self.emit("sleep", key, "insert", value)
+            return ("sleep", key, _Pending("sleep", key, self.now + int(op["duration_ms"])))
+        if kind == "input":
+            key = self.key("input", op["name"])
+            timeout = op.get("timeout_ms")
+            value = {
+                "name": op["name"],
+                "seq": seq,
+                "status": "pending",
+                "prompt": op.get("prompt"),
+                "schema": op["schema"],
+                "value": None,
+                "submission_id": None,
+                "expires": timeout is not None,
+            }
+            self.input_values[key] = value
+            deadline = None if timeout is None else self.now + int(timeout)
+            self.inputs[key] = _Input(key, op["schema"], deadline=deadline)
+            self.emit("input", key, "insert", value)
+            return ("input", key, _Pending("input", key, deadline))
+        if kind == "record":
+            key = self.key("record", op["name"])
+            self.emit("record", key, "insert", {"name": op["name"], "seq": seq, "kind": op["kind"]})
+            return ("record", key, None)
+        raise ValueError(f"not a primitive: {kind}")
+
+    def run_step(self, key: str, op: Mapping[str, Any], value: dict[str, Any]) -> Any:
+        """Run the attempts of a step whose ``step-started`` is recorded."""
+        retry = op.get("retry") or {}
+        error = op.get("error") or {"type": "ScriptedError", "message": "scripted failure"}
+        non_retryable = set(retry.get("non_retryable") or [])
+        fail_attempts = int(op.get("fail_attempts", 0))
+        attempt = 1
+        while True:
+            if attempt > fail_attempts:
+                value.update(status="completed", attempt=attempt, result=op.get("result"))
+                value["error"] = None
+                self.emit("step", key, "update", value)
+                return op.get("result")
+            recorded = {"type": error["type"], "message": error["message"], "details": None}
+            if attempt < value["max_attempts"] and error["type"] not in non_retryable:
+                value.update(status="retrying", error=recorded)
+                self.emit("step", key, "update", value)
+                wait = _Pending("retry", key, self.now + delay(attempt, retry))
+                self.block([wait])
+                attempt += 1
+                value.update(status="running", attempt=attempt, error=None)
+                self.emit("step", key, "update", value)
+                continue
+            value.update(status="failed", error=recorded)
+            self.emit("step", key, "update", value)
+            if op.get("catch"):
+                return {"failed": {"type": error["type"], "message": error["message"]}}
+            raise _Ended(
+                {
+                    "type": "StepFailed",
+                    "details": {"step": key, "attempts": attempt, "error": recorded},
+                }
+            )
+
+    def outcome(self, handle: Any, op: Mapping[str, Any]) -> Any:
+        kind, key, _ = handle
+        if kind == "input":
+            request = self.inputs[key]
+            if request.status == "received":
+                return request.value
+            if "on_expired" in op:
+                return copy.deepcopy(op["on_expired"]["default"])
+            raise _Ended({"type": "InputExpired"})
+        return None
+
+    def bind(self, op: Mapping[str, Any], value: Any) -> None:
+        if op.get("as"):
+            self.variables[op["as"]] = value
+
+    def primitive(self, op: Mapping[str, Any]) -> None:
+        handle = self.issue(op)
+        kind, key, extra = handle
+        if kind == "step":
+            self.bind(op, self.run_step(key, op, extra))
+            return
+        if kind == "record":
+            return
+        if kind == "input":
+            self.process_inbox()  # kept submissions first (INPUT-021)
+        self.block([extra])
+        self.bind(op, self.outcome(handle, op))
+
+    def parallel(self, ops: Sequence[Mapping[str, Any]]) -> None:
+        handles = [self.issue(op) for op in ops]
+        results: dict[int, Any] = {}
+        failure: _Ended | None = None
+        for index, (op, handle) in enumerate(zip(ops, handles, strict=True)):
+            if handle[0] == "step":
+                try:
+                    results[index] = self.run_step(handle[1], op, handle[2])
+                except _Ended as ended:
+                    failure = failure or ended
+        if any(h[0] == "input" for h in handles):
+            self.process_inbox()
+        waits = [h[2] for h in handles if h[0] in ("sleep", "input")]
+        if waits:
+            self.block(waits)
+        if failure is not None:
+            raise failure
+        for index, (op, handle) in enumerate(zip(ops, handles, strict=True)):
+            if handle[0] == "step":
+                self.bind(op, results[index])
+            elif handle[0] == "input":
+                self.bind(op, self.outcome(handle, op))
+
+    def execute(self, ops: Sequence[Mapping[str, Any]]) -> None:
+        for op in ops:
+            kind = op["op"]
+            if kind in ("step", "sleep", "input", "record"):
+                self.primitive(op)
+            elif kind == "parallel":
+                self.parallel(op["ops"])
+            elif kind == "patch":
+                seq = self.position()
+                key = self.key("patch", op["id"])
+                self.emit("patch", key, "insert", {"name": op["id"], "seq": seq})
+                self.execute(op.get("then") or [])
+            elif kind == "branch":
+                subject = _lookup(self.variables, op["var"], op.get("path") or [])
+                for case in op["cases"]:
+                    if _equal_json(case["equals"], subject):
+                        self.execute(case["ops"])
+                        break
+                else:
+                    self.execute(op.get("else") or [])
+            elif kind == "raise":
+                error = op["error"]
+                raise _Ended({"type": error["type"], "message": error["message"]})
+            else:
+                raise ValueError(f"unknown op {kind!r}")
+
+    # -- the run -------------------------------------------------------------------
+
+    def predict(self) -> Prediction:
+        self.input_values = {}
+        self.sleep_values = {}
+        first = early(self.scenario.submissions)
+        if first:
+            self.append(first)
+        self.emit_run(txid=RUN, op="insert")
+        self.process_inbox()  # early malformed messages are decided at once
+        try:
+            self.execute(self.scenario.program.get("ops", []))
+        except _Ended as ended:
+            self.run.update(status="failed", error=ended.error)
+        else:
+            output = {k: v for k, v in self.variables.items() if k != "input"}
+            self.run.update(status="completed", output=output)
+        self.run["waiting_for"] = None
+        self.emit_run()
+        self.process_inbox(ending=True)
+        refused = [
+            i
+            for i in range(len(self.scenario.submissions))
+            if i not in self.delivered and self.scenario.submissions[i].when != "early"
+        ]
+        return Prediction(
+            history=self.history,
+            status=self.run["status"],
+            output=self.run["output"],
+            error=self.run["error"],
+            refused=refused,
+            batches=self.batches,
+        )
+
+
+def predict(
+    scenario: Scenario, observed_batches: Sequence[Sequence[int]] | None = None
+) -> Prediction:
+    """The scrubbed history a conforming engine records for ``scenario``.
+
+    ``observed_batches`` gives, per delivery point, the order in which the stream
+    server actually placed that point's submissions (it matters only when two clients
+    sent at once); without it the schedule's order is used.
+    """
+    return _Model(scenario, observed_batches).predict()
+
+
+# -- non-determinism ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recorded:
+    seq: int
+    kind: str
+    name: str
+    record_kind: str | None
+    finished: bool
+    value: Any  # step result / input value, when finished
+    failed: bool  # step failed or input expired
+
+
+def recorded_primitives(scrubbed: Sequence[Mapping[str, Any]]) -> list[Recorded]:
+    """The primitives of a scrubbed history by position, with their last state."""
+    latest: dict[tuple[str, str], Mapping[str, Any]] = {}
+    order: list[tuple[str, str]] = []
+    for message in scrubbed:
+        kind = str(message["type"])
+        if kind not in ("step", "sleep", "input", "record", "patch"):
+            continue
+        ident = (kind, str(message["key"]))
+        if ident not in latest:
+            order.append(ident)
+        latest[ident] = message["value"]
+    out: list[Recorded] = []
+    for kind, _key in order:
+        value = latest[(kind, _key)]
+        status = value.get("status")
+        finished = kind in ("record", "patch") or status in (
+            "completed",
+            "failed",
+            "received",
+            "expired",
+        )
+        out.append(
+            Recorded(
+                seq=int(value["seq"]),
+                kind=kind,
+                name=str(value["name"]),
+                record_kind=value.get("kind"),
+                finished=finished,
+                value=value.get("result") if kind == "step" else value.get("value"),
+                failed=status in ("failed", "expired"),
+            )
+        )
+    return sorted(out, key=lambda r: r.seq)
+
+
+class _Diverged(Exception):
+    def __init__(self, details: dict[str, Any]) -> None:
+        super().__init__(details)
+        self.details = details
+
+
+class _Stop(Exception):
+    """The code ended or blocked during replay."""
+
+
+def non_determinism(
+    scrubbed: Sequence[Mapping[str, Any]], program: Mapping[str, Any], run_input: Any
+) -> dict[str, Any] | None:
+    """The ``details`` of the NonDeterminism a conforming engine reports when it replays
+    ``scrubbed`` (a history without patch markers) with ``program``, or None.
+
+    Cases 1-3 of replay.md; ``parallel`` and ``patch`` operations are not supported
+    here (the suite's mutations do not produce them).
+    """
+    recorded = [r for r in recorded_primitives(scrubbed) if r.kind != "patch"]
+    variables: dict[str, Any] = {"input": run_input}
+    position = 0
+
+    def side(r: Recorded | None) -> dict[str, str] | None:
+        return None if r is None else {"kind": r.kind, "name": r.name}
+
+    def unreached() -> None:
+        if position < len(recorded):
+            r = recorded[position]
+            raise _Diverged({"seq": r.seq, "recorded": side(r), "requested": None})
+
+    def issue(op: Mapping[str, Any]) -> Recorded | None:
+        nonlocal position
+        if position >= len(recorded):
+            raise _Stop  # new primitives beyond the history: no divergence
+        r = recorded[position]
+        kind = op["op"]
+        if (r.kind, r.name) != (kind, op["name"]) or (
+            kind == "record" and r.record_kind != op.get("kind")
+        ):
+            raise _Diverged(
+                {"seq": r.seq, "recorded": side(r), "requested": {"kind": kind, "name": op["name"]}}
+            )
+        position += 1
+        if not r.finished:
+            position_before = position
+            # Blocked on a pending primitive: case 3 if the history goes on.
+            if position_before < len(recorded):
+                nxt = recorded[position_before]
+                raise _Diverged({"seq": nxt.seq, "recorded": side(nxt), "requested": None})
+            raise _Stop
+        return r
+
+    def run(ops: Sequence[Mapping[str, Any]]) -> None:
+        for op in ops:
+            kind = op["op"]
+            if kind in ("step", "sleep", "input", "record"):
+                r = issue(op)
+                assert r is not None
+                if kind == "step":
+                    if r.failed:
+                        if not op.get("catch"):
+                            raise _Stop("ended")
+                        value = {"failed": None}
+                    else:
+                        value = r.value
+                    if op.get("as"):
+                        variables[op["as"]] = value
+                elif kind == "input":
+                    if r.failed:
+                        if "on_expired" not in op:
+                            raise _Stop("ended")
+                        value = op["on_expired"]["default"]
+                    else:
+                        value = r.value
+                    if op.get("as"):
+                        variables[op["as"]] = value
+            elif kind == "branch":
+                subject = _lookup(variables, op["var"], op.get("path") or [])
+                for case in op["cases"]:
+                    if _equal_json(case["equals"], subject):
+                        run(case["ops"])
+                        break
+                else:
+                    run(op.get("else") or [])
+            elif kind == "raise":
+                raise _Stop("ended")
+            else:
+                raise ValueError(f"non_determinism does not model {kind!r} operations")
+
+    try:
+        run(program.get("ops", []))
+        unreached()
+    except _Diverged as diverged:
+        return diverged.details
+    except _Stop as stop:
+        if stop.args == ("ended",):
+            try:
+                unreached()
+            except _Diverged as diverged:
+                return diverged.details
+        return None
+    return None

@@ -1,0 +1,147 @@
+"""Scenarios: a program, the run's input, a schedule of submissions and faults.
+
+A scenario is data. The same delivery policy (:func:`due`) decides, for the pure
+model and for a real engine alike, which scheduled submissions are appended to the
+inbox at each point where the run is at rest:
+
+- ``early`` submissions are appended before the run is requested;
+- ``waiting`` ones when the run is suspended waiting for their request;
+- ``late`` ones once their request has been decided (received or expired);
+- everything still undelivered after the run has finished (the inbox is then
+  closed, so the stream server refuses them with ``409``).
+
+All submissions due at one point travel in one inbox append per client; when two
+clients have submissions due at the same point, their appends are sent at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+When = Literal["early", "waiting", "late"]
+
+TERMINAL = frozenset({"completed", "failed", "cancelled"})
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KEY_PATTERN = re.compile(r"^[^#\u0000-\u001f]{1,128}(#[1-9][0-9]*)?$")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One scheduled inbox message.
+
+    ``malformed`` sends a ``value.submission_id`` that differs from the key (check 2 of
+    INPUT-017); ``client`` (0 or 1) says which of two clients sends it.
+    """
+
+    id: str
+    request: str
+    value: Any
+    when: When = "waiting"
+    client: int = 0
+    malformed: bool = False
+
+    def message(self) -> dict[str, Any]:
+        submission_id = self.id + "-other" if self.malformed else self.id
+        return {
+            "type": "submission",
+            "key": self.id,
+            "value": {"submission_id": submission_id, "request": self.request, "value": self.value},
+            "headers": {"operation": "insert"},
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "request": self.request,
+            "value": self.value,
+            "when": self.when,
+            "client": self.client,
+            "malformed": self.malformed,
+        }
+
+
+@dataclass(frozen=True)
+class Scenario:
+    program: Mapping[str, Any]
+    input: Any = None
+    submissions: tuple[Submission, ...] = ()
+    faults: tuple[Mapping[str, Any], ...] = ()
+    always_replay: bool = False
+    workers: int = 1
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.faults:
+            out["faults"] = [dict(f) for f in self.faults]
+        if self.always_replay:
+            out["always_replay"] = True
+        if self.workers != 1:
+            out["workers"] = self.workers
+        return out
+
+    def without_faults(self) -> Scenario:
+        return Scenario(self.program, self.input, self.submissions)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "program": self.program,
+            "input": self.input,
+            "submissions": [s.to_json() for s in self.submissions],
+            "options": self.options(),
+        }
+
+
+@dataclass
+class RunState:
+    """What the delivery policy needs to know about a run at rest, read from its
+    (scrubbed) history."""
+
+    status: str | None = None
+    waiting: list[str] = field(default_factory=list)
+    until: bool = False
+    decided: set[str] = field(default_factory=set)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+def state_of(scrubbed: Sequence[Mapping[str, Any]]) -> RunState:
+    state = RunState()
+    for message in scrubbed:
+        value = message.get("value")
+        if not isinstance(value, Mapping):
+            continue
+        if message.get("type") == "run":
+            state.status = value.get("status")
+            waiting = value.get("waiting_for")
+            if isinstance(waiting, Mapping):
+                state.waiting = list(waiting.get("inputs") or [])
+                state.until = bool(waiting.get("until"))
+            else:
+                state.waiting, state.until = [], False
+        elif message.get("type") == "input" and value.get("status") in ("received", "expired"):
+            state.decided.add(str(message.get("key")))
+    return state
+
+
+def early(submissions: Sequence[Submission]) -> list[int]:
+    return [i for i, s in enumerate(submissions) if s.when == "early"]
+
+
+def due(submissions: Sequence[Submission], delivered: set[int], state: RunState) -> list[int]:
+    """Indexes of the submissions to append now (see the module docstring)."""
+    out: list[int] = []
+    for index, sub in enumerate(submissions):
+        if index in delivered or sub.when == "early":
+            continue
+        if (
+            state.finished
+            or (sub.when == "waiting" and sub.request in state.waiting)
+            or (sub.when == "late" and sub.request in state.decided)
+        ):
+            out.append(index)
+    return out
