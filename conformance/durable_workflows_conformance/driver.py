@@ -1,0 +1,384 @@
+"""The HTTP driver: talks to the conformance adapter and to the stream server.
+
+The suite reads histories and writes inboxes and the run index on the stream
+server exactly as a client does; it uses the adapter (spec/adapter.md) only for
+what no client can do: register scripted workflows, arm faults, wait for a run to
+be at rest, read body counts and move the virtual clock. Every request and answer
+is kept in an exchange log that failures print.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from . import schemas
+from .scenario import Scenario, Submission, due, early, state_of
+from .scrub import scrub_all
+
+SETTLE_TIMEOUT_MS = 30_000
+
+
+class HarnessError(Exception):
+    """The suite could not talk to its target at all (not a conformance failure)."""
+
+
+class NotTestable(Exception):
+    """A prerequisite of a check is missing (reported as a failure, never a skip)."""
+
+
+class AdapterError(AssertionError):
+    """The adapter refused a request that a conforming adapter carries out."""
+
+
+@dataclass
+class Exchange:
+    method: str
+    url: str
+    request: Any
+    status: int | None
+    response: str
+
+    def render(self) -> str:
+        body = "" if self.request is None else " " + _short(json.dumps(self.request))
+        return f"{self.method} {self.url}{body}\n  -> {self.status} {_short(self.response)}"
+
+
+def _short(text: str, limit: int = 600) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+class Http:
+    """An httpx client that logs every exchange."""
+
+    def __init__(self, timeout: float = 60.0) -> None:
+        self.client = httpx.Client(timeout=timeout)
+        self.log: deque[Exchange] = deque(maxlen=200)
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> httpx.Response:
+        all_headers = dict(headers or {})
+        content: bytes | None = raw
+        if body is not None:
+            content = json.dumps(body).encode()
+            all_headers.setdefault("Content-Type", "application/json")
+        try:
+            response = self.client.request(method, url, content=content, headers=all_headers)
+        except httpx.HTTPError as error:
+            with self.lock:
+                self.log.append(Exchange(method, url, body, None, repr(error)))
+            raise HarnessError(f"{method} {url}: {error}") from error
+        with self.lock:
+            self.log.append(Exchange(method, url, body, response.status_code, response.text))
+        return response
+
+    def transcript(self, last: int = 30) -> str:
+        with self.lock:
+            items = list(self.log)[-last:]
+        return "\n".join(item.render() for item in items)
+
+
+def _json(response: httpx.Response, what: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as error:
+        raise AdapterError(f"{what}: the answer is not JSON: {response.text[:200]!r}") from error
+
+
+class Target:
+    """An engine under test, reached through its adapter."""
+
+    def __init__(self, url: str, http: Http | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.http = http or Http()
+        self._info: dict[str, Any] | None = None
+
+    # -- adapter -----------------------------------------------------------------------
+
+    def adapter(self, path: str) -> str:
+        return f"{self.url}/conformance/v1/{path}"
+
+    def info(self) -> dict[str, Any]:
+        if self._info is None:
+            response = self.http.request("GET", self.adapter("info"))
+            if response.status_code != 200:
+                raise HarnessError(
+                    f"GET {self.adapter('info')} answered {response.status_code}: is this a "
+                    "conformance adapter?"
+                )
+            info = _json(response, "info")
+            if not isinstance(info, dict):
+                raise HarnessError("the adapter's info is not a JSON object")
+            self._info = info
+        return self._info
+
+    @property
+    def features(self) -> set[str]:
+        return {str(f) for f in self.info().get("features", [])}
+
+    @property
+    def namespace(self) -> str:
+        return str(self.info()["namespace"]).rstrip("/")
+
+    @property
+    def virtual_clock(self) -> bool:
+        return "virtual-clock" in self.features
+
+    def _expect(self, response: httpx.Response, statuses: Sequence[int], what: str) -> None:
+        if response.status_code not in statuses:
+            raise AdapterError(f"{what}: adapter answered {response.status_code}: {response.text}")
+
+    def put_workflow(self, name: str, program: Mapping[str, Any]) -> None:
+        body = {"program": program}
+        schemas.check("workflow", body)
+        url = self.adapter("workflows/" + quote(name, safe=""))
+        self._expect(self.http.request("PUT", url, body=body), (200, 201, 204), "register workflow")
+
+    def put_run(self, run_id: str, options: Mapping[str, Any]) -> None:
+        schemas.check("run-options", options)
+        url = self.adapter("runs/" + run_id)
+        self._expect(self.http.request("PUT", url, body=dict(options)), (200, 201, 204), "arm run")
+
+    def settle(self, run_id: str, timeout_ms: int = SETTLE_TIMEOUT_MS) -> dict[str, Any]:
+        url = self.adapter(f"runs/{run_id}/settle")
+        response = self.http.request("POST", url, body={"timeout_ms": timeout_ms})
+        if response.status_code == 504:
+            raise AssertionError(f"run {run_id} did not settle within {timeout_ms} ms")
+        self._expect(response, (200,), "settle")
+        report = _json(response, "settle")
+        schemas.check("run-report", report)
+        return dict(report)
+
+    def report(self, run_id: str) -> dict[str, Any]:
+        response = self.http.request("GET", self.adapter(f"runs/{run_id}"))
+        self._expect(response, (200,), "run report")
+        report = _json(response, "run report")
+        schemas.check("run-report", report)
+        return dict(report)
+
+    def clock(self) -> datetime:
+        response = self.http.request("GET", self.adapter("clock"))
+        self._expect(response, (200,), "clock")
+        body = _json(response, "clock")
+        schemas.check("clock", body)
+        return parse_time(body["now"])
+
+    def advance(self, ms: int) -> datetime:
+        response = self.http.request("POST", self.adapter("clock"), body={"advance_ms": ms})
+        self._expect(response, (200,), "advance clock")
+        body = _json(response, "clock")
+        schemas.check("clock", body)
+        return parse_time(body["now"])
+
+    # -- streams (as a client) -------------------------------------------------------
+
+    def history_url(self, run_id: str) -> str:
+        return f"{self.namespace}/runs/{run_id}/history"
+
+    def inbox_url(self, run_id: str) -> str:
+        return f"{self.namespace}/runs/{run_id}/inbox"
+
+    def read(self, url: str) -> tuple[list[Any], bool]:
+        """Every message of a stream (empty if it does not exist), and whether it is
+        closed."""
+        messages: list[Any] = []
+        offset = "-1"
+        for _ in range(10_000):
+            response = self.http.request("GET", f"{url}?offset={quote(offset, safe='')}")
+            if response.status_code == 404:
+                return [], False
+            if response.status_code != 200:
+                raise AssertionError(f"GET {url} answered {response.status_code}")
+            chunk = response.json() if response.content else []
+            messages.extend(chunk)
+            offset = response.headers.get("Stream-Next-Offset", offset)
+            if response.headers.get("Stream-Up-To-Date") == "true" or not chunk:
+                return messages, response.headers.get("Stream-Closed") == "true"
+        raise AssertionError(f"GET {url}: no end after 10000 reads")
+
+    def create(self, url: str) -> None:
+        response = self.http.request("PUT", url, headers={"Content-Type": "application/json"})
+        if response.status_code not in (200, 201):
+            raise AssertionError(f"PUT {url} answered {response.status_code}")
+
+    def append(self, url: str, messages: Sequence[Any]) -> httpx.Response:
+        return self.http.request("POST", url, body=list(messages))
+
+    def request_run(self, run_id: str, workflow: str, run_input: Any) -> None:
+        index = f"{self.namespace}/index"
+        self.create(index)
+        message = {
+            "type": "start",
+            "key": run_id,
+            "value": {"run_id": run_id, "workflow": workflow, "input": run_input},
+            "headers": {"operation": "insert"},
+        }
+        response = self.append(index, [message])
+        if response.status_code not in (200, 204):
+            raise AssertionError(f"appending run-requested answered {response.status_code}")
+
+
+@dataclass
+class Observation:
+    """Everything the suite saw of one scenario run."""
+
+    scenario: Scenario
+    run_id: str
+    workflow: str
+    history: list[Any]
+    history_closed: bool
+    inbox: list[Any]
+    report: dict[str, Any]
+    batches: list[list[int]] = field(default_factory=list)
+    #: submission index -> (status, Stream-Closed header) of its append
+    answers: dict[int, tuple[int, bool]] = field(default_factory=dict)
+    early_fires: list[str] = field(default_factory=list)
+
+    @property
+    def scrubbed(self) -> list[Any]:
+        return scrub_all(self.history, self.run_id)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+class Driver:
+    """Runs scenarios against a target with the shared delivery policy."""
+
+    def __init__(self, target: Target, *, max_turns: int = 400) -> None:
+        self.target = target
+        self.max_turns = max_turns
+
+    def deliver(
+        self, run_id: str, scenario: Scenario, indexes: Sequence[int], obs: Observation
+    ) -> None:
+        url = self.target.inbox_url(run_id)
+        before, _ = self.target.read(url)
+        groups: dict[int, list[int]] = {}
+        for index in indexes:
+            groups.setdefault(scenario.submissions[index].client, []).append(index)
+
+        def send(group: list[int]) -> None:
+            messages = [scenario.submissions[i].message() for i in group]
+            response = self.target.append(url, messages)
+            closed = response.headers.get("Stream-Closed") == "true"
+            for i in group:
+                obs.answers[i] = (response.status_code, closed)
+
+        if len(groups) == 1:
+            send(next(iter(groups.values())))
+        else:
+            threads = [threading.Thread(target=send, args=(g,)) for g in groups.values()]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        after, _ = self.target.read(url)
+        obs.batches.append(_order(scenario.submissions, indexes, after[len(before) :]))
+
+    def advance(self, run_id: str, until_text: str, obs: Observation) -> None:
+        until = parse_time(until_text)
+        if self.target.virtual_clock:
+            now = self.target.clock()
+            delta = max(0, int((until - now).total_seconds() * 1000 + 0.999))
+            if delta >= 2:
+                length = len(self.target.read(self.target.history_url(run_id))[0])
+                self.target.advance(delta - 1)
+                self.target.settle(run_id)
+                later, _ = self.target.read(self.target.history_url(run_id))
+                if len(later) != length:
+                    obs.early_fires.append(
+                        f"at {delta - 1} ms before a deadline of {until_text} the engine "
+                        f"recorded {later[length:]!r}"
+                    )
+                self.target.advance(1)
+            else:
+                self.target.advance(delta)
+        else:
+            wait = (until - datetime.now(UTC)).total_seconds()
+            time.sleep(max(0.0, wait) + 0.05)
+
+    def run(self, scenario: Scenario, *, workflow: str | None = None) -> Observation:
+        target = self.target
+        workflow = workflow or new_id("wf")
+        run_id = new_id("run")
+        target.put_workflow(workflow, scenario.program)
+        if scenario.options():
+            target.put_run(run_id, scenario.options())
+        obs = Observation(scenario, run_id, workflow, [], False, [], {})
+        first = early(scenario.submissions)
+        if first:
+            target.create(target.inbox_url(run_id))
+            self.deliver(run_id, scenario, first, obs)
+        target.request_run(run_id, workflow, scenario.input)
+        delivered: set[int] = set(first)
+        for _turn in range(self.max_turns):
+            obs.report = target.settle(run_id)
+            history, closed = target.read(target.history_url(run_id))
+            state = state_of(scrub_all(history, run_id))
+            if state.finished and closed:
+                break
+            indexes = due(scenario.submissions, delivered, state)
+            if indexes and not state.finished:
+                delivered.update(indexes)
+                self.deliver(run_id, scenario, indexes, obs)
+                continue
+            if state.status in ("sleeping", "waiting") and state.until:
+                last_run = [m for m in history if m.get("type") == "run"][-1]
+                self.advance(run_id, last_run["value"]["waiting_for"]["until"], obs)
+                continue
+            raise AssertionError(
+                f"run {run_id} is at rest but neither finished nor waiting for anything the "
+                f"suite can give (status {state.status!r}, report {obs.report!r})"
+            )
+        else:
+            raise AssertionError(f"run {run_id} did not finish within {self.max_turns} turns")
+        rest = due(scenario.submissions, delivered, state)
+        if rest:
+            delivered.update(rest)
+            self.deliver(run_id, scenario, rest, obs)
+        obs.history, obs.history_closed = target.read(target.history_url(run_id))
+        obs.inbox, _ = target.read(target.inbox_url(run_id))
+        obs.report = target.report(run_id)
+        return obs
+
+
+def _order(
+    subs: Sequence[Submission], indexes: Sequence[int], appended: Sequence[Any]
+) -> list[int]:
+    """Submission indexes in the order the server placed their messages."""
+    left = list(indexes)
+    out: list[int] = []
+    for message in appended:
+        for i in left:
+            if subs[i].message() == message:
+                out.append(i)
+                left.remove(i)
+                break
+    return out + left
