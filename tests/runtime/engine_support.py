@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
+from tests.support import REPO_ROOT
 from tests.support.embedded_server import embedded_server
 from tests.support.node_server import node_server
 
@@ -52,3 +62,131 @@ def cancel(cancel_id: str, reason: str | None = None) -> dict[str, Any]:
         "value": {"cancel_id": cancel_id, "reason": reason},
         "headers": {"operation": "insert"},
     }
+
+
+# ---------------------------------------------------------------------- processes
+
+
+START_TIMEOUT = 30.0
+
+
+@dataclass
+class Process:
+    """A ``dwf`` subprocess that printed ``ready <url> ...``."""
+
+    process: subprocess.Popen[bytes]
+    ready_line: str
+    log_dir: Path
+
+    @property
+    def url(self) -> str:
+        return self.ready_line.split()[1]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def stderr(self) -> str:
+        return (self.log_dir / "stderr.log").read_text(errors="replace")
+
+
+def spawn(args: list[str], env: dict[str, str] | None = None, wait_ready: bool = True) -> Process:
+    """Start ``python -m durable_workflows.cli ARGS`` in the repository root."""
+    log_dir = Path(tempfile.mkdtemp(prefix="dwf-proc-"))
+    out_path, err_path = log_dir / "stdout.log", log_dir / "stderr.log"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "durable_workflows.cli", *args],
+            cwd=REPO_ROOT,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    running = Process(proc, "", log_dir)
+    if not wait_ready:
+        return running
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        for line in out_path.read_text(errors="replace").splitlines():
+            if line.startswith("ready "):
+                running.ready_line = line
+                return running
+        if proc.poll() is not None:
+            break
+        time.sleep(0.02)
+    running.stop()
+    raise RuntimeError(f"dwf {args[0]} did not start: {err_path.read_text(errors='replace')}")
+
+
+@contextmanager
+def dwf_serve(*extra: str) -> Iterator[Process]:
+    """``dwf serve`` on a free 127.0.0.1 port; stopped on exit."""
+    running = spawn(["serve", "--port", "0", "--long-poll-timeout", "2", *extra])
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def cli(*args: str, timeout: float = 60) -> tuple[int, Any]:
+    """Run a client command with ``--json``; returns (exit code, parsed output)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_workflows.cli", *args, "--json"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=timeout,
+    )
+    text = done.stdout.decode()
+    try:
+        return done.returncode, json.loads(text)
+    except ValueError:
+        return done.returncode, text + done.stderr.decode()
+
+
+def wait_until(condition: Any, seconds: float, what: str = "condition") -> Any:
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {seconds} s")
+        time.sleep(0.05)
+
+
+def read_history(namespace_url: str, run_id: str) -> tuple[list[Any], bool]:
+    from durable_workflows.engine.namespace import strip_read_annotations
+    from durable_workflows.streams import StreamClient, StreamNotFound
+
+    with StreamClient(timeout=10) as client:
+        try:
+            result = client.stream(f"{namespace_url}/runs/{run_id}/history").read()
+        except StreamNotFound:
+            return [], False
+    return strip_read_annotations(result.items), result.closed
+
+
+def run_status(namespace_url: str, run_id: str) -> str | None:
+    items, _ = read_history(namespace_url, run_id)
+    runs = [m["value"]["status"] for m in items if m.get("type") == "run"]
+    return runs[-1] if runs else None
+
+
+def pending_inputs(namespace_url: str, run_id: str) -> list[str]:
+    items, _ = read_history(namespace_url, run_id)
+    rows: dict[str, str] = {}
+    for m in items:
+        if m.get("type") == "input":
+            rows[m["key"]] = m["value"]["status"]
+    return [k for k, v in rows.items() if v == "pending"]

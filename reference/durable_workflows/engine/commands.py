@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from ..schemas import SchemaError, identify
 from ..streams import StreamClient, StreamClosed, StreamError, StreamNotFound
-from .namespace import Namespace, is_run_id, resolve_namespace_url
+from .namespace import Namespace, is_run_id, resolve_namespace_url, strip_read_annotations
 
 __all__ = [
     "EXIT_ERROR",
@@ -243,7 +243,7 @@ def _wait_history(
         except StreamNotFound:
             time.sleep(0.05)
             continue
-        items += part.items
+        items += strip_read_annotations(part.items)
         offset = part.next_offset
         if done(items):
             return items
@@ -471,7 +471,7 @@ def inspect(run_id: str, *, url: str | None, as_json: bool, out: TextIO | None =
                 f"run {run_id} has no history (not started yet, or unknown)",
             )
             return EXIT_REFUSED
-    summary = summarize(result.items, result.closed)
+    summary = summarize(strip_read_annotations(result.items), result.closed)
     _emit(out, as_json, summary.as_dict(), render(summary))
     return EXIT_OK
 

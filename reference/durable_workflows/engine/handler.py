@@ -185,7 +185,7 @@ class WakeHandler:
         try:
             outcome = await self.runner.activate(run_id, request)
         except Exception as exc:
-            log.warning("run %s: activation failed: %s", run_id, exc)
+            log.warning("run %s: activation failed: %r", run_id, exc)
             return ActivationOutcome(run_id, "error", error=str(exc))
         if outcome.kind == "suspended" and outcome.wake_at is not None:
             self._arm(run_id, outcome.wake_at.timestamp())  # WAKE-023

@@ -8,7 +8,7 @@ of the engine is ``{ns}/`` + a relative path: ``index``, ``runs/{id}/history``,
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,6 +24,7 @@ __all__ = [
     "first_requests",
     "is_run_id",
     "resolve_namespace_url",
+    "strip_read_annotations",
 ]
 
 #: The namespace used when a URL names only a server (``http://host:port``).
@@ -107,10 +108,26 @@ def _check_run_id(run_id: str) -> None:
         raise ValueError(f"{run_id!r} is not a valid run id (MODEL-012)")
 
 
+def strip_read_annotations(items: list[Any]) -> list[Any]:
+    """Messages as their writer sent them.
+
+    The Node reference server (0.3.7) adds ``headers.offset`` to State Protocol
+    messages on JSON reads; no writer of this protocol sends it (EVT-004), and the
+    schemas close ``headers``, so the engine drops it before it validates or replays.
+    """
+    cleaned: list[Any] = []
+    for item in items:
+        headers = item.get("headers") if isinstance(item, dict) else None
+        if isinstance(headers, dict) and "offset" in headers:
+            item = {**item, "headers": {k: v for k, v in headers.items() if k != "offset"}}
+        cleaned.append(item)
+    return cleaned
+
+
 def first_requests(messages: list[Any]) -> dict[str, dict[str, Any]]:
     """The first valid ``run-requested`` per run id, in index order (MODEL-014/015)."""
     found: dict[str, dict[str, Any]] = {}
-    for message in messages:
+    for message in strip_read_annotations(messages):
         run_id = _valid_request(message)
         if run_id is not None and run_id not in found:
             found[run_id] = message
@@ -165,11 +182,15 @@ class NamespaceIO:
         return await _read_or_none(self.inbox(run_id), offset)
 
     async def read_index(self, offset: str = "-1") -> ReadResult:
-        return await self.index().read(offset)
+        return _clean(await self.index().read(offset))
 
 
 async def _read_or_none(stream: AsyncStream, offset: str = "-1") -> ReadResult | None:
     try:
-        return await stream.read(offset)
+        return _clean(await stream.read(offset))
     except StreamNotFound:
         return None
+
+
+def _clean(result: ReadResult) -> ReadResult:
+    return replace(result, items=strip_read_annotations(result.items))

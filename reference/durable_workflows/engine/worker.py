@@ -189,7 +189,7 @@ class Worker:
                     try:
                         outcome = await self.runner.activate(entry.run_id, entry.request)
                     except Exception as exc:  # network trouble: try again later
-                        log.warning("run %s: activation failed: %s", entry.run_id, exc)
+                        log.warning("run %s: activation failed: %r", entry.run_id, exc)
                         outcome = ActivationOutcome(entry.run_id, "error", error=str(exc))
                 self._record(entry, outcome)
                 if not entry.again or entry.run_id not in self.runs:
@@ -267,7 +267,7 @@ class Worker:
             try:
                 async for batch in stream.follow(offset, live="long-poll"):
                     offset = batch.next_offset
-                    if batch.items or batch.closed:
+                    if batch.items or batch.closed:  # contents are re-read by the activation
                         self.wake(entry.run_id)
                     if batch.closed:
                         return

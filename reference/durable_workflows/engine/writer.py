@@ -26,6 +26,7 @@ from ..streams import (
     StreamNetworkError,
     StreamNotFound,
 )
+from .namespace import strip_read_annotations
 
 __all__ = ["Fenced", "FencedWriter", "WriterError", "finish_run", "stream_seq"]
 
@@ -145,7 +146,7 @@ async def read_to_final_offset(inbox: AsyncStream) -> list[Any]:
     offset = "-1"
     for _ in range(10_000):
         part = await inbox.read(offset)
-        items.extend(part.items)
+        items.extend(strip_read_annotations(part.items))
         if part.closed:
             return items
         if part.next_offset == offset and part.up_to_date:

@@ -1,0 +1,339 @@
+"""The example workflows end to end: ``dwf serve`` as a real process, driven by the
+``dwf`` client commands (start, submit, cancel, inspect, replay)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.agent_confirm import CONFIRM, draft_action, execute
+
+from durable_workflows.core import Context, workflow
+from durable_workflows.schemas import identify
+
+from .engine_support import (
+    Process,
+    cli,
+    dwf_serve,
+    pending_inputs,
+    read_history,
+    run_status,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def serve() -> Iterator[Process]:
+    with dwf_serve() as running:
+        yield running
+
+
+def ns(serve: Process) -> str:
+    return serve.ready_line.split("namespace ")[1].split()[0]
+
+
+def finished(serve: Process, run_id: str, seconds: float = 20) -> dict[str, Any]:
+    wait_until(lambda: read_history(ns(serve), run_id)[1], seconds, f"history of {run_id} closed")
+    code, data = cli("inspect", run_id, "--url", serve.url)
+    assert code == 0, data
+    items, _ = read_history(ns(serve), run_id)
+    for message in items:
+        identify(message, "history")  # every message validates
+    result: dict[str, Any] = data
+    return result
+
+
+def waiting_for(serve: Process, run_id: str, request: str, seconds: float = 20) -> None:
+    wait_until(lambda: request in pending_inputs(ns(serve), run_id), seconds, f"{request}")
+
+
+def test_expense_times_out_and_escalates_to_the_director(serve: Process) -> None:
+    report = {
+        "report_id": "R-1",
+        "items": [{"amount": 900}, {"amount": 350}],
+        "manager_timeout_s": 1,
+    }
+    code, _ = cli(
+        "start",
+        "expense-approval",
+        "--input",
+        json.dumps(report),
+        "--run-id",
+        "exp-esc",
+        "--url",
+        serve.url,
+    )
+    assert code == 0
+    waiting_for(serve, "exp-esc", "manager")
+    code, shown = cli("inspect", "exp-esc", "--url", serve.url)
+    assert shown["status"] == "waiting"
+    assert shown["waiting_for"]["inputs"][0]["request"] == "manager"
+    waiting_for(serve, "exp-esc", "director")  # the manager never answered
+    code, outcome = cli(
+        "submit",
+        "exp-esc",
+        "director",
+        "--value",
+        '{"approved": true}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    assert code == 0 and outcome["status"] == "accepted", outcome
+    data = finished(serve, "exp-esc")
+    assert data["status"] == "completed"
+    assert data["output"]["decision"] == {"approved": True, "by": "director"}
+    assert data["output"]["payment"]["amount"] == 1250.0
+    events = [e["event"] for e in data["events"]]
+    assert "input-expired" in events and events.count("step-completed") == 3
+
+
+def test_expense_approved_by_the_manager_in_time(serve: Process) -> None:
+    report = {"report_id": "R-2", "items": [{"amount": 500}]}
+    cli(
+        "start",
+        "expense-approval",
+        "--input",
+        json.dumps(report),
+        "--run-id",
+        "exp-ok",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "exp-ok", "manager")
+    code, outcome = cli(
+        "submit",
+        "exp-ok",
+        "manager",
+        "--value",
+        '{"approved": false}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    assert code == 0 and outcome["status"] == "accepted"
+    data = finished(serve, "exp-ok")
+    assert data["output"]["decision"] == {"approved": False, "by": "manager"}
+    assert data["output"]["payment"] is None
+
+
+@pytest.mark.req("INPUT-019", "INPUT-022")
+def test_agent_step_waits_for_a_human_and_two_answers_race(serve: Process) -> None:
+    """(b) two clients answer at once: one is taken, the other rejected with a reason."""
+    cli(
+        "start",
+        "agent-confirm",
+        "--input",
+        '{"task": "refund order 58213"}',
+        "--run-id",
+        "agent-1",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "agent-1", "confirm")
+    code, shown = cli("inspect", "agent-1", "--url", serve.url)
+    assert code == 0 and shown["waiting_for"]["inputs"][0]["request"] == "confirm"
+    results: dict[str, tuple[int, Any]] = {}
+
+    def answer(sub_id: str, value: str) -> None:
+        results[sub_id] = cli(
+            "submit",
+            "agent-1",
+            "confirm",
+            "--value",
+            value,
+            "--submission-id",
+            sub_id,
+            "--wait",
+            "15",
+            "--url",
+            serve.url,
+        )
+
+    threads = [
+        threading.Thread(target=answer, args=("tab-a", '{"confirm": true}')),
+        threading.Thread(target=answer, args=("tab-b", '{"confirm": false}')),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    statuses = sorted(r[1]["status"] for r in results.values())
+    assert statuses == ["accepted", "rejected"], results
+    loser = next(r[1] for r in results.values() if r[1]["status"] == "rejected")
+    assert loser["reason"] == "already-answered" and loser["message"]
+    data = finished(serve, "agent-1")
+    events = [(e["event"], e["key"]) for e in data["events"]]
+    assert ("input-received", "confirm") in events
+    assert any(ev == "input-rejected" and key in ("tab-a", "tab-b") for ev, key in events)
+    winner = next(k for k, r in results.items() if r[1]["status"] == "accepted")
+    assert data["output"]["status"] == ("done" if winner == "tab-a" else "rejected")
+
+
+def test_onboarding_wizard_takes_early_answers(serve: Process) -> None:
+    cli(
+        "start",
+        "onboarding-wizard",
+        "--input",
+        '{"tenant": "acme", "settle_ms": 100}',
+        "--run-id",
+        "ob-1",
+        "--url",
+        serve.url,
+    )
+    # Pages answered before the run reaches them are kept (INPUT-020).
+    for request, value in [
+        ("profile", {"name": "Ana", "email": "ana@example.com"}),
+        ("plan", {"plan": "team", "seats": 5}),
+    ]:
+        code, _ = cli("submit", "ob-1", request, "--value", json.dumps(value), "--url", serve.url)
+        assert code == 0
+    waiting_for(serve, "ob-1", "preferences")
+    code, outcome = cli(
+        "submit",
+        "ob-1",
+        "preferences",
+        "--value",
+        '{"newsletter": "yes"}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    assert code == 1 and outcome["reason"] == "schema-invalid"
+    code, outcome = cli(
+        "submit",
+        "ob-1",
+        "preferences",
+        "--value",
+        '{"newsletter": true}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    assert code == 0 and outcome["status"] == "accepted"
+    data = finished(serve, "ob-1")
+    assert data["output"]["account"] == {"account": "acme/ana@example.com", "plan": "team"}
+    code, late = cli("submit", "ob-1", "preferences", "--value", "{}", "--url", serve.url)
+    assert code == 1 and late["status"] == "refused"  # closed inbox: 409 (INPUT-040)
+
+
+def test_cancel_ends_a_waiting_run(serve: Process) -> None:
+    cli(
+        "start",
+        "agent-confirm",
+        "--input",
+        '{"task": "t"}',
+        "--run-id",
+        "agent-c",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "agent-c", "confirm")
+    code, outcome = cli(
+        "cancel", "agent-c", "--reason", "changed my mind", "--wait", "15", "--url", serve.url
+    )
+    assert code == 0 and outcome["status"] == "cancelled", outcome
+    data = finished(serve, "agent-c")
+    assert data["status"] == "cancelled"
+    assert data["error"]["message"] == "changed my mind"
+
+
+def test_plain_wake_endpoint(serve: Process) -> None:
+    import httpx
+
+    assert httpx.post(f"{serve.url}/wake", json={"run_id": "nobody"}).status_code == 404
+    assert httpx.post(f"{serve.url}/wake", content=b"[1]").status_code == 400
+    cli(
+        "start",
+        "agent-confirm",
+        "--input",
+        '{"task": "w"}',
+        "--run-id",
+        "agent-w",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "agent-w", "confirm")
+    reply = httpx.post(f"{serve.url}/wake", json={"run_id": "agent-w"})
+    assert reply.status_code == 200 and reply.json()["status"] == "waiting"
+    assert reply.json()["appends"] == 0  # WAKE-002: nothing new, nothing appended
+
+
+# ------------------------------------------------------------------ dwf replay (c)
+
+
+@workflow("agent-confirm")
+async def reordered(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
+    """agent-confirm with its first two primitives swapped."""
+    answer = await ctx.request_input("confirm", schema=CONFIRM, prompt="Confirm?")
+    draft: dict[str, Any] = await ctx.step("draft", draft_action, request["task"])
+    if not answer["confirm"]:
+        return {"status": "rejected", "draft": draft}
+    return {"status": "done", "result": await ctx.step("execute", execute, draft["action"])}
+
+
+@pytest.mark.req("REPLAY-028", "REPLAY-030")
+def test_replay_passes_unchanged_code_and_names_both_sides_of_a_reorder(
+    serve: Process, tmp_path: Path
+) -> None:
+    cli(
+        "start",
+        "agent-confirm",
+        "--input",
+        '{"task": "r"}',
+        "--run-id",
+        "agent-r",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "agent-r", "confirm")
+    cli(
+        "submit",
+        "agent-r",
+        "confirm",
+        "--value",
+        '{"confirm": true}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    finished(serve, "agent-r")
+    items, _ = read_history(ns(serve), "agent-r")
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps(items))
+    code, report = cli("replay", str(path), "--workflow", "examples.agent_confirm:agent_confirm")
+    assert code == 0 and report["ok"], report
+    code, report = cli("replay", str(path), "--workflow", f"{__name__}:reordered")
+    assert code == 1
+    details = report["error"]["details"]
+    assert details["recorded"] == {"kind": "step", "name": "draft"}
+    assert details["requested"] == {"kind": "input", "name": "confirm"}
+    code, text = _replay_text(path, f"{__name__}:reordered")
+    assert code == 1 and "step 'draft'" in text and "input 'confirm'" in text
+    assert run_status(ns(serve), "agent-r") == "completed"
+
+
+def _replay_text(path: Path, spec: str) -> tuple[int, str]:
+    import subprocess
+    import sys
+
+    from tests.support import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "durable_workflows.cli", "replay", str(path), "--workflow", spec],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    return done.returncode, done.stdout.decode()
