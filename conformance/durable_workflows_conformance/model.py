@@ -101,6 +101,7 @@ class _Model:
         self.inputs: dict[str, _Input] = {}
         self.variables: dict[str, Any] = {"input": copy.deepcopy(scenario.input)}
         self.delivered: set[int] = set()
+        self.patches: set[str] = set()
         self.batches: list[list[int]] = []
         self.run: dict[str, Any] = {
             "protocol": PROTOCOL,
@@ -429,9 +430,13 @@ class _Model:
             elif kind == "parallel":
                 self.parallel(op["ops"])
             elif kind == "patch":
-                seq = self.position()
-                key = self.key("patch", op["id"])
-                self.emit("patch", key, "insert", {"name": op["id"], "seq": seq})
+                # A new run: patched(id) is true; the first check records the marker,
+                # later checks of the same id record nothing and take no position
+                # (VER-009, VER-011, VER-014).
+                if op["id"] not in self.patches:
+                    self.patches.add(op["id"])
+                    seq = self.position()
+                    self.emit("patch", op["id"], "insert", {"name": op["id"], "seq": seq})
                 self.execute(op.get("then") or [])
             elif kind == "branch":
                 subject = _lookup(self.variables, op["var"], op.get("path") or [])

@@ -1,0 +1,174 @@
+"""The checks the suite applies to an observed run. Each raises AssertionError with a
+message that names what the specification expects and what the engine did."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from . import schemas
+from .driver import Observation, Target, parse_time
+from .model import Prediction, predict
+from .scrub import differences
+
+
+def context(obs: Observation | None, target: Target | None) -> str:
+    """The scenario and the last HTTP exchanges, for a failure message."""
+    parts: list[str] = []
+    if obs is not None:
+        parts.append(f"run {obs.run_id} of workflow {obs.workflow}")
+        parts.append("scenario: " + json.dumps(obs.scenario.to_json(), sort_keys=True))
+        if obs.report:
+            parts.append("adapter report: " + json.dumps(obs.report))
+    if target is not None:
+        parts.append("HTTP exchanges (last 30):\n" + target.http.transcript())
+    return "\n".join(parts)
+
+
+def messages_validate(obs: Observation) -> None:
+    """Every history message is a valid history event; every well-formed inbox message
+    the suite wrote is a valid inbox event."""
+    for index, message in enumerate(obs.history):
+        try:
+            schemas.identify(message, "history")
+        except schemas.SchemaError as error:
+            raise AssertionError(f"history message {index} is not valid: {error}") from None
+    for index, message in enumerate(obs.inbox):
+        value = message.get("value") if isinstance(message, Mapping) else None
+        if isinstance(value, Mapping) and value.get("submission_id") != message.get("key"):
+            continue  # a malformed message the suite sent on purpose
+        try:
+            schemas.identify(message, "inbox")
+        except schemas.SchemaError as error:
+            raise AssertionError(f"inbox message {index} is not valid: {error}") from None
+
+
+def matches_model(obs: Observation, *, exact: bool = False) -> Prediction:
+    """The scrubbed history equals the model's prediction."""
+    prediction = predict(obs.scenario, obs.batches)
+    problems = differences(prediction.history, obs.scrubbed, exact=exact)
+    if problems:
+        raise AssertionError(
+            "the history differs from what the specification predicts:\n  "
+            + "\n  ".join(problems[:8])
+        )
+    assert obs.history_closed, "the history of a finished run is closed (MODEL-034)"
+    for index in prediction.refused:
+        status, closed = obs.answers.get(index, (None, False))
+        assert status == 409 and closed, (
+            f"submission {obs.scenario.submissions[index].id} sent after the run ended got "
+            f"{status} (closed: {closed}), expected 409 with Stream-Closed: true"
+        )
+    return prediction
+
+
+def same_history(expected: Sequence[Any], actual: Sequence[Any], *, exact: bool) -> None:
+    problems = differences(expected, actual, exact=exact)
+    if problems:
+        raise AssertionError("the histories differ:\n  " + "\n  ".join(problems[:8]))
+
+
+def bodies_never_rerun(obs: Observation, *, faults: bool) -> None:
+    """REPLAY-023 and MODEL-027 from the adapter's body log: when a body began, its
+    attempt's start was durable and neither the step's outcome nor the attempt's
+    failure was."""
+    history = obs.history
+    executions: dict[tuple[str, int], int] = {}
+    for body in obs.report.get("bodies", []):
+        key, attempt, known = body["step"], body["attempt"], body["known_history"]
+        executions[(key, attempt)] = executions.get((key, attempt), 0) + 1
+        prefix = [m for m in history[:known] if m.get("type") == "step" and m.get("key") == key]
+        statuses = [(m["value"]["status"], m["value"]["attempt"]) for m in prefix]
+        assert ("running", attempt) in statuses, (
+            f"the body of {key} attempt {attempt} began before its start was durable "
+            f"(history prefix of {known} messages has {statuses})"
+        )
+        finished = [s for s in statuses if s[0] in ("completed", "failed")]
+        assert not finished, (
+            f"the body of {key} ran again after its outcome {finished} was recorded"
+        )
+        assert ("retrying", attempt) not in statuses, (
+            f"the body of {key} attempt {attempt} ran again after the attempt failed"
+        )
+    recorded: dict[tuple[str, int], bool] = {}
+    for message in history:
+        if message.get("type") == "step" and message["value"]["status"] == "running":
+            recorded[(message["key"], message["value"]["attempt"])] = True
+    for attempt_key in recorded:
+        assert executions.get(attempt_key, 0) >= 1, (
+            f"step {attempt_key[0]} attempt {attempt_key[1]} is recorded but its body never ran"
+        )
+    if not faults and obs.scenario.workers == 1:
+        again = {k: n for k, n in executions.items() if n > 1}
+        assert not again, f"without faults, these attempts' bodies ran more than once: {again}"
+
+
+def one_answer_per_request(obs: Observation) -> None:
+    """INPUT-003 and INPUT-019, read off the streams alone: each request has at most one
+    outcome, and a received request took the first valid submission in inbox order."""
+    outcomes: dict[str, list[Mapping[str, Any]]] = {}
+    schemas_by_key: dict[str, Any] = {}
+    for message in obs.history:
+        if message.get("type") != "input":
+            continue
+        value = message["value"]
+        if message["headers"]["operation"] == "insert":
+            schemas_by_key[message["key"]] = value["schema"]
+        elif value["status"] in ("received", "expired"):
+            outcomes.setdefault(message["key"], []).append(value)
+    for key, found in outcomes.items():
+        assert len(found) == 1, f"request {key} has {len(found)} outcomes: {found}"
+    for request, (value,) in outcomes.items():
+        if value["status"] != "received":
+            continue
+        first = _first_valid(obs.inbox, request, schemas_by_key[request])
+        assert value["submission_id"] == first, (
+            f"request {request} took submission {value['submission_id']}, but the first valid "
+            f"submission for it in inbox order is {first}"
+        )
+
+
+def _first_valid(inbox: Sequence[Any], request: str, schema: Any) -> str | None:
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
+    seen: set[Any] = set()
+    for message in inbox:
+        key = message.get("key")
+        if key in seen:
+            continue
+        seen.add(key)
+        value = message.get("value") or {}
+        if value.get("submission_id") != key or value.get("request") != request:
+            continue
+        if Draft202012Validator(schema).is_valid(value.get("value")):
+            return str(key)
+    return None
+
+
+def deadlines_not_early(obs: Observation) -> None:
+    """Sleeps, input timeouts and retries never fire before their deadlines
+    (INPUT-034, RETRY-006, WAKE-003)."""
+    retry_at: dict[str, str] = {}
+    for message in obs.history:
+        value = message.get("value", {})
+        kind = message.get("type")
+        if kind == "sleep" and value.get("status") == "completed":
+            assert parse_time(value["fired_at"]) >= parse_time(value["wake_at"]), (
+                f"sleep {message['key']} fired at {value['fired_at']}, before {value['wake_at']}"
+            )
+        if kind == "input" and value.get("status") == "expired":
+            assert parse_time(value["expired_at"]) >= parse_time(value["expires_at"]), (
+                f"input {message['key']} expired at {value['expired_at']}, before "
+                f"{value['expires_at']}"
+            )
+        if kind == "step" and value.get("status") == "retrying":
+            retry_at[message["key"]] = value["retry_at"]
+        if kind == "step" and value.get("status") == "running" and value.get("attempt", 1) > 1:
+            due = retry_at.get(message["key"])
+            if due is not None:
+                assert parse_time(value["started_at"]) >= parse_time(due), (
+                    f"step {message['key']} attempt {value['attempt']} started at "
+                    f"{value['started_at']}, before its retry_at {due}"
+                )
+    assert not obs.early_fires, "a deadline fired early: " + "; ".join(obs.early_fires)

@@ -1,0 +1,105 @@
+"""Example-based cases from ``cases/*.yaml`` (language-neutral data; see its README)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from importlib import resources
+from typing import Any
+
+import pytest
+import yaml
+
+from durable_workflows_conformance import checks
+from durable_workflows_conformance.driver import Driver
+from durable_workflows_conformance.scenario import Scenario, Submission
+
+
+def load_cases() -> list[dict[str, Any]]:
+    folder = resources.files("durable_workflows_conformance") / "cases"
+    cases: list[dict[str, Any]] = []
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            loaded = yaml.safe_load(entry.read_text(encoding="utf-8")) or []
+            for case in loaded:
+                case["file"] = entry.name
+                cases.append(case)
+    return cases
+
+
+def scenario_of(case: Mapping[str, Any]) -> Scenario:
+    subs = tuple(
+        Submission(
+            id=s["id"],
+            request=s["request"],
+            value=s.get("value"),
+            when=s.get("when", "waiting"),
+            client=s.get("client", 0),
+            malformed=s.get("malformed", False),
+        )
+        for s in case.get("submissions", [])
+    )
+    return Scenario(case["program"], case.get("input"), subs)
+
+
+def matches(message: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
+    value = message.get("value") or {}
+    for name, wanted in pattern.items():
+        if name in ("type", "key"):
+            if message.get(name) != wanted:
+                return False
+        elif value.get(name) != wanted:
+            return False
+    return True
+
+
+def _params() -> list[Any]:
+    return [
+        pytest.param(
+            case,
+            id=case["id"],
+            marks=[
+                pytest.mark.req(*case["requirements"]),
+                *([pytest.mark.feature(*case["features"])] if case.get("features") else []),
+            ],
+        )
+        for case in load_cases()
+    ]
+
+
+@pytest.mark.parametrize("case", _params())
+def test_case(driver: Driver, case: dict[str, Any]) -> None:
+    scenario = scenario_of(case)
+    obs = driver.run(scenario)
+    try:
+        expect = case["expect"]
+        run = [m for m in obs.history if m.get("type") == "run"]
+        assert run, "the history holds the run"
+        final = run[-1]["value"]
+        assert final["status"] == expect["status"], (
+            f"run status {final['status']!r}, expected {expect['status']!r}"
+        )
+        if "output" in expect:
+            assert final["output"] == expect["output"], f"output {final['output']!r}"
+        for name, wanted in (expect.get("error") or {}).items():
+            assert (final["error"] or {}).get(name) == wanted, (
+                f"error.{name} is {(final['error'] or {}).get(name)!r}, expected {wanted!r}"
+            )
+        for pattern in expect.get("messages", []):
+            assert any(matches(m, pattern) for m in obs.history), f"no message matches {pattern}"
+        for pattern in expect.get("absent", []):
+            found = [m for m in obs.history if matches(m, pattern)]
+            assert not found, f"messages match {pattern}, which none may: {found}"
+        for sid in expect.get("refused", []):
+            answers = [
+                obs.answers.get(i) for i, s in enumerate(scenario.submissions) if s.id == sid
+            ]
+            assert answers and all(a == (409, True) for a in answers), (
+                f"submission {sid} got {answers}, expected 409 with Stream-Closed: true"
+            )
+        checks.messages_validate(obs)
+        checks.matches_model(obs)
+    except AssertionError as error:
+        raise AssertionError(
+            f"case {case['id']} ({case['file']}): {case['description']}\n{error}\n"
+            + checks.context(obs, driver.target)
+        ) from None
