@@ -116,7 +116,7 @@ class _Report:
     key: str
     attempt: int
     outcome: StepOutcome
-    now: datetime
+    at: datetime
 
 
 def _json_copy(value: Any) -> Any:
@@ -701,8 +701,9 @@ class Activation:
             else:  # VER-012: the run passed here before the patch existed
                 answer = False
         elif ("patch", patch_id) in self._by_key:
-            # VER-014: a marker already recorded for this id (skipped earlier): never a second one.
-            answer = True
+            # VER-014: never a second marker. This id's marker was skipped earlier, so the run
+            # did not pass this check where the code now asks: the old branch (versioning.md).
+            answer = False
         elif self._offline:
             if self._parsed.terminal:
                 seq = self._max_seq + 1
@@ -799,21 +800,24 @@ class Activation:
             return
         self._run_event(status=status, waiting_for=waiting_for)
 
-    def _finish_code(self) -> None:
+    def _ending(self) -> tuple[str, Any, dict[str, Any] | None]:
+        """How the ended code ends the run: (status, output, error) (EVT-034)."""
         assert self._root is not None
         try:
             output = self._root.result()
         except Exception as exc:
-            self._end("failed", error=self._error_of(exc))
-            return
-        size = compact_size(output)
-        if size is None:
-            self._end(
+            return "failed", None, self._error_of(exc)
+        if compact_size(output) is None:
+            return (
                 "failed",
-                error=error_object("TypeError", "The workflow returned a value that is not JSON."),
+                None,
+                error_object("TypeError", "The workflow returned a value that is not JSON."),
             )
-            return
-        self._end("completed", output=_json_copy(output))
+        return "completed", _json_copy(output), None
+
+    def _finish_code(self) -> None:
+        status, output, error = self._ending()
+        self._end(status, output=output, error=error)
 
     @staticmethod
     def _error_of(exc: Exception) -> dict[str, Any]:
@@ -874,7 +878,7 @@ class Activation:
         return progressed
 
     def _record_attempt(self, rec: Recorded, issued: _Issued, report: _Report) -> None:
-        t = format_ts(report.now)
+        t = format_ts(report.at)
         outcome = report.outcome
         attempt = report.attempt
         if isinstance(outcome, StepSucceeded):
@@ -925,7 +929,7 @@ class Activation:
             assert self._rng is not None
             delay = policy.delay_ms(attempt)
             jitter = self._rng.random() * policy.jitter * delay  # RETRY-005
-            retry_at = ceil_ms(plus_ms(report.now, delay + jitter))  # RETRY-004
+            retry_at = ceil_ms(plus_ms(report.at, delay + jitter))  # RETRY-004
             msg = step_update(
                 rec.key,
                 rec.value,
@@ -1115,21 +1119,14 @@ class Activation:
         run = self._parsed.run or {}
         if self._code_ended():
             assert self._root is not None
-            try:
-                output = self._root.result()
-                stopped = "completed"
-                code_error = None
-            except Exception as exc:
-                stopped = "failed"
-                code_error = self._error_of(exc)
-                output = None
+            stopped, output, code_error = self._ending()
             if run.get("status") == "completed":
                 if code_error is not None:
                     mismatch = (
                         f"the run completed, but the code now raises {code_error['type']}: "
                         f"{code_error['message']}"
                     )
-                elif compact_size(output) is None or _json_copy(output) != run.get("output"):
+                elif output != run.get("output"):
                     mismatch = "the run completed with another output than the code now returns"
             elif run.get("status") == "failed" and run["error"]["type"] not in (
                 "NonDeterminism",
