@@ -22,7 +22,7 @@ def context(obs: Observation | None, target: Target | None) -> str:
         if obs.report:
             parts.append("adapter report: " + json.dumps(obs.report))
     if target is not None:
-        parts.append("HTTP exchanges (last 30):\n" + target.http.transcript())
+        parts.append("HTTP exchanges (last 12):\n" + target.http.transcript())
     return "\n".join(parts)
 
 

@@ -54,7 +54,7 @@ class Exchange:
         return f"{self.method} {self.url}{body}\n  -> {self.status} {_short(self.response)}"
 
 
-def _short(text: str, limit: int = 600) -> str:
+def _short(text: str, limit: int = 400) -> str:
     return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"
 
 
@@ -97,7 +97,7 @@ class Http:
             self.log.append(Exchange(method, url, body, response.status_code, response.text))
         return response
 
-    def transcript(self, last: int = 30) -> str:
+    def transcript(self, last: int = 12) -> str:
         with self.lock:
             items = list(self.log)[-last:]
         return "\n".join(item.render() for item in items)

@@ -22,7 +22,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from .driver import Driver, HarnessError, NotTestable, Target
+from .driver import HarnessError, NotTestable, Target
+
+#: Where the running plugin is kept, for the suite's fixtures (suite/conftest.py).
+PLUGIN = pytest.StashKey["ConformancePlugin"]()
 
 #: Hypothesis profiles: ``quick`` for CI, ``thorough`` for releases.
 PROFILES = {"quick": 6, "thorough": 100}
@@ -107,6 +110,7 @@ class ConformancePlugin:
         config.addinivalue_line("markers", "req(*ids): the spec requirement ids a test checks")
         config.addinivalue_line("markers", "feature(*names): optional adapter features needed")
         settings.load_profile(self.config.profile)
+        config.stash[PLUGIN] = self
 
     def get_target(self) -> Target:
         if self._target is None:
@@ -115,21 +119,10 @@ class ConformancePlugin:
             self._target = Target(self.config.target_url)
         return self._target
 
-    @pytest.fixture(scope="session")
-    def target(self) -> Target:
-        return self.get_target()
-
-    @pytest.fixture(scope="session")
-    def driver(self, target: Target) -> Driver:
-        return Driver(target)
-
-    @pytest.fixture(scope="session")
-    def declared_features(self, target: Target) -> frozenset[str]:
-        return frozenset(target.features) | frozenset(self.config.features)
-
-    @pytest.fixture(autouse=True)
-    def _features_present(self, request: pytest.FixtureRequest) -> None:
-        needed = feature_names(request.node)
+    def require_features(self, item: pytest.Item) -> None:
+        """Raise NotTestable when a test needs a feature the adapter does not declare
+        (it runs at all only because --feature asked for it)."""
+        needed = feature_names(item)
         if not needed:
             return
         offered = self.get_target().features
