@@ -201,7 +201,12 @@ def test_scanner_catches(snippet: str) -> None:
 
 
 def test_scanner_allows_what_the_core_needs() -> None:
-    ok = "import random\nfrom datetime import UTC, datetime, timedelta\ndef f(rng: random.Random) -> float:\n    return rng.random()\n"
+    ok = (
+        "import random\n"
+        "from datetime import UTC, datetime, timedelta\n"
+        "def f(rng: random.Random) -> float:\n"
+        "    return rng.random()\n"
+    )
     assert violations(ok) == []
 
 

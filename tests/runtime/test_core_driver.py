@@ -356,11 +356,11 @@ def make_program_workflow(program: Program, name: str = "generated") -> Workflow
                 await ctx.sleep(op.name, timedelta(milliseconds=op.ms))
                 out.append(["slept", op.name])
             elif isinstance(op, InputOp):
-                timeout = None if op.timeout_ms is None else timedelta(milliseconds=op.timeout_ms)
+                deadline = None if op.timeout_ms is None else timedelta(milliseconds=op.timeout_ms)
                 try:
                     out.append(
                         await ctx.request_input(
-                            op.name, schema={"type": "integer"}, prompt="n?", timeout=timeout
+                            op.name, schema={"type": "integer"}, prompt="n?", timeout=deadline
                         )
                     )
                 except InputExpired as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from datetime import timedelta
 from typing import Any
@@ -28,7 +29,9 @@ APPROVAL = {
 }
 
 
-def ask(timeout: timedelta | None = None, schema: Any = APPROVAL, name: str = "approval") -> Workflow:
+def ask(
+    timeout: timedelta | None = None, schema: Any = APPROVAL, name: str = "approval"
+) -> Workflow:
     async def wf(ctx: Context, _: Any) -> Any:
         try:
             return await ctx.request_input(name, schema=schema, prompt="Approve?", timeout=timeout)
@@ -60,13 +63,21 @@ def outcomes(history: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]
 def test_request_is_recorded_and_the_run_waits() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
         b = ctx.request_input("b", schema=True, timeout=timedelta(hours=2))
-        a = ctx.request_input("a", schema={"type": "integer"}, prompt="n?", timeout=timedelta(hours=1))
+        a = ctx.request_input(
+            "a", schema={"type": "integer"}, prompt="n?", timeout=timedelta(hours=1)
+        )
         nap = ctx.sleep("nap", timedelta(minutes=30))
         return await ctx.gather(a, b, nap)
 
     act = Activation(Workflow("w", wf), [], request={"run_id": "r", "workflow": "w", "input": None})
     d = act.advance(T0, [], random.Random(0))
-    assert events(d.append) == ["run-started", "input-requested", "input-requested", "sleep-scheduled", "run-suspended"]
+    assert events(d.append) == [
+        "run-started",
+        "input-requested",
+        "input-requested",
+        "sleep-scheduled",
+        "run-suspended",
+    ]
     request = d.append[2]["value"]
     assert request["prompt"] == "n?" and request["schema"] == {"type": "integer"}
     assert parse_ts(request["expires_at"]) - parse_ts(request["requested_at"]) == timedelta(hours=1)
@@ -91,7 +102,7 @@ def test_first_valid_submission_wins_in_inbox_order() -> None:
         ("input-received", "approval", "s-a"),
         ("input-rejected", "s-b", "already-answered"),
     ]
-    received = [m for m in history if identify(m, "history") == "input-received"][0]
+    received = next(m for m in history if identify(m, "history") == "input-received")
     assert received["headers"]["txid"] == "s-a"
     assert received["value"]["value"] == {"approved": True}
     rejected = [m for m in history if m["type"] == "submission"]
@@ -113,7 +124,10 @@ def test_duplicates_are_no_ops() -> None:
     d = act.advance(T0, inbox, random.Random(0))
     history += d.append
     history += act.closing(inbox, T0)
-    assert outcomes(history) == [("input-rejected", "s-bad", "schema-invalid"), ("input-received", "approval", "s-a")]
+    assert outcomes(history) == [
+        ("input-rejected", "s-bad", "schema-invalid"),
+        ("input-received", "approval", "s-a"),
+    ]
 
 
 @pytest.mark.req("INPUT-016", "INPUT-010")
@@ -130,7 +144,17 @@ def test_rereading_the_inbox_is_idempotent() -> None:
     assert d2.append == ()
     # A fresh activation over the same history and inbox decides nothing again.
     fresh = Activation(Workflow("w", wf), history)
-    tampered = [{**m, "headers": {"operation": "insert", "txid": "other", "timestamp": "2020-01-01T00:00:00Z"}} for m in inbox]
+    tampered = [
+        {
+            **m,
+            "headers": {
+                "operation": "insert",
+                "txid": "other",
+                "timestamp": "2020-01-01T00:00:00Z",
+            },
+        }
+        for m in inbox
+    ]
     assert fresh.advance(T0, tampered, random.Random(0)).append == ()
 
 
@@ -152,8 +176,17 @@ def test_early_submission_is_kept_until_the_request_is_reached() -> None:
 
 @pytest.mark.req("INPUT-020", "INPUT-039")
 def test_kept_submission_for_a_request_never_made_is_rejected_when_the_run_ends() -> None:
-    d = Driver(ask(), inbox_script=[(T0, submission("s-typo", "aproval", {"approved": True})), (T0, submission("s-ok", "approval", {"approved": True}))]).run()
-    assert outcomes(d.history) == [("input-received", "approval", "s-ok"), ("input-rejected", "s-typo", "run-finished")]
+    d = Driver(
+        ask(),
+        inbox_script=[
+            (T0, submission("s-typo", "aproval", {"approved": True})),
+            (T0, submission("s-ok", "approval", {"approved": True})),
+        ],
+    ).run()
+    assert outcomes(d.history) == [
+        ("input-received", "approval", "s-ok"),
+        ("input-rejected", "s-typo", "run-finished"),
+    ]
     assert d.closed
 
 
@@ -162,16 +195,61 @@ def test_kept_submission_for_a_request_never_made_is_rejected_when_the_run_ends(
     ("message", "inbox_id", "named"),
     [
         ("a bare string", "inbox-0", None),
-        ({"type": "submission", "key": "s1", "value": {"submission_id": "s2", "request": "approval", "value": 1}, "headers": {"operation": "insert"}}, "s1", "approval"),
-        ({"type": "submission", "key": "s1", "value": {"submission_id": "s1", "request": "approval"}, "headers": {"operation": "insert"}}, "s1", "approval"),
-        ({"type": "submission", "key": "bad key!", "value": {}, "headers": {"operation": "insert"}}, "inbox-0", None),
-        ({"type": "submission", "key": "s1", "value": {"submission_id": "s1", "request": "a#b#c", "value": 1}, "headers": {"operation": "update"}}, "s1", None),
-        ({"type": "cancel", "key": "c1", "value": {"cancel_id": "c2", "reason": None}, "headers": {"operation": "insert"}}, "c1", None),
+        (
+            {
+                "type": "submission",
+                "key": "s1",
+                "value": {"submission_id": "s2", "request": "approval", "value": 1},
+                "headers": {"operation": "insert"},
+            },
+            "s1",
+            "approval",
+        ),
+        (
+            {
+                "type": "submission",
+                "key": "s1",
+                "value": {"submission_id": "s1", "request": "approval"},
+                "headers": {"operation": "insert"},
+            },
+            "s1",
+            "approval",
+        ),
+        (
+            {
+                "type": "submission",
+                "key": "bad key!",
+                "value": {},
+                "headers": {"operation": "insert"},
+            },
+            "inbox-0",
+            None,
+        ),
+        (
+            {
+                "type": "submission",
+                "key": "s1",
+                "value": {"submission_id": "s1", "request": "a#b#c", "value": 1},
+                "headers": {"operation": "update"},
+            },
+            "s1",
+            None,
+        ),
+        (
+            {
+                "type": "cancel",
+                "key": "c1",
+                "value": {"cancel_id": "c2", "reason": None},
+                "headers": {"operation": "insert"},
+            },
+            "c1",
+            None,
+        ),
     ],
     ids=["bare-string", "key-differs", "no-value", "bad-key", "update", "cancel-key-differs"],
 )
 def test_malformed_messages_are_rejected(message: Any, inbox_id: str, named: str | None) -> None:
-    act, history = start(ask())
+    act, _ = start(ask())
     d = act.advance(T0, [message], random.Random(0))
     assert events(d.append) == ["input-rejected"]
     value = d.append[0]["value"]
@@ -184,7 +262,12 @@ def test_too_large_value_is_rejected() -> None:
     big = "x" * 100
     assert Limits().submission_bytes == 65_536 and Limits().submissions_per_run == 1_000
 
-    act2 = Activation(ask(schema=True), [], request={"run_id": "r", "workflow": "w", "input": None}, limits=Limits(submission_bytes=50))
+    act2 = Activation(
+        ask(schema=True),
+        [],
+        request={"run_id": "r", "workflow": "w", "input": None},
+        limits=Limits(submission_bytes=50),
+    )
     inbox = [submission("s-big", "approval", big), submission("s-ok", "approval", "ok")]
     d2 = act2.advance(T0, inbox, random.Random(0))
     assert outcomes(list(d2.append)) == [
@@ -206,7 +289,11 @@ def test_submissions_beyond_the_count_limit_are_rejected() -> None:
         submission("s2", "q2", 2),
         submission("s3", "q3", 3),
     ]
-    d = Driver(Workflow("w", wf), inbox_script=[(T0, m) for m in inbox], limits=Limits(submissions_per_run=3)).run()
+    d = Driver(
+        Workflow("w", wf),
+        inbox_script=[(T0, m) for m in inbox],
+        limits=Limits(submissions_per_run=3),
+    ).run()
     assert outcomes(d.history) == [
         ("input-rejected", "inbox-0", "malformed"),
         ("input-received", "q0", "s0"),
@@ -223,7 +310,7 @@ def test_request_expires_at_its_deadline_never_before() -> None:
     assert early.append == () and early.wake_at == T0 + timedelta(minutes=5)
     d = act.advance(T0 + timedelta(minutes=5, milliseconds=412), [], random.Random(0))
     history += d.append
-    expired = [m["value"] for m in d.append if identify(m, "history") == "input-expired"][0]
+    expired = next(m["value"] for m in d.append if identify(m, "history") == "input-expired")
     assert expired["expired_at"] == "2026-11-24T10:05:00.412Z"
     assert d.append[-1]["value"]["output"] == ["expired", "approval"]
 
@@ -249,26 +336,33 @@ def test_no_expiry_unless_the_inbox_was_read_to_its_tail() -> None:
 @pytest.mark.req("INPUT-017", "INPUT-003")
 def test_submission_after_expiry_is_rejected_expired() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
-        try:
+        with contextlib.suppress(InputExpired):
             await ctx.request_input("approval", schema=True, timeout=timedelta(seconds=1))
-        except InputExpired:
-            pass
         return await ctx.request_input("other", schema=True)
 
     act = Activation(Workflow("w", wf), [], request={"run_id": "r", "workflow": "w", "input": None})
     act.advance(T0, [], random.Random(0))
     act.advance(T0 + timedelta(seconds=2), [], random.Random(0))
-    d = act.advance(T0 + timedelta(seconds=3), [submission("s-late", "approval", True)], random.Random(0))
+    d = act.advance(
+        T0 + timedelta(seconds=3), [submission("s-late", "approval", True)], random.Random(0)
+    )
     assert outcomes(list(d.append)) == [("input-rejected", "s-late", "expired")]
 
 
 @pytest.mark.req("INPUT-026")
 def test_submissions_are_validated_against_the_recorded_schema() -> None:
-    act, history = start(ask(schema={"type": "integer"}))
+    _, history = start(ask(schema={"type": "integer"}))
     loose = ask(schema=True)  # new code passes another schema: the recorded one counts
     fresh = Activation(loose, history)
-    d = fresh.advance(T0, [submission("s1", "approval", "text"), submission("s2", "approval", 7)], random.Random(0))
-    assert outcomes(list(d.append)) == [("input-rejected", "s1", "schema-invalid"), ("input-received", "approval", "s2")]
+    d = fresh.advance(
+        T0,
+        [submission("s1", "approval", "text"), submission("s2", "approval", 7)],
+        random.Random(0),
+    )
+    assert outcomes(list(d.append)) == [
+        ("input-rejected", "s1", "schema-invalid"),
+        ("input-received", "approval", "s2"),
+    ]
 
 
 @pytest.mark.req("INPUT-027")
@@ -307,8 +401,13 @@ def test_bad_schemas_raise_before_anything_is_recorded(schema: Any) -> None:
 def test_local_refs_are_allowed() -> None:
     schema = {"$defs": {"n": {"type": "integer"}}, "$ref": "#/$defs/n"}
     act, _ = start(ask(schema=schema))
-    d = act.advance(T0, [submission("s1", "approval", "x"), submission("s2", "approval", 3)], random.Random(0))
-    assert outcomes(list(d.append)) == [("input-rejected", "s1", "schema-invalid"), ("input-received", "approval", "s2")]
+    d = act.advance(
+        T0, [submission("s1", "approval", "x"), submission("s2", "approval", 3)], random.Random(0)
+    )
+    assert outcomes(list(d.append)) == [
+        ("input-rejected", "s1", "schema-invalid"),
+        ("input-received", "approval", "s2"),
+    ]
 
 
 @pytest.mark.req("INPUT-039", "MODEL-033", "MODEL-037")
@@ -322,7 +421,12 @@ def test_closing_rejects_undecided_messages_in_inbox_order() -> None:
         submission("s-b", "approval", {"approved": False}),
         "junk",
         submission("s-b", "approval", {"approved": False}),
-        {"type": "cancel", "key": "c1", "value": {"cancel_id": "c1", "reason": None}, "headers": {"operation": "insert"}},
+        {
+            "type": "cancel",
+            "key": "c1",
+            "value": {"cancel_id": "c1", "reason": None},
+            "headers": {"operation": "insert"},
+        },
         submission("s-huge", "approval", "x" * 70_000),
     ]
     rejections = act.closing(final, T0)
@@ -343,7 +447,10 @@ def test_two_tabs_converge() -> None:
         ask(),
         inbox_script=[
             (T0 + timedelta(seconds=1), submission("s-tab-a", "approval", {"approved": True})),
-            (T0 + timedelta(seconds=1), submission("s-tab-b", "approval", {"approved": False, "comment": "no"})),
+            (
+                T0 + timedelta(seconds=1),
+                submission("s-tab-b", "approval", {"approved": False, "comment": "no"}),
+            ),
         ],
     ).run()
     by_txid = {m["headers"].get("txid"): identify(m, "history") for m in d.history}
@@ -362,7 +469,11 @@ def test_answers_are_decided_before_the_code_continues() -> None:
         return [a, await ctx.request_input("b", schema=True)]
 
     act, _ = start(Workflow("w", wf))
-    d = act.advance(T0, [submission("s-a", "a", 1), submission("s-b", "b", 2), submission("s-a2", "a", 3)], random.Random(0))
+    d = act.advance(
+        T0,
+        [submission("s-a", "a", 1), submission("s-b", "b", 2), submission("s-a2", "a", 3)],
+        random.Random(0),
+    )
     names = events(d.append)
     assert names.index("input-rejected") < names.index("step-started")
     assert [t.key for t in d.steps] == ["after-a"]

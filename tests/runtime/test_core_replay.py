@@ -43,7 +43,7 @@ def engine_failure(wf: Workflow, history: list[dict[str, Any]]) -> dict[str, Any
     assert decision.close_run
     # REPLAY-018: the append holds run-failed and nothing from the divergent code.
     assert [identify(m, "history") for m in decision.append] == ["run-failed"]
-    error = decision.append[0]["value"]["error"]
+    error: dict[str, Any] = decision.append[0]["value"]["error"]
     assert error["type"] == "NonDeterminism"
     # REPLAY-030: the offline check reports the same details.
     report = replay_check(wf, history)
@@ -157,7 +157,8 @@ def test_same_code_replays_without_acting(v1_history: list[dict[str, Any]]) -> N
             4,
             {"kind": "record", "name": "t"},
             {"kind": "record", "name": "t"},
-            'at seq 4 history has record "t" (kind time) but the code asked for record "t" (kind random)',
+            'at seq 4 history has record "t" (kind time) '
+            'but the code asked for record "t" (kind random)',
             id="changed-record-kind",
         ),
     ],

@@ -31,7 +31,9 @@ from tests.runtime.test_core_driver import T0, Driver, TimedOut, events
 class Flaky:
     """A body that fails ``failures`` times (with ``exc``), then returns ``value``."""
 
-    def __init__(self, failures: int, exc: type[Exception] = ConnectionError, value: Any = "ok") -> None:
+    def __init__(
+        self, failures: int, exc: type[Exception] = ConnectionError, value: Any = "ok"
+    ) -> None:
         self.failures = failures
         self.exc = exc
         self.value = value
@@ -72,7 +74,11 @@ def test_retries_with_exponential_backoff_then_success() -> None:
     # delay(1) = 1000 ms, delay(2) = 2000 ms, from the failure decision
     assert parse_ts(failed[0]["retry_at"]) - T0 == timedelta(seconds=1)
     assert parse_ts(failed[1]["retry_at"]) - T0 == timedelta(seconds=3)
-    assert failed[0]["error"] == {"type": "ConnectionError", "message": "failure 1", "details": None}
+    assert failed[0]["error"] == {
+        "type": "ConnectionError",
+        "message": "failure 1",
+        "details": None,
+    }
     # while only a retry is pending the run sleeps until retry_at (retries.md)
     suspends = [m["value"] for m in d.history if identify(m, "history") == "run-suspended"]
     assert suspends[0]["status"] == "sleeping"
@@ -97,7 +103,13 @@ def test_jitter_is_drawn_from_the_rng_and_recorded() -> None:
 
 
 def test_backoff_is_capped_by_max_interval() -> None:
-    policy = RetryPolicy(max_attempts=5, initial_interval=timedelta(seconds=1), backoff_coefficient=10, max_interval=timedelta(seconds=30), jitter=0)
+    policy = RetryPolicy(
+        max_attempts=5,
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=10,
+        max_interval=timedelta(seconds=30),
+        jitter=0,
+    )
     assert [policy.delay_ms(a) for a in (1, 2, 3, 4)] == [1000, 10000, 30000, 30000]
 
 
@@ -106,7 +118,7 @@ def test_final_failure_reaches_the_code_and_fails_the_run() -> None:
     body = Flaky(5)
     d = Driver(one_step(body, retry=RetryPolicy(max_attempts=2, jitter=0))).run()
     assert step_messages(d.history)[-1] == ("step-failed", 2)
-    final = [m["value"] for m in d.history if identify(m, "history") == "step-failed"][0]
+    final = next(m["value"] for m in d.history if identify(m, "history") == "step-failed")
     assert final["retry_at"] is None and final["finished_at"] is not None
     error = d.run_value["error"]
     assert d.run_value["status"] == "failed"
@@ -138,7 +150,18 @@ def test_caught_failure_is_the_same_on_replay() -> None:
     first = list(seen)
     seen.clear()
     assert replay_check(Workflow("w", wf), d.history).ok
-    assert seen == first == [("charge", 1, {"type": "ValueError", "message": "failure 1", "details": None}, "ValueError")]
+    assert (
+        seen
+        == first
+        == [
+            (
+                "charge",
+                1,
+                {"type": "ValueError", "message": "failure 1", "details": None},
+                "ValueError",
+            )
+        ]
+    )
 
 
 @pytest.mark.req("RETRY-014")
@@ -151,9 +174,15 @@ def test_non_retryable_errors_end_the_step_at_once() -> None:
 
     d = Driver(one_step(declined, retry=5)).run()
     assert step_messages(d.history) == [("step-started", 1), ("step-failed", 1)]
-    assert d.run_value["error"]["details"]["error"] == {"type": "CardDeclined", "message": "card declined", "details": {"code": "51"}}
+    assert d.run_value["error"]["details"]["error"] == {
+        "type": "CardDeclined",
+        "message": "card declined",
+        "details": {"code": "51"},
+    }
 
-    d2 = Driver(one_step(Flaky(9, KeyError), retry=RetryPolicy(max_attempts=5, non_retryable=("KeyError",)))).run()
+    d2 = Driver(
+        one_step(Flaky(9, KeyError), retry=RetryPolicy(max_attempts=5, non_retryable=("KeyError",)))
+    ).run()
     assert step_messages(d2.history) == [("step-started", 1), ("step-failed", 1)]
 
 
@@ -167,8 +196,10 @@ def test_timeout_fails_the_attempt_with_step_timeout() -> None:
             raise TimedOut()  # the driver reports StepTimedOut, as a shell does after timeout_ms
         return "fast enough"
 
-    d = Driver(one_step(slow, retry=RetryPolicy(max_attempts=2, jitter=0), timeout=timedelta(seconds=5))).run()
-    failed = [m["value"] for m in d.history if identify(m, "history") == "step-attempt-failed"][0]
+    d = Driver(
+        one_step(slow, retry=RetryPolicy(max_attempts=2, jitter=0), timeout=timedelta(seconds=5))
+    ).run()
+    failed = next(m["value"] for m in d.history if identify(m, "history") == "step-attempt-failed")
     assert failed["timeout_ms"] == 5000
     assert failed["error"] == {
         "type": "StepTimeout",
@@ -205,7 +236,7 @@ def test_result_too_large_fails_without_retry() -> None:
 @pytest.mark.req("REPLAY-014")
 def test_results_come_back_decoded_from_json() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
-        value = await ctx.step("pair", lambda: (1, 2))
+        value: Any = await ctx.step("pair", lambda: (1, 2))
         assert value == [1, 2]
         return value
 
@@ -215,10 +246,20 @@ def test_results_come_back_decoded_from_json() -> None:
 @pytest.mark.req("RETRY-003")
 def test_recorded_max_attempts_and_timeout_govern_later_attempts() -> None:
     async def v1(ctx: Context, _: Any) -> Any:
-        return await ctx.step("charge", Flaky(9), retry=RetryPolicy(max_attempts=2, jitter=0), timeout=timedelta(seconds=3))
+        return await ctx.step(
+            "charge",
+            Flaky(9),
+            retry=RetryPolicy(max_attempts=2, jitter=0),
+            timeout=timedelta(seconds=3),
+        )
 
     async def v2(ctx: Context, _: Any) -> Any:
-        return await ctx.step("charge", Flaky(9), retry=RetryPolicy(max_attempts=9, jitter=0), timeout=timedelta(seconds=30))
+        return await ctx.step(
+            "charge",
+            Flaky(9),
+            retry=RetryPolicy(max_attempts=9, jitter=0),
+            timeout=timedelta(seconds=30),
+        )
 
     act = Activation(Workflow("w", v1), [], request={"run_id": "r", "workflow": "w", "input": None})
     d1 = act.advance(T0, [], random.Random(0))
@@ -297,8 +338,11 @@ def test_body_learns_run_id_key_and_attempt() -> None:
         await ctx.step("charge", lambda: "first")
         return await ctx.step("charge", body, retry=RetryPolicy(max_attempts=2, jitter=0))
 
-    d = Driver(Workflow("w", wf), run_id="exp-2041").run()
-    assert seen == [("exp-2041", "charge#2", 1, "exp-2041/charge#2"), ("exp-2041", "charge#2", 2, "exp-2041/charge#2")]
+    Driver(Workflow("w", wf), run_id="exp-2041").run()
+    assert seen == [
+        ("exp-2041", "charge#2", 1, "exp-2041/charge#2"),
+        ("exp-2041", "charge#2", 2, "exp-2041/charge#2"),
+    ]
     assert current_step() is None
 
 
@@ -387,5 +431,9 @@ def test_keys_count_occurrences_per_entity_type() -> None:
         return None
 
     d = Driver(Workflow("w", wf)).run()
-    keys = [(m["type"], m["key"]) for m in d.history if m["headers"]["operation"] == "insert" and m["type"] != "run"]
+    keys = [
+        (m["type"], m["key"])
+        for m in d.history
+        if m["headers"]["operation"] == "insert" and m["type"] != "run"
+    ]
     assert keys == [("step", "fetch"), ("step", "fetch#2"), ("step", "fetch#3"), ("sleep", "fetch")]

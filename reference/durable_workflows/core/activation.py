@@ -294,8 +294,9 @@ class Activation:
                 )
         if not self.finished and self._cancel_waiting(entries):
             # CANCEL-005/012: a cancel in the inbox ends the run before any code or body runs;
-            # what precedes it in the inbox is decided first (INPUT-016).
-            self._inbox_pass(entries)
+            # what precedes it in the inbox is decided first (INPUT-016). The run does not
+            # resume in between: it goes straight to cancelled (model.md transitions).
+            self._inbox_pass(entries, resume=False)
         if not self.finished and not self._replayed:
             self._replay()
         if not self.finished:
@@ -1029,7 +1030,7 @@ class Activation:
         )  # INPUT-022
         self._decided.add(entry.inbox_id)
 
-    def _inbox_pass(self, entries: list[InboxEntry]) -> bool:
+    def _inbox_pass(self, entries: list[InboxEntry], *, resume: bool = True) -> bool:
         """Decide inbox messages in inbox order (INPUT-016/017); True when an input was answered."""
         answered = False
         seen: set[str] = set()
@@ -1087,7 +1088,8 @@ class Activation:
             self._update(
                 rec, input_received(key, rec.value, value, entry.inbox_id, self._t), outcome=True
             )
-            self._resume_if_suspended()
+            if resume:
+                self._resume_if_suspended()
             answered = True
         return answered
 
