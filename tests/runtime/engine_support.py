@@ -96,6 +96,9 @@ class Process:
         except subprocess.TimeoutExpired:
             self.kill()
 
+    def stdout(self) -> str:
+        return (self.log_dir / "stdout.log").read_text(errors="replace")
+
     def stderr(self) -> str:
         return (self.log_dir / "stderr.log").read_text(errors="replace")
 

@@ -96,6 +96,9 @@ def test_two_workers_on_the_same_runs_never_both_record(
         for running in workers:
             running.stop()
     pids = {w.process.pid for w in workers}
+    stats = [w.stdout().split("stopped ")[-1] for w in workers]
+    fenced = sum(int(text.split("fenced=")[1].split()[0]) for text in stats)
+    assert fenced >= 1, f"the workers never raced: {stats}"
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     for run_id in run_ids:
         items, closed = read_history(ns, run_id)

@@ -314,6 +314,12 @@ def run_worker(url: str | None, workflows: list[str], name: str = "worker") -> i
             print(f"ready {namespace.url} ({len(registry)} workflows)", flush=True)
         ready.cancel()
         await task
+        stats = worker.stats
+        print(
+            f"stopped activations={stats.activations} fenced={stats.fenced} "
+            f"ended={stats.ended} errors={stats.errors}",
+            flush=True,
+        )
 
     asyncio.run(main())
     return 0
