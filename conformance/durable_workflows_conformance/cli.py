@@ -33,7 +33,7 @@ import yaml
 
 from . import __version__, schemas
 from .driver import HarnessError, Target
-from .plugin import PROFILES, ConformancePlugin, RunConfig, TestResult, requirements_index
+from .plugin import PROFILES, CheckResult, ConformancePlugin, RunConfig, requirements_index
 
 SUITE_DIR = Path(__file__).resolve().parent / "suite"
 ENV_TARGET = "DWF_CONFORMANCE_TARGET"
@@ -90,13 +90,13 @@ def load_expected_failures(path: Path) -> dict[str, str]:
 
 @dataclass
 class Outcome:
-    results: list[TestResult]
+    results: list[CheckResult]
     expected: dict[str, str]
     strict: bool
     index: dict[str, dict[str, Any]]
     harness_errors: list[str] = field(default_factory=list)
 
-    def level_of(self, result: TestResult) -> str:
+    def level_of(self, result: CheckResult) -> str:
         levels = {self.index.get(r, {}).get("level", "MUST") for r in result.requirements}
         if not levels or "MUST" in levels:
             return "MUST"
@@ -106,7 +106,7 @@ class Outcome:
     def stale(self) -> list[str]:
         return sorted(r.id for r in self.results if r.id in self.expected and r.outcome == "passed")
 
-    def unexpected(self, level: str) -> list[TestResult]:
+    def unexpected(self, level: str) -> list[CheckResult]:
         return [
             r
             for r in self.results
@@ -123,7 +123,7 @@ class Outcome:
         return 0
 
     def requirement_rows(self) -> list[dict[str, Any]]:
-        by_req: dict[str, list[TestResult]] = {}
+        by_req: dict[str, list[CheckResult]] = {}
         for result in self.results:
             for req in result.requirements:
                 by_req.setdefault(req, []).append(result)
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     harness: list[str] = []
     expected: dict[str, str] = {}
     info: dict[str, Any] | None = None
-    results: list[TestResult] = []
+    results: list[CheckResult] = []
     if args.expected_failures is not None:
         try:
             expected = load_expected_failures(args.expected_failures)

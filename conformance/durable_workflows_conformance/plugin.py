@@ -56,7 +56,7 @@ def requirements_index() -> dict[str, dict[str, Any]]:
 
 
 @dataclass
-class TestResult:
+class CheckResult:
     id: str
     requirements: list[str]
     outcome: str  # passed | failed | not-testable | error | skipped
@@ -98,7 +98,7 @@ def selected(ids: list[str], patterns: list[str]) -> bool:
 class ConformancePlugin:
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.results: dict[str, TestResult] = {}
+        self.results: dict[str, CheckResult] = {}
         self.deselected: list[str] = []
         self._target: Target | None = None
         self.harness_errors: list[str] = []
@@ -193,7 +193,7 @@ class ConformancePlugin:
             outcome is not None and outcome != "passed"
         ):
             started = self._started.get(nodeid, time.monotonic())
-            self.results[nodeid] = TestResult(
+            self.results[nodeid] = CheckResult(
                 id=nodeid,
                 requirements=req_ids(item),
                 outcome=str(outcome),
