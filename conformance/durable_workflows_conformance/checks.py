@@ -44,6 +44,34 @@ def messages_validate(obs: Observation) -> None:
             raise AssertionError(f"inbox message {index} is not valid: {error}") from None
 
 
+def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
+    """Every run message carries the protocol recorded in run-started, one the adapter
+    declares (VER-002); nothing but rejections follows the terminal run event (MODEL-021);
+    the engine never writes the inbox (MODEL-010)."""
+    runs = [m for m in obs.history if m.get("type") == "run"]
+    assert runs and runs[0]["headers"]["operation"] == "insert", "history begins with run-started"
+    assert obs.history[0] is runs[0], "run-started is the first message of the history"
+    protocol = runs[0]["value"]["protocol"]
+    assert protocol in versions, f"run-started records protocol {protocol}, not in {versions}"
+    for message in runs:
+        assert message["value"]["protocol"] == protocol, "every run message repeats protocol"
+    ended = ("completed", "failed", "cancelled")
+    terminal = next(
+        (
+            i
+            for i, m in enumerate(obs.history)
+            if m.get("type") == "run" and m["value"]["status"] in ended
+        ),
+        None,
+    )
+    if terminal is not None:
+        after = [m for m in obs.history[terminal + 1 :] if m.get("type") != "submission"]
+        assert not after, f"messages after the terminal run event: {after}"
+    ours = [s.message() for s in obs.scenario.submissions]
+    foreign = [m for m in obs.inbox if m not in ours]
+    assert not foreign, f"the inbox holds messages the suite did not write: {foreign}"
+
+
 def matches_model(obs: Observation, *, exact: bool = False) -> Prediction:
     """The scrubbed history equals the model's prediction."""
     prediction = predict(obs.scenario, obs.batches)

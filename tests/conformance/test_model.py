@@ -146,7 +146,7 @@ def test_an_expired_request_fails_the_run_unless_caught() -> None:
     assert predict(Scenario({"ops": [caught]})).output == {"ok": False}
 
 
-@pytest.mark.req("MODEL-023", "MODEL-025", "MODEL-026")
+@pytest.mark.req("MODEL-023", "EVT-028", "MODEL-026")
 def test_a_gather_resumes_and_suspends_again_on_each_outcome() -> None:
     program = {
         "ops": [
@@ -167,7 +167,7 @@ def test_a_gather_resumes_and_suspends_again_on_each_outcome() -> None:
     assert prediction.output == {"x": 1}
 
 
-@pytest.mark.req("VER-009", "VER-014")
+@pytest.mark.req("VER-009", "EVT-006")
 def test_a_patch_id_is_recorded_once() -> None:
     patch = {"op": "patch", "id": "p", "then": [], "else": []}
     prediction = predict(Scenario({"ops": [patch, patch, {"op": "sleep", "name": "s",

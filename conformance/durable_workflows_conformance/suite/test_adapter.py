@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -77,3 +79,19 @@ def test_the_virtual_clock_stands_still_until_advanced(target: Target) -> None:
     assert target.clock() == first, "the virtual clock moved on its own"
     moved = target.advance(86_400_000)
     assert (moved - first).total_seconds() == 86_400
+
+
+@pytest.mark.req("SEC-018")
+def test_the_adapter_listens_on_a_loopback_address(target: Target) -> None:
+    host = urlsplit(target.url).hostname or ""
+    loopback = host == "localhost" or (
+        host.replace(".", "").replace(":", "").isalnum() and _is_loopback(host)
+    )
+    assert loopback, f"the adapter is reached at {host}, not a loopback address"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

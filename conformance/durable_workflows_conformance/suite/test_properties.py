@@ -67,8 +67,10 @@ def test_every_message_of_a_run_validates(driver: Driver) -> None:
 @pytest.mark.req(
     "REPLAY-006", "REPLAY-009", "EVT-015", "EVT-016", "INPUT-015", "INPUT-017", "INPUT-019",
     "INPUT-020", "INPUT-021", "INPUT-022", "INPUT-023", "INPUT-039", "MODEL-022", "MODEL-023",
-    "MODEL-025", "MODEL-026", "MODEL-034", "RETRY-008", "RETRY-009", "RETRY-010", "RETRY-019",
-    "ADAPT-009", "ADAPT-010", "ADAPT-011",
+    "EVT-027", "EVT-028", "MODEL-026", "MODEL-034", "RETRY-008", "RETRY-009", "RETRY-010",
+    "RETRY-019",
+    "ADAPT-009", "ADAPT-010", "ADAPT-011", "INPUT-002", "MODEL-021", "MODEL-031", "MODEL-010",
+    "VER-001", "VER-002",
 )  # fmt: skip
 def test_the_history_is_the_one_the_specification_predicts(driver: Driver) -> None:
     @given(st.data())
@@ -76,6 +78,8 @@ def test_the_history_is_the_one_the_specification_predicts(driver: Driver) -> No
         scenario = data.draw(scenarios(_features(driver.target), concurrent=False))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.matches_model(obs))
+        versions = list(driver.target.info()["protocol_versions"])
+        _checked(obs, driver, lambda: checks.run_messages_agree(obs, versions))
 
     check()
 
@@ -107,7 +111,7 @@ def test_no_completed_step_body_runs_again(driver: Driver) -> None:
 
 
 @pytest.mark.req(
-    "REPLAY-001", "REPLAY-002", "REPLAY-011", "REPLAY-012", "REPLAY-020", "REPLAY-022",
+    "FENCE-003", "REPLAY-002", "REPLAY-011", "REPLAY-012", "REPLAY-020",
     "RETRY-011", "FENCE-011", "FENCE-013", "MODEL-035", "ADAPT-015", "ADAPT-016",
 )  # fmt: skip
 @pytest.mark.feature("crash-injection")
