@@ -566,3 +566,22 @@ def test_unregistered_workflow_of_a_started_run_is_left_alone() -> None:
 
     with pytest.raises(HistoryError):
         Activation(WorkflowRegistry(), [_started()])
+
+
+@pytest.mark.req("REPLAY-029")
+def test_replay_check_stops_where_the_code_goes_past_a_live_history() -> None:
+    async def wf(ctx: Context, _: Any) -> Any:
+        await ctx.step("a", ok)
+        await ctx.now()
+        await ctx.patched("p")
+        return await ctx.step("b", ok)
+
+    d = Driver(Workflow("w", wf))
+    d.advance()
+    d.append(d.decisions[-1].append)
+    act = d.activation()
+    act.step_finished("a", 1, __import__("durable_workflows.core").core.StepSucceeded(1), T0)
+    history = [*d.history, *act.advance(T0, [], random.Random(0)).append]
+    for cut in (history[:1], history[:2], history):
+        report = replay_check(Workflow("w", wf), cut)
+        assert report.ok and report.stopped == "blocked", report

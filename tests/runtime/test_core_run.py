@@ -275,6 +275,17 @@ def test_history_too_large_fails_the_run() -> None:
     assert d.closed
 
 
+@pytest.mark.req("SEC-010")
+def test_terminal_event_is_exempt_from_the_history_limit() -> None:
+    async def wf(ctx: Context, _: Any) -> Any:
+        return await ctx.step("s", lambda: 1)
+
+    # run-started, step-started, step-completed fill the limit; run-completed still fits
+    d = Driver(Workflow("w", wf), limits=Limits(history_messages=3)).run()
+    assert d.run_value["status"] == "completed"
+    assert len(d.history) == 4
+
+
 # --- cancellation (retries.md) -------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 from typing import Any
@@ -346,9 +347,12 @@ def test_body_learns_run_id_key_and_attempt() -> None:
     assert current_step() is None
 
 
+@pytest.mark.req("REPLAY-024")
 def test_async_bodies_are_handed_to_the_shell() -> None:
-    async def body(x: int) -> int:
-        return x * 2
+    async def body(x: int) -> Any:
+        info = current_step()
+        assert info is not None
+        return [x * 2, info.key]
 
     async def wf(ctx: Context, _: Any) -> Any:
         return await ctx.step("double", body, 21)
@@ -356,12 +360,10 @@ def test_async_bodies_are_handed_to_the_shell() -> None:
     act = Activation(Workflow("w", wf), [], request={"run_id": "r", "workflow": "w", "input": None})
     d = act.advance(T0, [], random.Random(0))
     coro = d.steps[0].call()
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        result = stop.value
+    assert current_step() is None  # set only while the body runs
+    result = asyncio.run(coro)
     act.step_finished("double", 1, StepSucceeded(result), T0)
-    assert act.advance(T0, [], random.Random(0)).append[-1]["value"]["output"] == 42
+    assert act.advance(T0, [], random.Random(0)).append[-1]["value"]["output"] == [42, "double"]
 
 
 @pytest.mark.req("RETRY-002", "REPLAY-005")

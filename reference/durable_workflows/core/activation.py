@@ -95,6 +95,10 @@ class _Diverged(BaseException):
     """Unwinds workflow code once non-determinism is found (code must not catch it)."""
 
 
+class _Beyond(Exception):
+    """Offline check of a live history: the code went past what is recorded (it stops there)."""
+
+
 class _Stopped(BaseException):
     """A primitive issued after the core stopped the code (run ended, or offline check)."""
 
@@ -303,7 +307,11 @@ class Activation:
             self._live(entries, inbox_at_tail)
         if not self.finished and self._code_ended():
             self._finish_code()
-        if len(self._history) + len(self._buffer) > self._limits.history_messages:
+        # SEC-010: the terminal event is exempt from the limit.
+        counted = [
+            m for m in self._buffer if not (m["type"] == "run" and m["value"]["status"] in TERMINAL)
+        ]
+        if len(self._history) + len(counted) > self._limits.history_messages:
             self._history_too_large(decided_before)
         return self._decision(tuple(self._buffer))
 
@@ -587,7 +595,7 @@ class Activation:
                     f"but the code asked for {asked}",
                 )
                 raise _Diverged
-            raise _Stopped("offline check: the code went past the history")
+            raise _Beyond
         seq = self._max_seq + 1
         self._max_seq = seq
         self._cursor = seq + 1
@@ -616,7 +624,10 @@ class Activation:
         policy: RetryPolicy,
         timeout_ms: int | None,
     ) -> Pending[Any]:
-        seq, key, rec = self._issue("step", name, None)
+        try:
+            seq, key, rec = self._issue("step", name, None)
+        except _Beyond:  # REPLAY-029: where an offline check stops
+            return Pending(f'step "{name}"')
         pending: Pending[Any] = Pending(f'step "{key}"')
         if rec is None:
             # RETRY-003: max_attempts and timeout_ms are recorded and govern every attempt.
@@ -632,7 +643,10 @@ class Activation:
     def issue_sleep(
         self, name: str, duration_ms: int | None, until: datetime | None
     ) -> Pending[None]:
-        seq, key, rec = self._issue("sleep", name, None)
+        try:
+            seq, key, rec = self._issue("sleep", name, None)
+        except _Beyond:  # REPLAY-029: where an offline check stops
+            return Pending(f'sleep "{name}"')
         pending: Pending[None] = Pending(f'sleep "{key}"')
         if rec is None:
             if duration_ms is not None:
@@ -650,7 +664,10 @@ class Activation:
     ) -> Pending[Any]:
         # INPUT-029: checked before anything is recorded (and before a position is taken).
         schema = check_request_schema(name, schema)
-        seq, key, rec = self._issue("input", name, None)
+        try:
+            seq, key, rec = self._issue("input", name, None)
+        except _Beyond:  # REPLAY-029: where an offline check stops
+            return Pending(f'input "{name}"')
         pending: Pending[Any] = Pending(f'input "{key}"')
         if rec is None:
             expires = None if timeout_ms is None else format_ts(plus_ms(self._now, timeout_ms))
@@ -660,7 +677,10 @@ class Activation:
         return pending
 
     def issue_record(self, name: str, kind: str) -> Pending[Any]:
-        seq, key, rec = self._issue("record", name, kind)
+        try:
+            seq, key, rec = self._issue("record", name, kind)
+        except _Beyond:
+            return Pending(f'record "{name}"')
         pending: Pending[Any] = Pending(f'record "{key}"')
         if rec is None:
             assert self._rng is not None
@@ -716,7 +736,7 @@ class Activation:
                     f'but the code asked for patch "{patch_id}"',
                 )
                 raise _Diverged
-            raise _Stopped("offline check: the code went past the history")
+            return pending  # REPLAY-029: the offline check stops here
         else:  # VER-011: live execution records the marker at the next position
             seq = self._max_seq + 1
             self._max_seq = seq

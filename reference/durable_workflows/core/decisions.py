@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -66,19 +67,33 @@ class StepTask:
         return StepInfo(self.run_id, self.key, self.name, self.attempt)
 
     def call(self) -> Any:
-        """Call the body with ``current_step()`` set; returns its value or its awaitable.
+        """Call the body with ``current_step()`` set; returns its value or an awaitable.
 
-        For an async body, the returned coroutine carries the context in which it was
-        created only if the shell runs it in a copy of this context; shells use
-        :meth:`contextvars.copy_context` around ``call`` (see ``engine``).
+        For an async body (or a sync one that returns an awaitable) the returned coroutine
+        sets ``current_step()`` itself while it runs, so it works wherever the shell awaits
+        it (another task, another thread's event loop).
         """
         from .api import _CURRENT_STEP
 
-        token = _CURRENT_STEP.set(self.info)
+        info = self.info
+        token = _CURRENT_STEP.set(info)
         try:
-            return self.fn(*self.args, **self.kwargs)
+            result = self.fn(*self.args, **self.kwargs)
         finally:
             _CURRENT_STEP.reset(token)
+        if inspect.isawaitable(result):
+            return _with_step(info, result)
+        return result
+
+
+async def _with_step(info: StepInfo, awaitable: Awaitable[Any]) -> Any:
+    from .api import _CURRENT_STEP
+
+    token = _CURRENT_STEP.set(info)
+    try:
+        return await awaitable
+    finally:
+        _CURRENT_STEP.reset(token)
 
 
 @dataclass(frozen=True)
