@@ -46,13 +46,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         worker=not args.no_worker,
         long_poll_timeout=args.long_poll_timeout,
+        subscription=args.subscribe,
     )
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .engine.worker import run_worker
 
-    return run_worker(url=args.url, workflows=args.workflows, name=args.name)
+    return run_worker(
+        url=args.url, workflows=args.workflows, name=args.name, stats_every=args.stats_every
+    )
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
@@ -177,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-worker", action="store_true", help="serve the handler only")
     serve.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS")
+    serve.add_argument(
+        "--subscribe",
+        default=None,
+        metavar="ID",
+        help="wake the handler by a __ds/subscriptions webhook with this id",
+    )
     serve.set_defaults(handler=_cmd_serve)
 
     worker = commands.add_parser("worker", help="a long-running worker for a namespace")
@@ -184,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--workflows", nargs="+", metavar="MODULE", required=True)
     worker.add_argument(
         "--name", default="worker", help="readable worker name (Producer-Id prefix)"
+    )
+    worker.add_argument(
+        "--stats-every",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="print a line of counts every SECONDS",
     )
     worker.set_defaults(handler=_cmd_worker)
 

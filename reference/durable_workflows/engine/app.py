@@ -112,10 +112,15 @@ class ServeApp:
         namespace: str = "workflows",
         worker: bool = True,
         long_poll_timeout: float = 30.0,
+        subscription: str | None = None,
     ) -> None:
         self.streams = build_app(data_dir, long_poll_timeout=long_poll_timeout)
+        self.base_url = base_url
         self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
-        self.handler = WakeHandler(self.namespace_url, registry, name="handler")
+        self.handler = WakeHandler(
+            self.namespace_url, registry, name="handler", subscription_id=subscription
+        )
+        self._subscribing: asyncio.Future[None] | None = None
         self.worker = WorkerThread(self.namespace_url, registry, "worker") if worker else None
         self._streams_lifespan = _Lifespan(self.streams)
 
@@ -135,14 +140,28 @@ class ServeApp:
                 await self.handler.start()
                 if self.worker is not None:
                     self.worker.start()
+                if self.handler.subscription_id is not None:
+                    # After start-up: the server must be serving to answer the PUT.
+                    self._subscribing = asyncio.ensure_future(self._subscribe())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self._subscribing is not None:
+                    self._subscribing.cancel()
                 if self.worker is not None:
                     await asyncio.to_thread(self.worker.stop)
                 await self.handler.stop()
                 await self._streams_lifespan.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _subscribe(self) -> None:
+        for _ in range(50):
+            try:
+                await self.handler.subscribe(f"{self.base_url}/webhook")
+                return
+            except Exception as exc:
+                log.warning("cannot create the subscription yet: %r", exc)
+                await asyncio.sleep(0.2)
 
 
 def run_serve(
@@ -153,6 +172,7 @@ def run_serve(
     namespace: str = "workflows",
     worker: bool = True,
     long_poll_timeout: float = 30.0,
+    subscription: str | None = None,
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening."""
     import uvicorn
@@ -182,6 +202,7 @@ def run_serve(
         namespace=namespace,
         worker=worker,
         long_poll_timeout=long_poll_timeout,
+        subscription=subscription,
     )
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
     names = ", ".join(registry.names()) or "none"

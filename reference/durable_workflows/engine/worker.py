@@ -75,7 +75,7 @@ class Worker:
         registry: WorkflowRegistry,
         *,
         name: str = "worker",
-        concurrency: int = 64,
+        concurrency: int = 16,
         clock: Callable[[], datetime] = utc_now,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -97,15 +97,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        async with (
-            httpx.AsyncClient(limits=httpx.Limits(max_connections=200)) as http,
-            httpx.AsyncClient(limits=limits) as live_http,
-        ):
+        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as http:
             client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
-            self._live = AsyncStreamClient(
-                headers=self._headers, timeout=30, live_timeout=300, http=live_http
-            )
+            self._live = LivePool(self._headers)
             self.io = NamespaceIO(self.namespace, client)
             self._sem = asyncio.Semaphore(self._concurrency)
             self.runner = Runner(self.io, self.registry, worker=self.name, clock=self.clock)
@@ -126,6 +120,7 @@ class Worker:
                         entry.follower.cancel()
                 await asyncio.sleep(0)
                 self.runner.close()
+                await self._live.aclose()
 
     async def _startup(self) -> str:
         """WAKE-006: serve every requested run that has not ended."""
@@ -217,6 +212,23 @@ class Worker:
             self.stats.errors += outcome.kind == "error"
             self._schedule(entry, None, retry=True)
 
+    def snapshot(self) -> dict[str, int]:
+        """Counts for operators and benchmarks."""
+        suspended = sum(
+            1 for e in self.runs.values() if not e.busy and e.last and e.last.kind == "suspended"
+        )
+        return {
+            "runs": len(self.runs),
+            "suspended": suspended,
+            "busy": sum(1 for e in self.runs.values() if e.busy),
+            "inbox_follows": sum(1 for e in self.runs.values() if e.follower is not None),
+            "timers": len(self._heap),
+            "ended": len(self.ended),
+            "activations": self.stats.activations,
+            "fenced": self.stats.fenced,
+            "errors": self.stats.errors,
+        }
+
     def _forget(self, entry: RunEntry) -> None:
         self.runs.pop(entry.run_id, None)
         if entry.follower is not None and entry.follower is not asyncio.current_task():
@@ -259,7 +271,14 @@ class Worker:
 
     async def _follow_inbox(self, entry: RunEntry) -> None:
         """WAKE-008: one long-poll per served run; stops at Stream-Closed."""
-        stream = self._live.stream(
+        shard = self._live.acquire()
+        try:
+            await self._follow_with(shard.client, entry)
+        finally:
+            self._live.release(shard)
+
+    async def _follow_with(self, client: AsyncStreamClient, entry: RunEntry) -> None:
+        stream = client.stream(
             self.namespace.inbox_url(entry.run_id), content_type="application/json"
         )
         offset = entry.inbox_offset
@@ -279,6 +298,47 @@ class Worker:
                 await asyncio.sleep(RETRY_SECONDS)
 
 
+@dataclass
+class _Shard:
+    client: AsyncStreamClient
+    http: httpx.AsyncClient
+    users: int = 0
+
+
+class LivePool:
+    """HTTP clients for live reads, at most ``per_client`` long-polls each.
+
+    Every waiting long-poll holds a connection, and httpcore scans a client's whole
+    pool on each request, so one client with thousands of connections costs O(n)
+    per re-poll; small shards keep that bounded.
+    """
+
+    def __init__(self, headers: dict[str, str] | None, per_client: int = 64) -> None:
+        self.headers = headers
+        self.per_client = per_client
+        self.shards: list[_Shard] = []
+
+    def acquire(self) -> _Shard:
+        shard = min(self.shards, key=lambda s: s.users, default=None)
+        if shard is None or shard.users >= self.per_client:
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            http = httpx.AsyncClient(limits=limits)
+            client = AsyncStreamClient(
+                headers=self.headers, timeout=30, live_timeout=300, http=http
+            )
+            shard = _Shard(client, http)
+            self.shards.append(shard)
+        shard.users += 1
+        return shard
+
+    def release(self, shard: _Shard) -> None:
+        shard.users -= 1
+
+    async def aclose(self) -> None:
+        for shard in self.shards:
+            await shard.http.aclose()
+
+
 # ---------------------------------------------------------------------- entry point
 
 
@@ -293,8 +353,13 @@ def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
     return WorkflowRegistry.from_module(*loaded)
 
 
-def run_worker(url: str | None, workflows: list[str], name: str = "worker") -> int:
-    """``dwf worker``: serve a namespace until SIGINT/SIGTERM."""
+def run_worker(
+    url: str | None, workflows: list[str], name: str = "worker", stats_every: float = 0.0
+) -> int:
+    """``dwf worker``: serve a namespace until SIGINT/SIGTERM.
+
+    With ``stats_every`` > 0 it prints ``stats {json}`` lines that often.
+    """
     from .commands import namespace_from
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -313,7 +378,20 @@ def run_worker(url: str | None, workflows: list[str], name: str = "worker") -> i
         if worker.ready.is_set():
             print(f"ready {namespace.url} ({len(registry)} workflows)", flush=True)
         ready.cancel()
+        reporter = None
+        if stats_every > 0:
+
+            async def report() -> None:
+                import json
+
+                while True:
+                    await asyncio.sleep(stats_every)
+                    print("stats " + json.dumps(worker.snapshot()), flush=True)
+
+            reporter = asyncio.ensure_future(report())
         await task
+        if reporter is not None:
+            reporter.cancel()
         stats = worker.stats
         print(
             f"stopped activations={stats.activations} fenced={stats.fenced} "

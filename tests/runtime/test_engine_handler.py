@@ -1,0 +1,102 @@
+"""The request-driven handler: plain wakes and signed subscription webhooks
+(waking.md WAKE-014..019, security.md SEC-013), through ``dwf serve`` running the
+handler only (no worker), woken by its own streams server's webhooks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from durable_workflows.engine.handler import SignatureError, verify_signature
+
+from .engine_support import Process, cli, dwf_serve, pending_inputs, read_history, wait_until
+
+pytestmark = pytest.mark.slow
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed(key: Ed25519PrivateKey, body: bytes, t: int, kid: str = "k1") -> str:
+    return f"t={t},kid={kid},ed25519={_b64(key.sign(f'{t}.'.encode() + body))}"
+
+
+@pytest.mark.req("SEC-013")
+def test_signature_checks() -> None:
+    key = Ed25519PrivateKey.generate()
+    keys = {"k1": key.public_key()}
+    body = b'{"subscription_id": "s"}'
+    now = int(time.time())
+    verify_signature(signed(key, body, now), body, keys, now)
+    bad = [
+        (None, body, now),
+        ("t=1", body, now),
+        (signed(key, body, now), body + b" ", now),  # another body
+        (signed(key, body, now - 301), body, now),  # too old
+        (signed(key, body, now + 301), body, now),  # from the future
+        (signed(key, body, now, kid="k2"), body, now),  # unknown key
+        (signed(Ed25519PrivateKey.generate(), body, now), body, now),  # another key
+    ]
+    for header, data, at in bad:
+        with pytest.raises(SignatureError):
+            verify_signature(header, data, keys, at)
+
+
+@pytest.fixture(scope="module")
+def handler_only() -> Iterator[Process]:
+    with dwf_serve("--no-worker", "--subscribe", "engine-test") as running:
+        yield running
+
+
+def ns(serve: Process) -> str:
+    return serve.ready_line.split("namespace ")[1].split()[0]
+
+
+@pytest.mark.req("WAKE-015", "WAKE-016", "WAKE-017", "WAKE-018", "WAKE-023")
+def test_webhooks_start_and_advance_runs(handler_only: Process) -> None:
+    url = handler_only.url
+    code, _ = cli(
+        "start",
+        "onboarding-wizard",
+        "--input",
+        '{"tenant": "t", "settle_ms": 150}',
+        "--run-id",
+        "hook-1",
+        "--url",
+        url,
+    )
+    assert code == 0
+    wait_until(lambda: "profile" in pending_inputs(ns(handler_only), "hook-1"), 20, "profile")
+    for request, value in [
+        ("profile", {"name": "Bo", "email": "bo@example.com"}),
+        ("plan", {"plan": "free"}),
+        ("preferences", {"newsletter": True}),
+    ]:
+        code, outcome = cli(
+            "submit", "hook-1", request, "--value", json.dumps(value), "--wait", "20", "--url", url
+        )
+        assert code == 0 and outcome["status"] == "accepted", outcome
+    # The 150 ms sleep after the last page is fired by the handler's own timer.
+    wait_until(lambda: read_history(ns(handler_only), "hook-1")[1], 20, "run closed")
+    items, _ = read_history(ns(handler_only), "hook-1")
+    assert items[-1]["value"]["status"] == "completed" or any(
+        m["type"] == "run" and m["value"]["status"] == "completed" for m in items
+    )
+
+
+def test_forged_webhooks_are_refused(handler_only: Process) -> None:
+    body = json.dumps({"subscription_id": "engine-test", "streams": []}).encode()
+    forged = signed(Ed25519PrivateKey.generate(), body, int(time.time()))
+    reply = httpx.post(
+        f"{handler_only.url}/webhook", content=body, headers={"Webhook-Signature": forged}
+    )
+    assert reply.status_code == 401
+    reply = httpx.post(f"{handler_only.url}/webhook", content=body)
+    assert reply.status_code == 401
