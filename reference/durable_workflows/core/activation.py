@@ -213,6 +213,7 @@ class Activation:
         self._counts: dict[tuple[str, str], int] = {}
         self._patches: dict[str, bool] = {}
         self._issued: dict[int, _Issued] = {}
+        self._open: dict[int, _Issued] = {}  # issued and not finished
         self._next_outcome = 0
         self._sched: Scheduler | None = None
         self._root: Pending[Any] | None = None
@@ -409,7 +410,13 @@ class Activation:
         return status
 
     def _pending_prims(self) -> list[Recorded]:
-        return [i.rec for i in self._issued.values() if not i.rec.finished]
+        """Issued primitives without an outcome, in position order."""
+        return [self._open[seq].rec for seq in sorted(self._open)]
+
+    def _track(self, seq: int, issued: _Issued) -> None:
+        self._issued[seq] = issued
+        if not issued.rec.finished:
+            self._open[seq] = issued
 
     @staticmethod
     def _deadline(rec: Recorded) -> str | None:
@@ -456,6 +463,8 @@ class Activation:
         self._emit(message)
         if outcome:
             self._outcomes.append(rec.seq)
+        if rec.finished:
+            self._open.pop(rec.seq, None)
 
     # -- running the code --------------------------------------------------------------
 
@@ -637,7 +646,7 @@ class Activation:
         elif rec.status == "running":
             # REPLAY-012/022, RETRY-011: an interrupted attempt runs again as the same attempt.
             self._to_dispatch.append((key, int(rec.value["attempt"])))
-        self._issued[seq] = _Issued(rec, pending, fn, args, kwargs, policy)
+        self._track(seq, _Issued(rec, pending, fn, args, kwargs, policy))
         return pending
 
     def issue_sleep(
@@ -656,7 +665,7 @@ class Activation:
                 wake = ceil_ms(until)  # EVT-060; rounded up so it never fires early
             msg = sleep_scheduled(key, name, seq, duration_ms, self._t, format_ts(wake))
             rec = self._new(seq, "sleep", key, name, None, msg)
-        self._issued[seq] = _Issued(rec, pending)
+        self._track(seq, _Issued(rec, pending))
         return pending
 
     def issue_input(
@@ -673,7 +682,7 @@ class Activation:
             expires = None if timeout_ms is None else format_ts(plus_ms(self._now, timeout_ms))
             msg = input_requested(key, name, seq, prompt, schema, self._t, expires)  # INPUT-004
             rec = self._new(seq, "input", key, name, None, msg)
-        self._issued[seq] = _Issued(rec, pending)
+        self._track(seq, _Issued(rec, pending))
         return pending
 
     def issue_record(self, name: str, kind: str) -> Pending[Any]:
@@ -693,7 +702,7 @@ class Activation:
                 value = _uuid4(self._rng)
             msg = value_recorded(key, name, seq, kind, value, self._t)
             rec = self._new(seq, "record", key, name, kind, msg)
-        self._issued[seq] = _Issued(rec, pending)
+        self._track(seq, _Issued(rec, pending))
         recorded = rec.value["value"]
         # REPLAY-011: a record's outcome is its recorded value, at once.
         pending.set_result(parse_ts(recorded) if kind == "time" else recorded)
@@ -809,7 +818,7 @@ class Activation:
 
     def _suspend(self) -> None:
         """MODEL-022..025, INPUT-007: what the blocked code waits for."""
-        pending = sorted(self._pending_prims(), key=lambda r: r.seq)
+        pending = self._pending_prims()
         inputs = [r.key for r in pending if r.entity == "input"]
         until = self._earliest_deadline(pending)
         waiting_for = {"inputs": inputs, "until": None if until is None else format_ts(until)}

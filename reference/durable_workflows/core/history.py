@@ -121,10 +121,11 @@ def check_protocol(version: object, implemented: str) -> None:
 def _classify(message: Mapping[str, Any], check: bool) -> str:
     """The event name of a history message (VER-006)."""
     if check:
-        from ..schemas import SchemaError, identify
+        from ..schemas import SchemaError
+        from ._memo import classify_message
 
         try:
-            return identify(message, "history")
+            return classify_message(message, "history")
         except SchemaError as exc:
             raise HistoryError(
                 f"history holds a message that is not a protocol event: {exc}"

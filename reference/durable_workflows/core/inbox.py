@@ -63,7 +63,8 @@ class InboxEntry:
 
 def classify(message: object, index: int) -> InboxEntry:
     """Read one inbox message (INPUT-017 check 2 against ``inbox-message.json``, SEC-005)."""
-    from ..schemas import SchemaError, identify
+    from ..schemas import SchemaError
+    from ._memo import classify_message
 
     iid = inbox_id(message, index)
     request: str | None = None
@@ -75,7 +76,7 @@ def classify(message: object, index: int) -> InboxEntry:
                 request = raw
     try:
         # identify also checks key == value.submission_id / value.cancel_id (EVT-090, EVT-093).
-        event = identify(message, "inbox")
+        event = classify_message(message, "inbox")
     except SchemaError:
         return InboxEntry(index, iid, None, request)
     assert isinstance(message, Mapping)
