@@ -537,7 +537,7 @@ SETTINGS = settings(
 )
 
 
-@pytest.mark.req("REPLAY-011", "REPLAY-013", "REPLAY-022", "REPLAY-023", "RETRY-011", "EVT-016")
+@pytest.mark.req("REPLAY-011", "REPLAY-013", "RETRY-011", "REPLAY-023", "EVT-016")
 @SETTINGS
 @given(program=programs(), data=st.data())
 def test_crashes_do_not_change_the_history(program: Program, data: st.DataObject) -> None:
@@ -571,14 +571,14 @@ def test_no_completed_step_body_runs_again(program: Program, data: st.DataObject
     assert set(crashed.body_runs) == set(clean.body_runs)
 
 
-@pytest.mark.req("MODEL-029", "EVT-053", "MODEL-022", "MODEL-028")
+@pytest.mark.req("MODEL-029", "MODEL-022", "MODEL-028")
 @SETTINGS
 @given(program=st.lists(leaf_ops(), min_size=1, max_size=8).map(tuple))
 def test_one_append_per_step(program: Program) -> None:
     """Sequential code: a step's outcome always travels with what follows it.
 
     After a step ends, the code either starts the next step, blocks, or ends; each of
-    those produces a message, and it goes in the same append (MODEL-029, EVT-053). So no
+    those produces a message, and it goes in the same append (MODEL-029). So no
     append ends with a step outcome, and a run costs one append per step attempt plus
     one per wait, plus the closing append.
     """

@@ -59,7 +59,7 @@ def outcomes(history: list[dict[str, Any]]) -> list[tuple[str, str, str | None]]
     return out
 
 
-@pytest.mark.req("INPUT-004", "INPUT-007", "MODEL-023", "MODEL-024", "MODEL-025")
+@pytest.mark.req("INPUT-004", "MODEL-022", "MODEL-023", "MODEL-024", "EVT-027", "EVT-028")
 def test_request_is_recorded_and_the_run_waits() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
         b = ctx.request_input("b", schema=True, timeout=timedelta(hours=2))

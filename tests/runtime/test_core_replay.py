@@ -434,7 +434,7 @@ def test_markers_at_the_end_are_skipped_when_the_code_ends() -> None:
     assert replay_check(Workflow("w", without), history).ok
 
 
-@pytest.mark.req("VER-009", "VER-014")
+@pytest.mark.req("VER-009", "EVT-006")
 def test_repeated_patch_check_answers_the_same_and_records_once() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
         first = await ctx.patched("p")
@@ -531,7 +531,7 @@ def test_unclassifiable_message_is_refused() -> None:
         )
 
 
-@pytest.mark.req("EVT-022")
+@pytest.mark.req("MODEL-016")
 def test_history_must_start_with_run_started() -> None:
     with pytest.raises(HistoryError):
         Activation(V1, [{**_started(), "headers": {"operation": "update"}}])

@@ -37,9 +37,7 @@ def sequential() -> Workflow:
     return Workflow("w", wf)
 
 
-@pytest.mark.req(
-    "MODEL-029", "MODEL-027", "MODEL-022", "MODEL-026", "EVT-053", "EVT-022", "EVT-025"
-)
+@pytest.mark.req("MODEL-029", "MODEL-027", "MODEL-022", "MODEL-026", "MODEL-016", "EVT-025")
 def test_one_durable_append_per_step() -> None:
     """The appends of model.md's example, one line per append."""
     d = Driver(
@@ -73,7 +71,7 @@ def test_decision_steps_come_with_their_start_in_the_same_append() -> None:
     assert act.advance(T0, [], random.Random(0)).steps == ()
 
 
-@pytest.mark.req("MODEL-026", "MODEL-024", "MODEL-025")
+@pytest.mark.req("MODEL-026", "MODEL-024", "EVT-027", "EVT-028")
 def test_sleep_suspends_and_resumes() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
         await ctx.sleep("cool-off", timedelta(minutes=5))
@@ -124,7 +122,7 @@ def test_zero_sleep_fires_in_the_same_append() -> None:
     ]
 
 
-@pytest.mark.req("EVT-034", "RETRY-012", "RETRY-013")
+@pytest.mark.req("EVT-034", "RETRY-012", "EVT-018")
 def test_uncaught_exception_fails_the_run_with_type_and_message() -> None:
     async def wf(ctx: Context, _: Any) -> Any:
         await ctx.step("a", lambda: 1)
@@ -289,7 +287,7 @@ def test_terminal_event_is_exempt_from_the_history_limit() -> None:
 # --- cancellation (retries.md) -------------------------------------------------------
 
 
-@pytest.mark.req("CANCEL-003", "CANCEL-004", "CANCEL-005", "CANCEL-006")
+@pytest.mark.req("CANCEL-003", "EVT-036", "EVT-037", "CANCEL-005", "MODEL-021")
 def test_cancel_ends_the_run_before_the_next_step_body() -> None:
     act = Activation(sequential(), [], request=REQUEST)
     d = act.advance(T0, [], random.Random(0))
@@ -306,12 +304,12 @@ def test_cancel_ends_the_run_before_the_next_step_body() -> None:
         "details": {"cancel_id": "c-1"},
     }
     assert run["value"]["output"] is None and run["value"]["waiting_for"] is None
-    # a late body result is ignored (CANCEL-006)
+    # a late body result is ignored (MODEL-021, RETRY-016)
     act.step_finished("a", 1, StepSucceeded(1), T0)
     assert act.advance(T0, [], random.Random(0)).append == ()
 
 
-@pytest.mark.req("CANCEL-004")
+@pytest.mark.req("EVT-036", "EVT-037")
 def test_cancel_reason_is_cut_and_defaulted() -> None:
     act = Activation(sequential(), [], request=REQUEST)
     d = act.advance(T0, [cancel("c-1", "é" * 2000)], random.Random(0))
@@ -357,7 +355,7 @@ def test_answer_before_the_cancel_counts_and_after_it_is_rejected() -> None:
     ]
 
 
-@pytest.mark.req("CANCEL-009", "CANCEL-010")
+@pytest.mark.req("CANCEL-009", "INPUT-015")
 def test_cancel_of_an_ended_run_and_duplicate_cancels() -> None:
     d = Driver(
         sequential(),
@@ -371,7 +369,7 @@ def test_cancel_of_an_ended_run_and_duplicate_cancels() -> None:
     assert [(m["key"], m["value"]["reason"]) for m in rejections] == [("c-9", "run-finished")]
 
 
-@pytest.mark.req("CANCEL-003", "CANCEL-010")
+@pytest.mark.req("CANCEL-003", "INPUT-015")
 def test_cancel_while_suspended_and_replayed() -> None:
     d = Driver(
         sequential(),

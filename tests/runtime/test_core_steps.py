@@ -114,7 +114,7 @@ def test_backoff_is_capped_by_max_interval() -> None:
     assert [policy.delay_ms(a) for a in (1, 2, 3, 4)] == [1000, 10000, 30000, 30000]
 
 
-@pytest.mark.req("RETRY-009", "RETRY-018", "RETRY-019", "REPLAY-025")
+@pytest.mark.req("RETRY-009", "RETRY-018", "RETRY-019")
 def test_final_failure_reaches_the_code_and_fails_the_run() -> None:
     body = Flaky(5)
     d = Driver(one_step(body, retry=RetryPolicy(max_attempts=2, jitter=0))).run()
@@ -134,7 +134,7 @@ def test_final_failure_reaches_the_code_and_fails_the_run() -> None:
     assert replay_check(one_step(body, retry=2), d.history).ok
 
 
-@pytest.mark.req("RETRY-018", "REPLAY-026")
+@pytest.mark.req("RETRY-018")
 def test_caught_failure_is_the_same_on_replay() -> None:
     seen: list[Any] = []
 
@@ -281,7 +281,7 @@ def test_recorded_max_attempts_and_timeout_govern_later_attempts() -> None:
     del d4
 
 
-@pytest.mark.req("RETRY-011", "REPLAY-012", "REPLAY-022")
+@pytest.mark.req("RETRY-011", "REPLAY-012")
 def test_interrupted_attempt_runs_again_as_the_same_attempt() -> None:
     wf = one_step(Flaky(0))
     act = Activation(wf, [], request={"run_id": "r", "workflow": "w", "input": None})

@@ -151,7 +151,7 @@ class Activation:
     fails a new run with ``UnknownWorkflow``, MODEL-019, and raises :class:`HistoryError`
     for a run that already has a history, so the shell leaves it, MODEL-018) or a single
     :class:`Workflow`, used whatever the run's recorded name. ``history`` is the run's
-    whole history read from offset -1 (REPLAY-001). For a run that has no history yet, pass
+    whole history read from offset -1 (FENCE-003). For a run that has no history yet, pass
     ``request`` (the ``run-requested`` message or its value: ``run_id``, ``workflow``,
     ``input``); the first decision then starts with ``run-started``.
 
@@ -320,7 +320,7 @@ class Activation:
         """Report the end of the body of attempt ``attempt`` of step ``key``.
 
         The outcome is recorded at the next :meth:`advance`. An outcome of an attempt that is
-        not running (reported twice, or the run ended) is ignored (RETRY-016, CANCEL-006).
+        not running (reported twice, or the run ended) is ignored (RETRY-016, MODEL-021).
         """
         if (key, attempt) not in self._dispatched or self.finished:
             return
@@ -515,7 +515,7 @@ class Activation:
         if rec.entity == "step":
             if v["status"] == "completed":
                 issued.pending.set_result(_json_copy(v["result"]))
-            else:  # REPLAY-025, RETRY-018: the error built from the recorded one
+            else:  # RETRY-018, RETRY-018: the error built from the recorded one
                 issued.pending.set_error(StepFailed(rec.key, int(v["attempt"]), v["error"]))
         elif rec.entity == "sleep":
             issued.pending.set_result(None)
@@ -731,7 +731,7 @@ class Activation:
             else:  # VER-012: the run passed here before the patch existed
                 answer = False
         elif ("patch", patch_id) in self._by_key:
-            # VER-014: never a second marker. This id's marker was skipped earlier, so the run
+            # EVT-006: never a second marker. This id's marker was skipped earlier, so the run
             # did not pass this check where the code now asks: the old branch (versioning.md).
             answer = False
         elif self._offline:
@@ -817,7 +817,7 @@ class Activation:
             self._suspend()
 
     def _suspend(self) -> None:
-        """MODEL-022..025, INPUT-007: what the blocked code waits for."""
+        """MODEL-022..024, EVT-027/028: what the blocked code waits for."""
         pending = self._pending_prims()
         inputs = [r.key for r in pending if r.entity == "input"]
         until = self._earliest_deadline(pending)
@@ -851,7 +851,7 @@ class Activation:
 
     @staticmethod
     def _error_of(exc: Exception) -> dict[str, Any]:
-        """EVT-034: the run-failed error of an uncaught exception (no stack trace, RETRY-013)."""
+        """EVT-034: the run-failed error of an uncaught exception (no stack trace, EVT-018)."""
         if isinstance(exc, StepFailed):  # RETRY-019
             return error_object(
                 "StepFailed",

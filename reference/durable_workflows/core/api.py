@@ -341,7 +341,7 @@ class Context:
         """Run ``fn(*args, **kwargs)`` (sync or async) as the step ``name``; await its result.
 
         The body runs in the shell after ``step-started`` is durable, at least once, never
-        again once its outcome is recorded (REPLAY-022/023). Its return value must be JSON;
+        again once its outcome is recorded (RETRY-011/023). Its return value must be JSON;
         the code gets it decoded from JSON (REPLAY-014). ``retry`` is a :class:`RetryPolicy`,
         an attempt count, or ``None`` for the defaults; ``timeout`` bounds each attempt
         (RETRY-015). A step that fails for good raises :class:`StepFailed` at the await.

@@ -75,7 +75,7 @@ class InputExpired(WorkflowError):
 
 
 class Cancelled(WorkflowError):
-    """The run was cancelled (CANCEL-004).
+    """The run was cancelled (EVT-036/EVT-037).
 
     Version 1 gives workflow code no chance to observe a cancel; this class exists so
     that shells and tests can name the error type ``Cancelled``.

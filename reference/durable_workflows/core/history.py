@@ -179,7 +179,7 @@ def parse_history(
         key = message["key"]
         if index == 0:
             if event != "run-started":
-                raise HistoryError(f"history starts with {event}, not run-started (EVT-022)")
+                raise HistoryError(f"history starts with {event}, not run-started (MODEL-016)")
             check_protocol(value.get("protocol"), protocol)
         elif event == "run-started":
             raise HistoryError("history holds a second run-started")

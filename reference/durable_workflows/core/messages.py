@@ -53,7 +53,7 @@ def error_object(
 
 
 def run_started(run_id: str, workflow: str, protocol: str, input_: Any, now: str) -> dict[str, Any]:
-    """``run-started`` (EVT-022..025): txid = run id."""
+    """``run-started`` (MODEL-016..025): txid = run id."""
     value = {
         "run_id": run_id,
         "workflow": workflow,
