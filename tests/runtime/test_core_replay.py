@@ -382,7 +382,7 @@ async def patched_code(ctx: Context, _: Any) -> Any:
     return await wait_forever(ctx)
 
 
-@pytest.mark.req("VER-011")
+@pytest.mark.req("VER-015")
 def test_patch_recorded_on_live_execution() -> None:
     history = suspended_history(Workflow("w", patched_code))
     names = [(identify(m, "history"), m["key"]) for m in history if m["type"] in ("patch", "step")]
@@ -585,3 +585,30 @@ def test_replay_check_stops_where_the_code_goes_past_a_live_history() -> None:
     for cut in (history[:1], history[:2], history):
         report = replay_check(Workflow("w", wf), cut)
         assert report.ok and report.stopped == "blocked", report
+
+
+@pytest.mark.req("VER-016", "EVT-006", "MODEL-026")
+def test_skipped_marker_asked_for_past_the_history_gets_false_and_no_second_marker() -> None:
+    async def ab(ctx: Context, _: Any) -> Any:
+        hold = ctx.request_input(
+            "hold", schema=True
+        )  # issued first, so the markers end the history
+        await ctx.patched("a")
+        await ctx.patched("b")
+        return await hold
+
+    async def ba(ctx: Context, _: Any) -> Any:
+        hold = ctx.request_input("hold", schema=True)
+        b = await ctx.patched("b")  # VER-010: skips marker a, matches b
+        a = await ctx.patched("a")  # nothing more recorded, but a was skipped: false
+        await ctx.step("s", ok, [a, b])
+        return await hold
+
+    history = suspended_history(Workflow("w", ab))
+    assert [m["key"] for m in history if m["type"] == "patch"] == ["a", "b"]
+    assert events(history)[-1] == "run-suspended"
+    act = Activation(Workflow("w", ba), history)
+    decision = act.advance(T0, [], random.Random(0))
+    assert events(decision.append) == ["run-resumed", "step-started"]
+    assert decision.append[1]["value"]["seq"] == 4
+    assert decision.steps[0].args == ([False, True],)

@@ -616,6 +616,9 @@ class Activation:
         rec = Recorded(seq, entity, key, name, kind, dict(message["value"]))
         self._recorded[seq] = rec
         self._by_key[(entity, key)] = rec
+        # MODEL-026: a suspended run resumes before it records a new primitive (new code can
+        # issue one during replay of a suspended run).
+        self._resume_if_suspended()
         self._emit(message)
         return rec
 
@@ -731,8 +734,8 @@ class Activation:
             else:  # VER-012: the run passed here before the patch existed
                 answer = False
         elif ("patch", patch_id) in self._by_key:
-            # EVT-006: never a second marker. This id's marker was skipped earlier, so the run
-            # did not pass this check where the code now asks: the old branch (versioning.md).
+            # VER-016, EVT-006: never a second marker. This id's marker was skipped earlier, so
+            # the run did not pass this check where the code now asks: the old branch.
             answer = False
         elif self._offline:
             if self._parsed.terminal:
@@ -746,7 +749,7 @@ class Activation:
                 )
                 raise _Diverged
             return pending  # REPLAY-029: the offline check stops here
-        else:  # VER-011: live execution records the marker at the next position
+        else:  # VER-015: live execution records the marker at the next position
             seq = self._max_seq + 1
             self._max_seq = seq
             self._cursor = seq + 1
