@@ -458,9 +458,33 @@ def programs() -> st.SearchStrategy[Program]:
     return st.lists(st.one_of(leaf_ops(), leaf_ops(), gather), min_size=1, max_size=6).map(tuple)
 
 
-def drive(program: Program, crash_points: Iterable[int] = ()) -> Driver:
+@dataclass(frozen=True)
+class Extras:
+    """Inbox traffic besides the answers: a cancel and an unreadable message, at given times."""
+
+    cancel_at_ms: int | None = None
+    junk_at_ms: int | None = None
+
+    def script(self) -> list[tuple[datetime, Any]]:
+        out: list[tuple[datetime, Any]] = []
+        if self.junk_at_ms is not None:
+            out.append((T0 + timedelta(milliseconds=self.junk_at_ms), ["not", "a", "message"]))
+        if self.cancel_at_ms is not None:
+            at = T0 + timedelta(milliseconds=self.cancel_at_ms)
+            out.append((at, cancel("c-1", "generated cancel")))
+            out.append((at, cancel("c-1", "generated cancel")))  # a retried POST
+        return out
+
+
+def extras() -> st.SearchStrategy[Extras]:
+    times = st.one_of(st.none(), st.integers(0, 8000))
+    return st.builds(Extras, cancel_at_ms=times, junk_at_ms=times)
+
+
+def drive(program: Program, crash_points: Iterable[int] = (), more: Extras = Extras()) -> Driver:
     wf = make_program_workflow(program)
-    return Driver(wf, inbox_script=inbox_for(program), crash_points=frozenset(crash_points)).run()
+    script = inbox_for(program) + more.script()
+    return Driver(wf, inbox_script=script, crash_points=frozenset(crash_points)).run()
 
 
 def assert_well_formed(driver: Driver) -> None:
@@ -539,16 +563,22 @@ SETTINGS = settings(
 
 @pytest.mark.req("REPLAY-011", "REPLAY-013", "RETRY-011", "REPLAY-023", "EVT-016")
 @SETTINGS
-@given(program=programs(), data=st.data())
-def test_crashes_do_not_change_the_history(program: Program, data: st.DataObject) -> None:
-    """A history with crashes equals the history without them, timestamps aside (RETRY-011)."""
-    clean = drive(program)
+@given(program=programs(), more=extras(), data=st.data())
+def test_crashes_do_not_change_the_history(
+    program: Program, more: Extras, data: st.DataObject
+) -> None:
+    """A history with crashes equals the history without them, timestamps aside (RETRY-011).
+
+    Crashes fall anywhere: before a decision is appended, after it, after a step body ran
+    but before its outcome was reported, between the terminal event and the closing append.
+    """
+    clean = drive(program, (), more)
     assert_well_formed(clean)
     points = data.draw(
         st.frozensets(st.integers(1, max(1, clean.opportunity)), min_size=1, max_size=6),
         label="crash points",
     )
-    crashed = drive(program, points)
+    crashed = drive(program, points, more)
     assert_well_formed(crashed)
     assert scrub(crashed.history) == scrub(clean.history)
     assert crashed.closed == clean.closed

@@ -25,6 +25,7 @@ from durable_workflows.schemas import identify
 from tests.runtime.test_core_driver import (
     T0,
     Driver,
+    GatherOp,
     InputOp,
     Program,
     RecordOp,
@@ -33,6 +34,7 @@ from tests.runtime.test_core_driver import (
     inbox_for,
     leaf_ops,
     make_program_workflow,
+    programs,
 )
 
 KIND_OF_RECORD = {"now": "time", "random": "random", "uuid": "uuid"}
@@ -154,3 +156,62 @@ def test_unchanged_code_replays_every_live_cut(program: Program) -> None:
             if m["type"] == "run"
         )
         assert replay_check(wf, history).ok
+
+
+def mutations_of(program: Program) -> st.SearchStrategy[Program]:
+    """Programs that differ from ``program`` by one change at any depth (gathers included)."""
+
+    def change(ops: tuple[Any, ...], draw: Any) -> tuple[Any, ...]:
+        items = list(ops)
+        i = draw(st.integers(0, len(items) - 1))
+        op = items[i]
+        if isinstance(op, GatherOp) and draw(st.booleans()):
+            b = draw(st.integers(0, len(op.branches) - 1))
+            branches = list(op.branches)
+            branches[b] = change(branches[b], draw)
+            items[i] = GatherOp(tuple(branches))
+            return tuple(items)
+        how = draw(st.sampled_from(["remove", "insert", "rename", "swap"]))
+        if how == "remove" and len(items) > 1:
+            del items[i]
+        elif how == "rename" and not isinstance(op, GatherOp):
+            items[i] = replace(op, name="renamed")
+        elif how == "swap" and i + 1 < len(items):
+            items[i], items[i + 1] = items[i + 1], items[i]
+        else:
+            items.insert(i, NEW_OP)
+        return tuple(items)
+
+    @st.composite
+    def build(draw: Any) -> Program:
+        return change(program, draw)
+
+    return build()
+
+
+@pytest.mark.req("REPLAY-018", "REPLAY-030")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs(), data=st.data())
+def test_engine_and_offline_check_agree_on_any_change(
+    program: Program, data: st.DataObject
+) -> None:
+    """Whatever the change, the engine and ``replay_check`` report the same divergence."""
+    original = Driver(make_program_workflow(program), inbox_script=inbox_for(program)).run()
+    cuts = live_cuts(original)
+    assume(cuts)
+    history = data.draw(st.sampled_from(cuts), label="cut")
+    changed = make_program_workflow(data.draw(mutations_of(program), label="changed"))
+    decision = Activation(changed, history).advance(T0 + timedelta(days=30), [], random.Random(0))
+    failures = [
+        m["value"]["error"]
+        for m in decision.append
+        if m["type"] == "run" and m["value"]["status"] == "failed"
+    ]
+    report = replay_check(changed, history)
+    if failures and failures[0]["type"] == "NonDeterminism":
+        assert [identify(m, "history") for m in decision.append] == ["run-failed"]
+        assert report.error is not None
+        assert report.error["details"] == failures[0]["details"]
+        assert report.error["message"] == failures[0]["message"]
+    else:
+        assert report.error is None, report.message

@@ -90,6 +90,9 @@ PROTOCOL = "1.0"
 
 _SUSPENDED = ("sleeping", "waiting")
 
+#: Run failures that the engine decides, not the workflow code.
+_NOT_BY_CODE = frozenset({"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow"})
+
 
 class _Diverged(BaseException):
     """Unwinds workflow code once non-determinism is found (code must not catch it)."""
@@ -592,7 +595,7 @@ class Activation:
             self._cursor += 1
             return rec.seq, rec.key, rec
         if self._offline:
-            if self._parsed.terminal:
+            if self._code_ended_run():
                 # A finished history checked offline: the code asks for more than was recorded.
                 seq = self._max_seq + 1
                 asked = _describe(entity, name, kind)
@@ -738,7 +741,7 @@ class Activation:
             # the run did not pass this check where the code now asks: the old branch.
             answer = False
         elif self._offline:
-            if self._parsed.terminal:
+            if self._code_ended_run():
                 seq = self._max_seq + 1
                 self._nd = NonDeterminism(
                     seq,
@@ -1127,6 +1130,18 @@ class Activation:
 
     # -- offline check -----------------------------------------------------------------
 
+    def _code_ended_run(self) -> bool:
+        """The history ends where the code ended the run (returned or raised).
+
+        Only then is a primitive past the history a divergence (recorded ``null``); a run
+        cut short by a cancel, a non-determinism or a limit simply stops there.
+        """
+        run = self._parsed.run
+        if run is None or run["status"] not in ("completed", "failed"):
+            return False
+        error = run["error"]
+        return error is None or error["type"] not in _NOT_BY_CODE
+
     def _offline_check(self) -> ReplayReport:
         self._offline = True
         self._replayed = True
@@ -1162,11 +1177,7 @@ class Activation:
                     )
                 elif output != run.get("output"):
                     mismatch = "the run completed with another output than the code now returns"
-            elif run.get("status") == "failed" and run["error"]["type"] not in (
-                "NonDeterminism",
-                "HistoryTooLarge",
-                "UnknownWorkflow",
-            ):
+            elif run.get("status") == "failed" and run["error"]["type"] not in _NOT_BY_CODE:
                 recorded_error = run["error"]
                 # REPLAY-027: errors are equal when type and message are equal.
                 if code_error is None:
@@ -1183,8 +1194,7 @@ class Activation:
                         f"but the code now raises {code_error['type']}: {code_error['message']}"
                     )
         elif run.get("status") == "completed" or (
-            run.get("status") == "failed"
-            and run["error"]["type"] not in ("NonDeterminism", "HistoryTooLarge", "UnknownWorkflow")
+            run.get("status") == "failed" and run["error"]["type"] not in _NOT_BY_CODE
         ):
             mismatch = f"the run {run['status']}, but the code is still waiting"
         if self._parsed.terminal and not self._code_ended() and mismatch is None:
