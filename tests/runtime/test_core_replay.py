@@ -98,7 +98,7 @@ def v1_history() -> list[dict[str, Any]]:
     return history
 
 
-@pytest.mark.req("REPLAY-002", "REPLAY-011", "REPLAY-016")
+@pytest.mark.req("REPLAY-002", "REPLAY-011", "REPLAY-016", "WAKE-002")
 def test_same_code_replays_without_acting(v1_history: list[dict[str, Any]]) -> None:
     act = Activation(V1, v1_history)
     decision = act.advance(T0 + timedelta(hours=1), [], random.Random(0))

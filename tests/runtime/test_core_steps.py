@@ -294,7 +294,7 @@ def test_interrupted_attempt_runs_again_as_the_same_attempt() -> None:
     assert [(t.key, t.attempt) for t in d2.steps] == [("charge", 1)]
 
 
-@pytest.mark.req("RETRY-012", "REPLAY-012")
+@pytest.mark.req("RETRY-006", "REPLAY-012", "WAKE-003")
 def test_retrying_step_waits_for_recorded_retry_at_after_a_restart() -> None:
     wf = one_step(Flaky(1), retry=RetryPolicy(max_attempts=2, jitter=0))
     act = Activation(wf, [], request={"run_id": "r", "workflow": "w", "input": None})

@@ -625,9 +625,6 @@ class Activation:
         self._emit(message)
         return rec
 
-    def _offline_pending(self, label: str) -> Pending[Any]:
-        return Pending(label)
-
     # -- the _Runtime protocol (called by Context) ----------------------------------------
 
     def issue_step(
@@ -879,13 +876,8 @@ class Activation:
         self._buffer = keep
         self._decided = decided_before
         self._to_dispatch = []
-        if keep:
-            self._run = dict(keep[0]["value"])
-        else:
-            self._run = dict(self._history_run())
-        self._run["status"] = (
-            self._run["status"] if self._run["status"] not in TERMINAL else "running"
-        )
+        # The run as last durable (never terminal here: advance returns early then).
+        self._run = dict(keep[0]["value"]) if keep else self._history_run()
         self._end(
             "failed",
             error=error_object(
@@ -1018,6 +1010,7 @@ class Activation:
     # -- inbox -------------------------------------------------------------------------
 
     def _classify(self, inbox: Sequence[Any]) -> list[InboxEntry]:
+        """Classify the inbox, reusing the entries of messages seen before (it only grows)."""
         cache = self._inbox_cache
         for index in range(len(inbox)):
             message = inbox[index]
