@@ -84,12 +84,21 @@ class _Names:
         return f"v{self.vars}"
 
 
+#: Without a virtual clock, no deadline is shorter than this: a deadline that has
+#: already passed when the engine makes its append can legitimately spare the run a
+#: suspension, which would make the predicted run events depend on timing.
+REAL_MIN_MS = 250
+
+
 @st.composite
-def step_ops(draw: st.DrawFn, names: _Names, *, may_fail: bool = True) -> dict[str, Any]:
+def step_ops(
+    draw: st.DrawFn, names: _Names, *, may_fail: bool = True, features: Features | None = None
+) -> dict[str, Any]:
     op: dict[str, Any] = {"op": "step", "name": draw(st.sampled_from(STEP_NAMES))}
     op["result"] = draw(JSON_RESULTS)
     max_attempts = draw(st.integers(1, 3))
-    initial = draw(st.integers(5, 40))
+    virtual = features is not None and features.virtual_clock
+    initial = draw(st.integers(5, 60_000) if virtual else st.integers(REAL_MIN_MS, 300))
     op["retry"] = {
         "max_attempts": max_attempts,
         "initial_interval_ms": initial,
@@ -108,8 +117,8 @@ def step_ops(draw: st.DrawFn, names: _Names, *, may_fail: bool = True) -> dict[s
 
 @st.composite
 def sleep_ops(draw: st.DrawFn, features: Features) -> dict[str, Any]:
-    top = 86_400_000 if features.virtual_clock else 150
-    duration = draw(st.integers(1, top))
+    low, top = (1, 86_400_000) if features.virtual_clock else (REAL_MIN_MS, 400)
+    duration = draw(st.integers(low, top))
     return {"op": "sleep", "name": draw(st.sampled_from(SLEEP_NAMES)), "duration_ms": duration}
 
 
@@ -157,7 +166,7 @@ def programs(draw: st.DrawFn, features: Features = Features(), max_ops: int = 5)
     for _ in range(count):
         choice = draw(st.sampled_from(choices))
         if choice == "step":
-            ops.append(draw(step_ops(names)))
+            ops.append(draw(step_ops(names, features=features)))
         elif choice == "sleep":
             ops.append(draw(sleep_ops(features)))
         elif choice == "input":
@@ -175,7 +184,7 @@ def programs(draw: st.DrawFn, features: Features = Features(), max_ops: int = 5)
                 {
                     "op": "patch",
                     "id": draw(st.sampled_from(["fix-1", "fix-2"])),
-                    "then": [draw(step_ops(names, may_fail=False))],
+                    "then": [draw(step_ops(names, may_fail=False, features=features))],
                     "else": [],
                 }
             )
@@ -185,7 +194,7 @@ def programs(draw: st.DrawFn, features: Features = Features(), max_ops: int = 5)
                 kinds = ["step", "input"] + (["sleep"] if features.virtual_clock else [])
                 kind = draw(st.sampled_from(kinds))
                 if kind == "step":
-                    members.append(draw(step_ops(names, may_fail=False)))
+                    members.append(draw(step_ops(names, may_fail=False, features=features)))
                 elif kind == "sleep":
                     members.append(draw(sleep_ops(features)))
                 else:
@@ -201,8 +210,10 @@ def programs(draw: st.DrawFn, features: Features = Features(), max_ops: int = 5)
             branch: dict[str, Any] = {
                 "op": "branch",
                 "var": asked["as"],
-                "cases": [{"equals": case_value, "ops": [draw(step_ops(names))]}],
-                "else": [draw(st.one_of(step_ops(names), sleep_ops(features)))],
+                "cases": [
+                    {"equals": case_value, "ops": [draw(step_ops(names, features=features))]}
+                ],
+                "else": [draw(st.one_of(step_ops(names, features=features), sleep_ops(features)))],
             }
             if spec["path"]:
                 branch["path"] = spec["path"]

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from durable_workflows_conformance import schemas
 from durable_workflows_conformance.model import predict
 from durable_workflows_conformance.scenario import Scenario
-from durable_workflows_conformance.strategies import Features, scenarios
+from durable_workflows_conformance.strategies import REAL_MIN_MS, Features, scenarios
 
 ALL = Features(
     frozenset(
@@ -48,7 +48,11 @@ def test_without_a_virtual_clock_durations_stay_short(scenario: Scenario) -> Non
     def walk(ops: list[dict[str, object]]) -> None:
         for op in ops:
             if op["op"] == "sleep":
-                assert isinstance(op["duration_ms"], int) and op["duration_ms"] <= 1000
+                duration = op["duration_ms"]
+                assert isinstance(duration, int) and REAL_MIN_MS <= duration <= 1000
+            retry = op.get("retry")
+            if isinstance(retry, dict):
+                assert retry["initial_interval_ms"] >= REAL_MIN_MS
             if op["op"] == "input" and op.get("timeout_ms") is not None:
                 assert op["timeout_ms"] == 1000
             for key in ("ops", "then", "else"):
