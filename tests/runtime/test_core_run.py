@@ -384,3 +384,33 @@ def test_cancel_while_suspended_and_replayed() -> None:
     assert d.closed
     # the pending input stays pending: a reader treats it as abandoned (CANCEL-008)
     assert [m["value"]["status"] for m in d.history if m["type"] == "input"] == ["pending"]
+
+
+@pytest.mark.req("MODEL-023", "MODEL-024", "MODEL-026", "EVT-027", "EVT-028")
+def test_waiting_for_lists_only_what_the_code_awaits() -> None:
+    async def wf(ctx: Context, _: Any) -> Any:
+        answer = ctx.request_input(
+            "later", schema=True, timeout=timedelta(days=9)
+        )  # not awaited yet
+        await ctx.sleep("nap", timedelta(minutes=1))
+        return await answer
+
+    act = Activation(Workflow("w", wf), [], request=REQUEST)
+    d1 = act.advance(T0, [], random.Random(0))
+    suspended = d1.append[-1]["value"]
+    assert suspended["status"] == "sleeping"
+    assert suspended["waiting_for"] == {"inputs": [], "until": "2026-11-24T10:01:00.000Z"}
+    assert d1.waiting_for_inbox  # an answer is still taken when it comes
+    # the answer comes while the code sleeps: recorded, but the run does not move on
+    d2 = act.advance(
+        T0 + timedelta(seconds=5), [submission("s-1", "later", "yes")], random.Random(0)
+    )
+    assert events(d2.append) == ["input-received"]
+    assert d2.status == "sleeping"
+    d3 = act.advance(
+        T0 + timedelta(minutes=1), [submission("s-1", "later", "yes")], random.Random(0)
+    )
+    assert events(d3.append) == ["sleep-completed", "run-resumed", "run-completed"]
+    assert d3.append[-1]["value"]["output"] == "yes"
+    history = [*d1.append, *d2.append, *d3.append]
+    assert replay_check(Workflow("w", wf), history).ok

@@ -217,6 +217,7 @@ class Activation:
         self._patches: dict[str, bool] = {}
         self._issued: dict[int, _Issued] = {}
         self._open: dict[int, _Issued] = {}  # issued and not finished
+        self._pending_seq: dict[int, int] = {}  # id of a primitive's Pending -> its seq
         self._next_outcome = 0
         self._sched: Scheduler | None = None
         self._root: Pending[Any] | None = None
@@ -418,6 +419,7 @@ class Activation:
 
     def _track(self, seq: int, issued: _Issued) -> None:
         self._issued[seq] = issued
+        self._pending_seq[id(issued.pending)] = seq
         if not issued.rec.finished:
             self._open[seq] = issued
 
@@ -455,6 +457,19 @@ class Activation:
             txid, status=status, waiting_for=None, output=output, error=error, finished_at=self._t
         )
         self._stop_code()
+
+    def _awaited(self) -> set[int]:
+        """Positions of the primitives the blocked code waits on (MODEL-023/024)."""
+        if self._sched is None:
+            return set()
+        seqs = (self._pending_seq.get(id(p)) for p in self._sched.waited_on())
+        return {seq for seq in seqs if seq is not None}
+
+    def _resume_if_awaited(self, seq: int) -> None:
+        # MODEL-026: the run moves on only when the code waits on what finished; the outcome
+        # of a primitive the code issued but does not await yet changes nothing it waits for.
+        if self._run is not None and self._run["status"] in _SUSPENDED and seq in self._awaited():
+            self._resume_if_suspended()
 
     def _resume_if_suspended(self) -> None:
         # MODEL-026: a blocked run that can move on records run-resumed before new primitives.
@@ -775,7 +790,7 @@ class Activation:
                 children.append(self._sched.spawn(_await(aw), "gather branch"))
             else:
                 raise TypeError(f"gather() takes awaitables, not {type(aw).__name__}")
-        result: Pending[list[Any]] = Pending("gather")
+        result: Pending[list[Any]] = Pending("gather", tuple(children))
         if not children:
             result.set_result([])
             return result
@@ -820,18 +835,17 @@ class Activation:
             self._suspend()
 
     def _suspend(self) -> None:
-        """MODEL-022..024, EVT-027/028: what the blocked code waits for."""
-        pending = self._pending_prims()
+        """MODEL-022..024, EVT-027/028: record what the blocked code waits for."""
+        awaited = self._awaited()
+        pending = [r for r in self._pending_prims() if r.seq in awaited]
         inputs = [r.key for r in pending if r.entity == "input"]
         until = self._earliest_deadline(pending)
-        waiting_for = {"inputs": inputs, "until": None if until is None else format_ts(until)}
-        status = "waiting" if inputs else "sleeping"
         if not inputs and until is None:
-            # Blocked on nothing that can ever finish (e.g. a gather of nothing pending): the
-            # code awaits forever. Recorded as sleeping with no deadline is not allowed, so
-            # the run stays running; the shell sees no wake_at and no inbox wait.
+            # Blocked on nothing that can finish (code awaiting something no primitive
+            # resolves): there is nothing to wait for, so no suspension is recorded.
             return
-        self._run_event(status=status, waiting_for=waiting_for)
+        waiting_for = {"inputs": inputs, "until": None if until is None else format_ts(until)}
+        self._run_event(status="waiting" if inputs else "sleeping", waiting_for=waiting_for)
 
     def _ending(self) -> tuple[str, Any, dict[str, Any] | None]:
         """How the ended code ends the run: (status, output, error) (EVT-034)."""
@@ -1004,7 +1018,9 @@ class Activation:
                 )
                 self._update(rec, msg, outcome=False)
                 self._to_dispatch.append((rec.key, attempt))
-            self._resume_if_suspended()
+                self._resume_if_suspended()  # a body will run: the run is not blocked
+                continue
+            self._resume_if_awaited(rec.seq)
         return bool(due)
 
     # -- inbox -------------------------------------------------------------------------
@@ -1117,7 +1133,7 @@ class Activation:
                 rec, input_received(key, rec.value, value, entry.inbox_id, self._t), outcome=True
             )
             if resume:
-                self._resume_if_suspended()
+                self._resume_if_awaited(rec.seq)
             answered = True
         return answered
 

@@ -36,10 +36,12 @@ class Pending(Generic[T]):
     awaited first.
     """
 
-    __slots__ = ("_callbacks", "_error", "_result", "label")
+    __slots__ = ("_callbacks", "_error", "_result", "label", "parts")
 
-    def __init__(self, label: str = "") -> None:
+    def __init__(self, label: str = "", parts: tuple[Pending[Any], ...] = ()) -> None:
         self.label = label
+        #: For a combination (``gather``): the awaitables it waits on.
+        self.parts = parts
         self._result: Any = _UNSET
         self._error: BaseException | None = None
         self._callbacks: list[Callable[[Pending[T]], None]] = []
@@ -110,6 +112,20 @@ class Scheduler:
         self._ready: deque[tuple[Task, Any, BaseException | None]] = deque()
         self.tasks: list[Task] = []
         self.closed = False
+
+    def waited_on(self) -> list[Pending[Any]]:
+        """What the unfinished branches wait on now, combinations unfolded (unfinished only)."""
+        found: list[Pending[Any]] = []
+        stack = [t.waiting_on for t in self.tasks if not t.finished and t.waiting_on is not None]
+        while stack:
+            pending = stack.pop()
+            if pending.done:
+                continue
+            if pending.parts:
+                stack.extend(pending.parts)
+            else:
+                found.append(pending)
+        return found
 
     def spawn(self, coro: Coroutine[Any, Any, Any], label: str = "task") -> Pending[Any]:
         """Start a task for ``coro``; it runs at the next :meth:`run_until_blocked`."""
