@@ -52,8 +52,10 @@ FORBIDDEN_MODULES = frozenset(
     }
 )
 
-#: Package modules with I/O that the core must not import (the streams client, the shells).
-FORBIDDEN_PACKAGE_MODULES = ("streams", "engine", "cli", "validate")
+#: The only package module outside the core that it may import: the packaged schemas, read
+#: offline (SEC-005 inbox checks, VER-006 history checks). The streams client, the shells,
+#: the CLI and anything new stay out unless added here deliberately.
+ALLOWED_PACKAGE_MODULES = frozenset({"schemas", "core"})
 
 #: Attribute calls that read a clock or a global random source.
 FORBIDDEN_ATTRIBUTES = frozenset(
@@ -115,7 +117,7 @@ def violations(source: str, filename: str = "<module>") -> list[str]:
                     found.append(f"{where(node)}: import {alias.name}")
                 if (
                     alias.name.startswith("durable_workflows.")
-                    and alias.name.split(".")[1] in FORBIDDEN_PACKAGE_MODULES
+                    and alias.name.split(".")[1] not in ALLOWED_PACKAGE_MODULES
                 ):
                     found.append(f"{where(node)}: import {alias.name}")
         elif isinstance(node, ast.ImportFrom):
@@ -123,14 +125,15 @@ def violations(source: str, filename: str = "<module>") -> list[str]:
             if node.level == 0 and module.split(".")[0] in FORBIDDEN_MODULES:
                 found.append(f"{where(node)}: from {module} import ...")
             parts = module.split(".")
-            if node.level >= 2 and parts[0] in FORBIDDEN_PACKAGE_MODULES:
+            if node.level >= 2 and module and parts[0] not in ALLOWED_PACKAGE_MODULES:
                 found.append(f"{where(node)}: from {'.' * node.level}{module} import ...")
             if node.level == 2 and not module:
                 for alias in node.names:
-                    if alias.name in FORBIDDEN_PACKAGE_MODULES:
+                    if alias.name not in ALLOWED_PACKAGE_MODULES:
                         found.append(f"{where(node)}: from .. import {alias.name}")
-            if node.level == 0 and module == "datetime":
-                pass  # the types are fine; calls to now() are caught below
+            outside_core = node.level == 0 and module.startswith("durable_workflows.")
+            if outside_core and parts[1] not in ALLOWED_PACKAGE_MODULES:
+                found.append(f"{where(node)}: from {module} import ...")
             if node.level == 0 and module == "random":
                 for alias in node.names:
                     if alias.name in RANDOM_GLOBALS:
@@ -189,6 +192,9 @@ def test_core_module_does_no_io(path: Path) -> None:
         "import uuid\nx = uuid.uuid4()",
         "from ..streams import client",
         "from .. import engine",
+        "from ..validate import run_validate",
+        "from .._event_rules import check",
+        "from durable_workflows.streams.client import Client",
         "import durable_workflows.engine.worker",
         "open('x')",
         "import sqlite3",
