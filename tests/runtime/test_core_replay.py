@@ -612,3 +612,22 @@ def test_skipped_marker_asked_for_past_the_history_gets_false_and_no_second_mark
     assert events(decision.append) == ["run-resumed", "step-started"]
     assert decision.append[1]["value"]["seq"] == 4
     assert decision.steps[0].args == ([False, True],)
+
+
+@pytest.mark.req("VER-009", "VER-012", "VER-015")
+def test_patch_check_works_without_await() -> None:
+    async def new(ctx: Context, _: Any) -> Any:
+        if ctx.patched("fx"):
+            return await ctx.step("convert", ok, "rounded")
+        return await ctx.step("convert-v1", ok, "plain")
+
+    async def old(ctx: Context, _: Any) -> Any:
+        return await ctx.step("convert-v1", ok, "plain")
+
+    assert Driver(Workflow("w", new)).run().run_value["output"] == "rounded"
+    d = Driver(Workflow("w", old))
+    d.advance()
+    d.append(d.decisions[-1].append)  # the old code's step-started is durable
+    act = Activation(Workflow("w", new), d.history)
+    decision = act.advance(T0, [], random.Random(0))
+    assert decision.append == () and [t.key for t in decision.steps] == ["convert-v1"]

@@ -43,7 +43,7 @@ from .errors import (
     WorkflowAwaitError,
     WorkflowError,
 )
-from .scheduler import Pending
+from .scheduler import PatchCheck, Pending
 
 __all__ = [
     "NAME_PATTERN",
@@ -58,6 +58,7 @@ __all__ = [
     "Limits",
     "NonDeterminism",
     "NonRetryableError",
+    "PatchCheck",
     "Pending",
     "ReplayReport",
     "RetryPolicy",

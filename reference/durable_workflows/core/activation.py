@@ -80,7 +80,7 @@ from .messages import (
     step_update,
     value_recorded,
 )
-from .scheduler import Pending, Scheduler
+from .scheduler import PatchCheck, Pending, Scheduler
 from .timefmt import ceil_ms, floor_ms, format_ts, parse_ts, plus_ms
 
 __all__ = ["PROTOCOL", "Activation", "replay_check"]
@@ -726,12 +726,12 @@ class Activation:
         pending.set_result(parse_ts(recorded) if kind == "time" else recorded)
         return pending
 
-    def issue_patch(self, patch_id: str) -> Pending[bool]:
+    def issue_patch(self, patch_id: str) -> PatchCheck:
         if self._stopped:
             raise _Stopped("the run has ended; no primitive is recorded")
         if self._nd is not None:
             raise _Diverged
-        pending: Pending[bool] = Pending(f'patch "{patch_id}"')
+        pending = PatchCheck(f'patch "{patch_id}"')
         if patch_id in self._patches:  # VER-009
             pending.set_result(self._patches[patch_id])
             return pending
@@ -763,7 +763,9 @@ class Activation:
                     f'but the code asked for patch "{patch_id}"',
                 )
                 raise _Diverged
-            return pending  # REPLAY-029: the offline check stops here
+            # Offline, past a live history: the answer live execution would give (VER-015),
+            # recorded nowhere (REPLAY-029).
+            answer = True
         else:  # VER-015: live execution records the marker at the next position
             seq = self._max_seq + 1
             self._max_seq = seq

@@ -30,7 +30,7 @@ from types import ModuleType
 from typing import Any, Protocol, TypeVar, overload
 
 from .errors import InvalidPrimitive
-from .scheduler import Pending
+from .scheduler import PatchCheck, Pending
 
 __all__ = [
     "NAME_PATTERN",
@@ -302,7 +302,7 @@ class _Runtime(Protocol):
         self, name: str, schema: Any, prompt: str | None, timeout_ms: int | None
     ) -> Pending[Any]: ...
     def issue_record(self, name: str, kind: str) -> Pending[Any]: ...
-    def issue_patch(self, patch_id: str) -> Pending[bool]: ...
+    def issue_patch(self, patch_id: str) -> PatchCheck: ...
     def gather(self, awaitables: tuple[Awaitable[Any], ...]) -> Pending[list[Any]]: ...
 
 
@@ -404,10 +404,12 @@ class Context:
         check_name(name, "record name")
         return self._rt.issue_record(name, "uuid")
 
-    def patched(self, patch_id: str) -> Pending[bool]:
-        """Whether this run takes the new branch of a code change (versioning.md, VER-009..014).
+    def patched(self, patch_id: str) -> PatchCheck:
+        """Whether this run takes the new branch of a code change (versioning.md, VER-009..016).
 
-        ``if await ctx.patched("fx-rounding"): new() else: old()``.
+        ``if await ctx.patched("fx-rounding"): new() else: old()``; the answer is decided at
+        the call, so ``if ctx.patched("fx-rounding"):`` works too. A run that passed this
+        point before the patch existed keeps the old branch on every replay.
         """
         check_name(patch_id, "patch id")
         return self._rt.issue_patch(patch_id)

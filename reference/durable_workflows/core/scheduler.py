@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from .errors import WorkflowAwaitError
 
-__all__ = ["Pending", "Scheduler", "Task"]
+__all__ = ["PatchCheck", "Pending", "Scheduler", "Task"]
 
 T = TypeVar("T")
 
@@ -91,6 +91,19 @@ class Pending(Generic[T]):
     def __repr__(self) -> str:
         state = "done" if self.done else "pending"
         return f"<Pending {self.label} {state}>"
+
+
+class PatchCheck(Pending[bool]):
+    """The answer of ``ctx.patched(id)``: decided when the check is made.
+
+    Use it directly or await it: ``if ctx.patched("x"):`` and ``if await ctx.patched("x"):``
+    mean the same (versioning.md shows the awaited form).
+    """
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.result())
 
 
 class Task:
