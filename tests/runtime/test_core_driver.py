@@ -325,6 +325,11 @@ class RecordOp:
 
 
 @dataclass(frozen=True)
+class PatchOp:
+    name: str
+
+
+@dataclass(frozen=True)
 class GatherOp:
     branches: tuple[tuple[Any, ...], ...]
 
@@ -390,6 +395,8 @@ def make_program_workflow(program: Program, name: str = "generated") -> Workflow
                     out.append(await ctx.random(op.name))
                 else:
                     out.append(await ctx.uuid(op.name))
+            elif isinstance(op, PatchOp):
+                out.append(["patched", op.name, bool(await ctx.patched(op.name))])
             elif isinstance(op, GatherOp):
                 subs: list[list[Any]] = [[] for _ in op.branches]
                 await ctx.gather(
@@ -470,9 +477,12 @@ def leaf_ops() -> st.SearchStrategy[Any]:
 
 
 def programs() -> st.SearchStrategy[Program]:
-    branch = st.lists(leaf_ops(), min_size=1, max_size=3).map(tuple)
+    """Programs with gathers and patch checks (a repeated patch id answers as the first)."""
+    patch = st.builds(PatchOp, name=st.sampled_from(["p1", "p2"]))
+    branch = st.lists(st.one_of(leaf_ops(), patch), min_size=1, max_size=3).map(tuple)
     gather = st.builds(GatherOp, branches=st.lists(branch, min_size=1, max_size=3).map(tuple))
-    return st.lists(st.one_of(leaf_ops(), leaf_ops(), gather), min_size=1, max_size=6).map(tuple)
+    top = st.one_of(leaf_ops(), leaf_ops(), patch, gather)
+    return st.lists(top, min_size=1, max_size=6).map(tuple)
 
 
 @dataclass(frozen=True)
