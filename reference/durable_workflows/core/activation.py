@@ -280,6 +280,11 @@ class Activation:
         read ended with ``Stream-Up-To-Date: true``; only then does the core record
         ``input-expired`` (INPUT-035: a valid submission in the inbox wins the race).
         ``rng`` gives retry jitter and the values of ``ctx.random()``/``ctx.uuid()``.
+
+        When it returns, every message of ``inbox`` is processed (INPUT-018): decided (the
+        outcome is in ``append``), a duplicate, or kept for a request the run has not made
+        yet (INPUT-020). A shell may acknowledge inbox offsets up to what it passed
+        (WAKE-018) once the append is durable.
         """
         self._now = floor_ms(now)
         self._t = format_ts(self._now)
