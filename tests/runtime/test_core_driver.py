@@ -521,11 +521,35 @@ def drive(
     ).run()
 
 
+#: Fields that never change after an entity's insert (events.md, EVT-009).
+FIXED_FIELDS = {
+    "run": ("run_id", "workflow", "protocol", "input", "started_at"),
+    "step": ("name", "seq", "max_attempts", "timeout_ms"),
+    "sleep": ("name", "seq", "duration_ms", "scheduled_at", "wake_at"),
+    "input": ("name", "seq", "prompt", "schema", "requested_at", "expires_at"),
+}
+
+#: Events that carry headers.txid (EVT-019), and what it equals.
+TXID_EVENTS = {"run-started", "input-received", "input-rejected", "run-cancelled"}
+
+
 def assert_well_formed(driver: Driver) -> None:
     """Invariants every history the core writes must hold."""
     history = driver.history
     names = events(history)
     assert names[0] == "run-started"
+    # EVT-009: fixed fields keep their insert's value; EVT-019: txid only where defined.
+    inserted: dict[tuple[str, str], dict[str, Any]] = {}
+    for message, name in zip(history, names, strict=True):
+        entity = (message["type"], message["key"])
+        fixed = FIXED_FIELDS.get(message["type"], ())
+        if message["headers"]["operation"] == "insert":
+            inserted[entity] = message["value"]
+        else:
+            first = inserted[entity]
+            assert all(message["value"][f] == first[f] for f in fixed), (name, message)
+        assert ("txid" in message["headers"]) == (name in TXID_EVENTS), message
+        assert set(message) == {"type", "key", "value", "headers"}  # EVT-001, EVT-002
     # EVT-016: positions 1..n in the order of the primitives' inserts.
     inserts = [
         m
@@ -595,7 +619,18 @@ SETTINGS = settings(
 )
 
 
-@pytest.mark.req("REPLAY-011", "REPLAY-013", "RETRY-011", "REPLAY-023", "EVT-016")
+@pytest.mark.req(
+    "REPLAY-011",
+    "REPLAY-013",
+    "RETRY-011",
+    "REPLAY-023",
+    "EVT-016",
+    "EVT-009",
+    "EVT-019",
+    "EVT-001",
+    "EVT-002",
+    "EVT-030",
+)
 @SETTINGS
 @given(program=programs(), more=extras(), serial=st.booleans(), data=st.data())
 def test_crashes_do_not_change_the_history(
@@ -654,6 +689,54 @@ def test_one_append_per_step(program: Program) -> None:
     attempts = names.count("step-started") + names.count("step-attempt-started")
     wakes = names.count("run-resumed")
     assert len(clean.appends) <= 1 + attempts + wakes + 1
+
+
+@pytest.mark.req(
+    "EVT-017",
+    "EVT-026",
+    "EVT-029",
+    "EVT-031",
+    "EVT-032",
+    "EVT-033",
+    "EVT-038",
+    "EVT-045",
+    "EVT-047",
+    "EVT-050",
+    "EVT-054",
+    "EVT-058",
+    "EVT-059",
+    "EVT-063",
+    "EVT-068",
+    "EVT-073",
+    "EVT-074",
+    "EVT-075",
+    "EVT-078",
+    "EVT-088",
+    "EVT-012",
+    "EVT-086",
+    "VER-007",
+)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=programs(), more=extras())
+def test_every_message_the_core_writes_is_a_valid_event(program: Program, more: Extras) -> None:
+    """Each message validates against its event's schema and rules (``identify``), so it has
+    the shape, fields, txid and cross-field rules its event defines, and nothing else."""
+    driver = drive(program, (), more)
+    for message in driver.history:
+        name = identify(message, "history")
+        value = message["value"]
+        for field_name, field_value in value.items():
+            if field_name.endswith("_at") and isinstance(field_value, str):
+                assert len(field_value) == len("2026-11-24T10:00:00.000Z")  # EVT-012
+        if name == "value-recorded" and value["kind"] == "uuid":
+            assert value["value"][14] == "4"  # EVT-086: version 4
+        if name == "input-received":
+            submitted = next(
+                m
+                for m in driver.inbox
+                if isinstance(m, dict) and m["key"] == value["submission_id"]
+            )
+            assert value["value"] == submitted["value"]["value"]  # EVT-074: unchanged
 
 
 def test_driver_smoke() -> None:

@@ -190,7 +190,7 @@ def test_kept_submission_for_a_request_never_made_is_rejected_when_the_run_ends(
     assert d.closed
 
 
-@pytest.mark.req("INPUT-017", "INPUT-024", "INPUT-014")
+@pytest.mark.req("INPUT-017", "INPUT-024", "INPUT-014", "SEC-005")
 @pytest.mark.parametrize(
     ("message", "inbox_id", "named"),
     [

@@ -414,3 +414,12 @@ def test_waiting_for_lists_only_what_the_code_awaits() -> None:
     assert d3.append[-1]["value"]["output"] == "yes"
     history = [*d1.append, *d2.append, *d3.append]
     assert replay_check(Workflow("w", wf), history).ok
+
+
+@pytest.mark.req("SEC-006")
+@pytest.mark.parametrize("run_id", ["", "../x", "a/b", "-lead", "x" * 129, 7])
+def test_a_run_id_that_cannot_name_a_stream_is_refused(run_id: Any) -> None:
+    from durable_workflows.core import HistoryError
+
+    with pytest.raises(HistoryError):
+        Activation(sequential(), [], request={"run_id": run_id, "workflow": "w", "input": None})
