@@ -74,7 +74,7 @@ def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
 
 def matches_model(obs: Observation, *, exact: bool = False) -> Prediction:
     """The scrubbed history equals the model's prediction."""
-    prediction = predict(obs.scenario, obs.batches)
+    prediction = predict(obs.scenario, obs.batches, frozenset(obs.after_end))
     problems = differences(prediction.history, obs.scrubbed, exact=exact)
     if problems:
         raise AssertionError(

@@ -89,8 +89,14 @@ def delay(attempt: int, retry: Mapping[str, Any]) -> int:
 
 
 class _Model:
-    def __init__(self, scenario: Scenario, observed: Sequence[Sequence[int]] | None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        observed: Sequence[Sequence[int]] | None,
+        after_end: frozenset[int] = frozenset(),
+    ) -> None:
         self.scenario = scenario
+        self.after_end = after_end
         self.observed = list(observed or [])
         self.now = 0
         self.seq = 0
@@ -202,7 +208,11 @@ class _Model:
     # -- blocking ------------------------------------------------------------------
 
     def deliver_due(self) -> bool:
-        indexes = due(self.scenario.submissions, self.delivered, state_of(self.history))
+        indexes = [
+            i
+            for i in due(self.scenario.submissions, self.delivered, state_of(self.history))
+            if i not in self.after_end
+        ]
         if not indexes:
             return False
         batch_number = len(self.batches)
@@ -488,15 +498,19 @@ class _Model:
 
 
 def predict(
-    scenario: Scenario, observed_batches: Sequence[Sequence[int]] | None = None
+    scenario: Scenario,
+    observed_batches: Sequence[Sequence[int]] | None = None,
+    after_end: frozenset[int] = frozenset(),
 ) -> Prediction:
     """The scrubbed history a conforming engine records for ``scenario``.
 
     ``observed_batches`` gives, per delivery point, the order in which the stream
     server actually placed that point's submissions (it matters only when two clients
-    sent at once); without it the schedule's order is used.
+    sent at once); without it the schedule's order is used. ``after_end`` names
+    submissions that were appended only after the run ended (on a real clock a deadline
+    can end a run before the point the schedule meant).
     """
-    return _Model(scenario, observed_batches).predict()
+    return _Model(scenario, observed_batches, after_end).predict()
 
 
 # -- non-determinism ---------------------------------------------------------------------
