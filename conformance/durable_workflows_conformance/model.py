@@ -442,7 +442,7 @@ class _Model:
             elif kind == "patch":
                 # A new run: patched(id) is true; the first check records the marker,
                 # later checks of the same id record nothing and take no position
-                # (VER-009, VER-011, EVT-006).
+                # (VER-009, VER-015, EVT-006).
                 if op["id"] not in self.patches:
                     self.patches.add(op["id"])
                     seq = self.position()
