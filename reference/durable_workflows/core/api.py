@@ -91,12 +91,6 @@ class Workflow:
         check_name(self.name, "workflow name")
 
 
-@overload
-def workflow(name: str) -> Callable[[WorkflowFunction], Workflow]: ...
-@overload
-def workflow(
-    name: str, *, registry: WorkflowRegistry
-) -> Callable[[WorkflowFunction], Workflow]: ...
 def workflow(
     name: str, *, registry: WorkflowRegistry | None = None
 ) -> Callable[[WorkflowFunction], Workflow]:
@@ -329,15 +323,35 @@ class Context:
         """The name the run's workflow was started under."""
         return self._rt.workflow_name
 
+    @overload
     def step(
         self,
         name: str,
-        fn: Callable[..., Awaitable[T]] | Callable[..., T],
+        fn: Callable[..., Coroutine[Any, Any, T]],
         *args: Any,
         retry: RetryPolicy | int | None = None,
         timeout: timedelta | None = None,
         **kwargs: Any,
-    ) -> Pending[T]:
+    ) -> Pending[T]: ...
+    @overload
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        *args: Any,
+        retry: RetryPolicy | int | None = None,
+        timeout: timedelta | None = None,
+        **kwargs: Any,
+    ) -> Pending[T]: ...
+    def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: RetryPolicy | int | None = None,
+        timeout: timedelta | None = None,
+        **kwargs: Any,
+    ) -> Pending[Any]:
         """Run ``fn(*args, **kwargs)`` (sync or async) as the step ``name``; await its result.
 
         The body runs in the shell after ``step-started`` is durable, at least once, never
