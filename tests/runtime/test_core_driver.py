@@ -13,6 +13,7 @@ records and gathers, with failing attempts and scripted submissions) and crash p
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,12 @@ from durable_workflows.core.timefmt import parse_ts
 from durable_workflows.schemas import identify
 
 T0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+
+
+def examples(n: int) -> int:
+    """``n`` hypothesis examples, scaled by ``DWF_CORE_EXAMPLES_SCALE`` (e.g. 10 for a soak)."""
+    return max(1, int(n * float(os.environ.get("DWF_CORE_EXAMPLES_SCALE", "1"))))
+
 
 TIMESTAMP_FIELDS = frozenset(
     {
@@ -613,7 +620,7 @@ def assert_well_formed(driver: Driver) -> None:
 
 
 SETTINGS = settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -716,7 +723,7 @@ def test_one_append_per_step(program: Program) -> None:
     "EVT-086",
     "VER-007",
 )
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=programs(), more=extras())
 def test_every_message_the_core_writes_is_a_valid_event(program: Program, more: Extras) -> None:
     """Each message validates against its event's schema and rules (``identify``), so it has

@@ -31,6 +31,7 @@ from tests.runtime.test_core_driver import (
     RecordOp,
     SleepOp,
     StepOp,
+    examples,
     inbox_for,
     leaf_ops,
     make_program_workflow,
@@ -86,7 +87,7 @@ NEW_OP = StepOp("brand-new", ("ok",), 1)
 
 @pytest.mark.req("REPLAY-010", "REPLAY-015", "REPLAY-017", "REPLAY-018", "REPLAY-030")
 @settings(
-    max_examples=200,
+    max_examples=examples(200),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -142,7 +143,7 @@ def test_changed_code_is_detected_where_it_diverges(
 
 
 @pytest.mark.req("REPLAY-016", "REPLAY-002")
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=st.lists(leaf_ops(), min_size=1, max_size=7).map(tuple))
 def test_unchanged_code_replays_every_live_cut(program: Program) -> None:
     """The same code never diverges from any durable state of its own run."""
@@ -190,7 +191,7 @@ def mutations_of(program: Program) -> st.SearchStrategy[Program]:
 
 
 @pytest.mark.req("REPLAY-018", "REPLAY-030")
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(program=programs(), data=st.data())
 def test_engine_and_offline_check_agree_on_any_change(
     program: Program, data: st.DataObject
