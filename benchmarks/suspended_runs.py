@@ -134,7 +134,7 @@ def measure(n: int, idle_seconds: float, probes: int, long_poll: float) -> dict[
                 "1",
             ]
         )
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1200
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
             line = wait_line(worker_log, "stats ", worker, 60)

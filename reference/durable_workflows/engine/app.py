@@ -180,7 +180,7 @@ def run_serve(
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     modules = list(DEFAULT_WORKFLOWS) if workflows is None else workflows
     try:
-        registry = load_registry(modules)
+        registry = load_registry(modules, skip_missing=workflows is None)
     except ImportError as exc:
         print(f"dwf serve: cannot import workflows: {exc}", file=sys.stderr)
         return 2

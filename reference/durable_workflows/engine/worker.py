@@ -97,7 +97,10 @@ class Worker:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
-        async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as http:
+        # Idle connections are dropped after 1 s, well before a server's keep-alive
+        # timeout (uvicorn: 5 s), so a request never races the server's close.
+        limits = httpx.Limits(max_connections=32, keepalive_expiry=1.0)
+        async with httpx.AsyncClient(limits=limits) as http:
             client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
             self._live = LivePool(self._headers)
             self.io = NamespaceIO(self.namespace, client)
@@ -198,6 +201,7 @@ class Worker:
         entry.activations += 1
         entry.last = outcome
         if outcome.kind == "suspended":
+            entry.request = None  # the history's run-started holds it now
             entry.inbox_offset = outcome.inbox_offset
             self._schedule(entry, outcome.wake_at)
             if entry.follower is None:
@@ -321,7 +325,9 @@ class LivePool:
     def acquire(self) -> _Shard:
         shard = min(self.shards, key=lambda s: s.users, default=None)
         if shard is None or shard.users >= self.per_client:
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+            limits = httpx.Limits(
+                max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0
+            )
             http = httpx.AsyncClient(limits=limits)
             client = AsyncStreamClient(
                 headers=self.headers, timeout=30, live_timeout=300, http=http
@@ -342,14 +348,22 @@ class LivePool:
 # ---------------------------------------------------------------------- entry point
 
 
-def load_registry(modules: Iterable[str]) -> WorkflowRegistry:
+def load_registry(modules: Iterable[str], *, skip_missing: bool = False) -> WorkflowRegistry:
     """A registry of the workflows defined at the top level of ``modules``.
 
-    The current directory is importable, as with ``python -m``.
+    The current directory is importable, as with ``python -m``. With
+    ``skip_missing``, a module that does not exist is left out with a warning.
     """
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    loaded: list[ModuleType] = [importlib.import_module(name) for name in modules]
+    loaded: list[ModuleType] = []
+    for name in modules:
+        try:
+            loaded.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if not skip_missing or exc.name is None or not name.startswith(exc.name):
+                raise
+            print(f"warning: no module {name} here; its workflows are not served", file=sys.stderr)
     return WorkflowRegistry.from_module(*loaded)
 
 
