@@ -960,11 +960,16 @@ class Activation:
                 return
         if isinstance(outcome, StepTimedOut):  # RETRY-015
             timeout_ms = rec.value["timeout_ms"]
-            error = error_object(
-                "StepTimeout",
-                f"Attempt {attempt} of step '{rec.key}' exceeded {timeout_ms} ms.",
-                {"timeout_ms": timeout_ms},
-            )
+            if timeout_ms is None:  # a shell's own limit, not the step's (none recorded)
+                error = error_object(
+                    "StepTimeout", f"Attempt {attempt} of step '{rec.key}' timed out."
+                )
+            else:
+                error = error_object(
+                    "StepTimeout",
+                    f"Attempt {attempt} of step '{rec.key}' exceeded {timeout_ms} ms.",
+                    {"timeout_ms": timeout_ms},
+                )
             retryable = True
         else:
             assert isinstance(outcome, StepErrored)
