@@ -18,7 +18,9 @@ $(VENV)/.install-stamp: pyproject.toml
 peers: peers/node_modules/.package-lock.json
 
 peers/node_modules/.package-lock.json: peers/package.json peers/package-lock.json
-	cd peers && npm ci --no-audit --no-fund --loglevel=error
+	# npm ci refuses this lock file: npm 11 leaves other platforms' optional
+	# binaries out of it. install --no-save follows the lock and never rewrites it.
+	cd peers && npm install --no-save --no-audit --no-fund --loglevel=error
 
 # Until the workflow runtime lands, the main job validates every example event
 # against the schemas.
