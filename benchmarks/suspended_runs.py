@@ -203,9 +203,10 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    results = [
-        measure(n, args.idle_seconds, args.probes, args.long_poll_timeout) for n in args.runs
-    ]
+    results: list[dict[str, Any]] = []
+    for n in args.runs:
+        results.append(measure(n, args.idle_seconds, args.probes, args.long_poll_timeout))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # partial results
     report = {
         "benchmark": "suspended_runs",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
