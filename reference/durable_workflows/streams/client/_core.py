@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypedDict, TypeVar, Unpack
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from .. import protocol as p
@@ -151,6 +151,36 @@ def retry_delay(response: Response, attempt: int, *, base: float = 0.05) -> floa
     if hint is not None:
         return min(hint, MAX_RETRY_AFTER)
     return backoff(attempt, base=base)
+
+
+@dataclass(slots=True)
+class Retries:
+    """A budget of ``limit`` repeats for requests that are safe to send again.
+
+    One budget may serve several requests of one operation (``used`` carries over).
+    """
+
+    limit: int
+    base: float = 0.05
+    used: int = 0
+
+    def send(self, request: Request) -> Generator[Step, Response | None, Response]:
+        """Send ``request``; after a transport failure or a 429/503 wait and send it
+        again while the budget lasts. Returns the last response (any status)."""
+        while True:
+            try:
+                response = yield from send(request)
+            except StreamNetworkError:
+                self.used += 1
+                if self.used > self.limit:
+                    raise
+                yield from sleep(backoff(self.used, base=self.base))
+                continue
+            if response.status in RETRYABLE_STATUSES and self.used < self.limit:
+                self.used += 1
+                yield from sleep(retry_delay(response, self.used, base=self.base))
+                continue
+            return response
 
 
 # --------------------------------------------------------------------------- results
@@ -311,18 +341,32 @@ class ProducerHeaders:
         headers["Producer-Seq"] = _check_int("producer seq", self.seq)
 
 
+class CreateOptions(TypedDict, total=False):
+    """The stream configuration a create may set (section 5.1), besides content type
+    and initial data: ``ttl`` (seconds, sliding) and ``expires_at`` exclude each
+    other; ``closed`` creates the stream closed; ``forked_from`` (the source's path
+    or URL) with ``fork_offset``/``fork_sub_offset`` makes a fork."""
+
+    ttl: int | None
+    expires_at: str | datetime | None
+    closed: bool
+    forked_from: str | None
+    fork_offset: str | None
+    fork_sub_offset: int | None
+
+
 def build_create(
     url: str,
     *,
     content_type: str | None = None,
     body: bytes | None = None,
-    ttl: int | None = None,
-    expires_at: str | datetime | None = None,
-    closed: bool = False,
-    forked_from: str | None = None,
-    fork_offset: str | None = None,
-    fork_sub_offset: int | None = None,
+    **options: Unpack[CreateOptions],
 ) -> Request:
+    ttl = options.get("ttl")
+    expires_at = options.get("expires_at")
+    forked_from = options.get("forked_from")
+    fork_offset = options.get("fork_offset")
+    fork_sub_offset = options.get("fork_sub_offset")
     headers: dict[str, str] = {}
     if content_type is not None:
         headers["Content-Type"] = content_type
@@ -332,7 +376,7 @@ def build_create(
         headers["Stream-TTL"] = _check_int("ttl", ttl)
     if expires_at is not None:
         headers["Stream-Expires-At"] = format_expires_at(expires_at)
-    if closed:
+    if options.get("closed", False):
         headers["Stream-Closed"] = "true"
     if forked_from is not None:
         # The header carries the source's path on this server; a full URL is cut down.
@@ -650,7 +694,42 @@ def fail(request: Request, response: Response) -> Generator[Step, Response | Non
 # --------------------------------------------------------------------------- ops
 
 
-class StreamCore:
+class Appends:
+    """The appends built on an ``append`` op: JSON messages and close-only.
+
+    Shared by :class:`StreamCore` and the producer core, whose ``append`` differ.
+    """
+
+    def append(
+        self,
+        data: bytes,
+        *,
+        content_type: str | None = None,
+        seq: str | None = None,
+        close: bool = False,
+    ) -> Op[AppendResult]:
+        raise NotImplementedError
+
+    def append_json(
+        self, message: Any, *, seq: str | None = None, close: bool = False
+    ) -> Op[AppendResult]:
+        return self.append(
+            encode_message(message), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
+        )
+
+    def append_json_batch(
+        self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
+    ) -> Op[AppendResult]:
+        return self.append(
+            encode_batch(messages), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
+        )
+
+    def close(self) -> Op[AppendResult]:
+        """Close-only (section 5.3); idempotent (with producer headers a retry of it is too)."""
+        return self.append(b"", close=True)
+
+
+class StreamCore(Appends):
     """The sans-IO side of one stream: builds every op and remembers the content type.
 
     Both :class:`~durable_workflows.streams.Stream` and
@@ -669,24 +748,9 @@ class StreamCore:
         content_type: str | None = None,
         *,
         data: bytes | None = None,
-        ttl: int | None = None,
-        expires_at: str | datetime | None = None,
-        closed: bool = False,
-        forked_from: str | None = None,
-        fork_offset: str | None = None,
-        fork_sub_offset: int | None = None,
+        **options: Unpack[CreateOptions],
     ) -> Op[CreateResult]:
-        request = build_create(
-            self.url,
-            content_type=content_type,
-            body=data,
-            ttl=ttl,
-            expires_at=expires_at,
-            closed=closed,
-            forked_from=forked_from,
-            fork_offset=fork_offset,
-            fork_sub_offset=fork_sub_offset,
-        )
+        request = build_create(self.url, content_type=content_type, body=data, **options)
         response = yield from send(request)
         if response.status not in (200, 201):
             yield from fail(request, response)
@@ -695,7 +759,7 @@ class StreamCore:
         return result
 
     def create_json(
-        self, messages: Iterable[Any] | None = None, **options: Any
+        self, messages: Iterable[Any] | None = None, **options: Unpack[CreateOptions]
     ) -> Op[CreateResult]:
         data = encode_json(list(messages)) if messages is not None else None
         return self.create(p.JSON_CONTENT_TYPE, data=data, **options)
@@ -742,44 +806,12 @@ class StreamCore:
             yield from fail(request, response)
         return parse_append(request, response)
 
-    def append_json(
-        self, message: Any, *, seq: str | None = None, close: bool = False
-    ) -> Op[AppendResult]:
-        return self.append(
-            encode_message(message), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
-        )
-
-    def append_json_batch(
-        self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
-    ) -> Op[AppendResult]:
-        return self.append(
-            encode_batch(messages), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
-        )
-
-    def close(self) -> Op[AppendResult]:
-        """Close-only (section 5.3); idempotent."""
-        return self.append(b"", close=True)
-
     # -- reads
 
     def _read_request(self, request: Request) -> Generator[Step, Response | None, Response]:
         """Send a GET or HEAD; repeat it (safe: it changes nothing) after a transport
         failure or a 429/503, at most ``read_retries`` times."""
-        attempt = 0
-        while True:
-            try:
-                response = yield from send(request)
-            except StreamNetworkError:
-                attempt += 1
-                if attempt > self.read_retries:
-                    raise
-                yield from sleep(backoff(attempt))
-                continue
-            if response.status in RETRYABLE_STATUSES and attempt < self.read_retries:
-                attempt += 1
-                yield from sleep(retry_delay(response, attempt))
-                continue
-            return response
+        return (yield from Retries(self.read_retries).send(request))
 
     def read(self, offset: str = OFFSET_START) -> Op[ReadResult]:
         """Catch-up read from ``offset`` until the server says up-to-date (or closed)."""

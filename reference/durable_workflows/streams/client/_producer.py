@@ -16,32 +16,23 @@ whoever held the id before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 from .. import protocol as p
-from ..errors import StreamNetworkError
 from ._core import (
-    RETRYABLE_STATUSES,
     AppendResult,
+    Appends,
     Op,
     ProducerHeaders,
+    Retries,
     StreamCore,
-    backoff,
     build_append,
-    encode_batch,
-    encode_message,
     fail,
     parse_append,
-    retry_delay,
-    send,
-    sleep,
 )
 
 __all__ = ["ProducerCore"]
 
 
-class ProducerCore:
+class ProducerCore(Appends):
     """Producer state (id, epoch, next seq) and the append op that uses it."""
 
     def __init__(
@@ -83,7 +74,7 @@ class ProducerCore:
         """Append ``data`` (optionally with ``Stream-Seq`` = ``seq``, optionally closing)."""
         if data and content_type is None:
             content_type = yield from self.stream.known_content_type()
-        attempts = 0
+        retries = Retries(self.max_retries, base=self.retry_base_delay)
         claimed = False
         while True:
             headers = ProducerHeaders(self.producer_id, self.epoch, self.seq)
@@ -95,14 +86,8 @@ class ProducerCore:
                 close=close,
                 producer=headers,
             )
-            try:
-                response = yield from send(request)
-            except StreamNetworkError:
-                attempts += 1
-                if attempts > self.max_retries:
-                    raise
-                yield from sleep(backoff(attempts, base=self.retry_base_delay))
-                continue
+            # A repeat of the same request is safe: the server deduplicates it.
+            response = yield from retries.send(request)
             if response.status in (200, 204):
                 self.seq = headers.seq + 1
                 return parse_append(request, response)
@@ -118,26 +103,4 @@ class ProducerCore:
                 self.epoch = max(self.epoch, server_epoch) + 1
                 self.seq = 0
                 continue
-            if response.status in RETRYABLE_STATUSES and attempts < self.max_retries:
-                attempts += 1  # the same request again is safe: the server deduplicates
-                yield from sleep(retry_delay(response, attempts, base=self.retry_base_delay))
-                continue
             yield from fail(request, response)
-
-    def append_json(
-        self, message: Any, *, seq: str | None = None, close: bool = False
-    ) -> Op[AppendResult]:
-        return self.append(
-            encode_message(message), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
-        )
-
-    def append_json_batch(
-        self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
-    ) -> Op[AppendResult]:
-        return self.append(
-            encode_batch(messages), content_type=p.JSON_CONTENT_TYPE, seq=seq, close=close
-        )
-
-    def close(self) -> Op[AppendResult]:
-        """Close the stream with producer headers (a retry of it is idempotent)."""
-        return self.append(b"", close=True)
