@@ -125,9 +125,7 @@ def test_expense_approved_by_the_manager_in_time(serve: Process) -> None:
     assert data["output"]["payment"] is None
 
 
-@pytest.mark.req("INPUT-019", "INPUT-022")
-def test_agent_step_waits_for_a_human_and_two_answers_race(serve: Process) -> None:
-    """(b) two clients answer at once: one is taken, the other rejected with a reason."""
+def test_agent_step_waits_for_a_human_to_confirm(serve: Process) -> None:
     cli(
         "start",
         "agent-confirm",
@@ -141,13 +139,47 @@ def test_agent_step_waits_for_a_human_and_two_answers_race(serve: Process) -> No
     waiting_for(serve, "agent-1", "confirm")
     code, shown = cli("inspect", "agent-1", "--url", serve.url)
     assert code == 0 and shown["waiting_for"]["inputs"][0]["request"] == "confirm"
+    assert "refund order 58213" in shown["waiting_for"]["inputs"][0]["prompt"]
+    code, outcome = cli(
+        "submit",
+        "agent-1",
+        "confirm",
+        "--value",
+        '{"confirm": true, "edited_action": "refund 20 EUR"}',
+        "--wait",
+        "15",
+        "--url",
+        serve.url,
+    )
+    assert code == 0 and outcome["status"] == "accepted", outcome
+    data = finished(serve, "agent-1")
+    assert data["output"]["status"] == "done"
+    assert data["output"]["result"] == {"executed": "refund 20 EUR"}
+
+
+@pytest.mark.req("INPUT-019", "INPUT-022")
+def test_two_clients_answer_at_once_one_is_taken(serve: Process) -> None:
+    """(b) two clients answer the same request at once: exactly one answer is taken,
+    the other is rejected with a reason, and both are visible in the history."""
+    cli(
+        "start",
+        "onboarding-wizard",
+        "--input",
+        '{"tenant": "race"}',
+        "--run-id",
+        "ob-race",
+        "--url",
+        serve.url,
+    )
+    waiting_for(serve, "ob-race", "profile")
     results: dict[str, tuple[int, Any]] = {}
 
-    def answer(sub_id: str, value: str) -> None:
+    def answer(sub_id: str, name: str) -> None:
+        value = json.dumps({"name": name, "email": f"{name}@example.com"})
         results[sub_id] = cli(
             "submit",
-            "agent-1",
-            "confirm",
+            "ob-race",
+            "profile",
             "--value",
             value,
             "--submission-id",
@@ -159,8 +191,8 @@ def test_agent_step_waits_for_a_human_and_two_answers_race(serve: Process) -> No
         )
 
     threads = [
-        threading.Thread(target=answer, args=("tab-a", '{"confirm": true}')),
-        threading.Thread(target=answer, args=("tab-b", '{"confirm": false}')),
+        threading.Thread(target=answer, args=("tab-a", "ana")),
+        threading.Thread(target=answer, args=("tab-b", "bo")),
     ]
     for thread in threads:
         thread.start()
@@ -168,14 +200,15 @@ def test_agent_step_waits_for_a_human_and_two_answers_race(serve: Process) -> No
         thread.join(30)
     statuses = sorted(r[1]["status"] for r in results.values())
     assert statuses == ["accepted", "rejected"], results
-    loser = next(r[1] for r in results.values() if r[1]["status"] == "rejected")
-    assert loser["reason"] == "already-answered" and loser["message"]
-    data = finished(serve, "agent-1")
-    events = [(e["event"], e["key"]) for e in data["events"]]
-    assert ("input-received", "confirm") in events
-    assert any(ev == "input-rejected" and key in ("tab-a", "tab-b") for ev, key in events)
+    loser = next(r for r in results.values() if r[1]["status"] == "rejected")
+    assert loser[0] == 1 and loser[1]["reason"] == "already-answered" and loser[1]["message"]
     winner = next(k for k, r in results.items() if r[1]["status"] == "accepted")
-    assert data["output"]["status"] == ("done" if winner == "tab-a" else "rejected")
+    items, _ = read_history(ns(serve), "ob-race")
+    received = [m for m in items if m["type"] == "input" and m["value"]["status"] == "received"]
+    assert [m["value"]["submission_id"] for m in received] == [winner]
+    rejected = [m["key"] for m in items if m["type"] == "submission"]
+    assert rejected == [({"tab-a", "tab-b"} - {winner}).pop()]
+    cli("cancel", "ob-race", "--url", serve.url)
 
 
 def test_onboarding_wizard_takes_early_answers(serve: Process) -> None:
