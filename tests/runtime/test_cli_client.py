@@ -1,5 +1,5 @@
 """``dwf start/submit/cancel/inspect`` as clients: they append to the index and to
-inboxes and read histories, never write one (MODEL-006)."""
+inboxes and read histories, never write one (SEC-001)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_url_from_environment_and_server_base(
         assert client.stream(f"{server.stream_base}/workflows/index").read().items
 
 
-@pytest.mark.req("INPUT-008", "INPUT-011", "INPUT-040", "CANCEL-001")
+@pytest.mark.req("EVT-090", "INPUT-011", "INPUT-040", "EVT-093")
 def test_submit_and_cancel_append_to_the_inbox_and_a_closed_inbox_refuses(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -148,7 +148,7 @@ def test_a_retry_of_a_landed_append_is_deduplicated(server: Server) -> None:
     assert first["stream-seq"] == "0000000000000000"
 
 
-@pytest.mark.req("MODEL-032", "MODEL-033", "MODEL-034", "FENCE-021", "INPUT-040")
+@pytest.mark.req("MODEL-032", "MODEL-033", "MODEL-034", "INPUT-040")
 def test_ending_closes_inbox_then_history_with_the_rejections(server: Server) -> None:
     ns = namespace(server)
     seen: list[list[Any]] = []

@@ -1,7 +1,7 @@
 """Client commands of ``dwf``: start, submit, cancel, inspect.
 
 They act like any client of the protocol: they append to the run index or to a
-run's inbox and read histories; they never write a history (MODEL-006, SEC-001).
+run's inbox and read histories; they never write a history (SEC-001, SEC-001).
 Exit codes: 0 done, 1 refused (or the run is not there), 2 usage or connection error.
 """
 
@@ -165,7 +165,7 @@ def submit(
         try:
             _append_to_inbox(client, ns, run_id, message)
         except StreamClosed:
-            # INPUT-040 / MODEL-036: the final refusal; never retried.
+            # INPUT-040 / INPUT-040: the final refusal; never retried.
             data |= {"status": "refused", "reason": "run-finished"}
             _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
             return EXIT_REFUSED

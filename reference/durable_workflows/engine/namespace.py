@@ -31,7 +31,7 @@ __all__ = [
 DEFAULT_NAMESPACE = "workflows"
 #: Where Durable Streams servers (ours and the Node one) put streams.
 STREAM_ROOT_PATH = "/v1/stream"
-#: MODEL-012; also the pattern of submission and cancel ids (INPUT-014).
+#: EVT-014; also the pattern of submission and cancel ids (INPUT-014).
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -105,7 +105,7 @@ class Namespace:
 def _check_run_id(run_id: str) -> None:
     # SEC-006: a run id becomes a URL segment; never build a URL from anything else.
     if not is_run_id(run_id):
-        raise ValueError(f"{run_id!r} is not a valid run id (MODEL-012)")
+        raise ValueError(f"{run_id!r} is not a valid run id (EVT-014)")
 
 
 def strip_read_annotations(items: list[Any]) -> list[Any]:
@@ -169,10 +169,10 @@ class NamespaceIO:
         await self.index().create_json()  # MODEL-011
 
     async def ensure_inbox(self, run_id: str) -> None:
-        await self.inbox(run_id).create_json()  # MODEL-008
+        await self.inbox(run_id).create_json()  # MODEL-016
 
     async def create_history(self, run_id: str) -> None:
-        await self.history(run_id).create_json()  # MODEL-005, FENCE-001
+        await self.history(run_id).create_json()  # FENCE-001
 
     async def read_history(self, run_id: str) -> ReadResult | None:
         """The whole history (to its tail, FENCE-003), or None when it does not exist."""

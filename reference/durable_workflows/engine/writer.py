@@ -121,7 +121,7 @@ class FencedWriter:
                 return
 
     async def close_history(self) -> None:
-        """Close-only POST on the history: no Stream-Seq, no producer headers (FENCE-021)."""
+        """Close-only POST on the history: no Stream-Seq, no producer headers (MODEL-034)."""
         async with self._lock:
             self._check()
             await _with_retries(self.history.close, self.max_attempts, self.retry_delay)
@@ -160,7 +160,7 @@ async def finish_run(
     inbox: AsyncStream,
     rejections: Callable[[list[Any]], Sequence[dict[str, Any]]],
 ) -> None:
-    """The ending protocol (MODEL-032..034, FENCE-020..022), once the terminal run
+    """The ending protocol (MODEL-032..034, MODEL-032..035), once the terminal run
     event is acknowledged: close the inbox, read it to its final offset, append the
     rejections ``rejections(inbox_messages)`` with ``Stream-Closed: true`` (or close
     the history with a close-only POST when there are none).
@@ -173,8 +173,8 @@ async def finish_run(
     try:
         await _with_retries(inbox.close, writer.max_attempts, writer.retry_delay)
     except StreamNotFound:
-        # The engine creates the inbox before run-started (MODEL-008); if it is gone
-        # anyway, recreate it so that late clients get a clear 409 (FENCE-002).
+        # The engine creates the inbox before run-started (MODEL-016); if it is gone
+        # anyway, recreate it so that late clients get a clear 409 (MODEL-004).
         await inbox.create_json()
         await _with_retries(inbox.close, writer.max_attempts, writer.retry_delay)
     final = await read_to_final_offset(inbox)
