@@ -141,6 +141,7 @@ def final(ns: str, run_id: str, seconds: float = 15) -> tuple[dict[str, Any], li
     return run, events
 
 
+@pytest.mark.req("EVT-097")
 def test_steps_complete_with_one_append_per_step(served: str) -> None:
     run_id = start(served, "steps", {"a": 20})
     run, events = final(served, run_id)

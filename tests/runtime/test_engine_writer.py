@@ -221,3 +221,18 @@ def test_url_option_takes_a_namespace_or_a_server_base() -> None:
     assert resolve_namespace_url(base + "/v1/stream/tenant-a") == f"{base}/v1/stream/tenant-a"
     with pytest.raises(ValueError):
         resolve_namespace_url("ftp://x")
+
+
+@pytest.mark.req("EVT-097")
+def test_read_annotations_are_removed_before_validation() -> None:
+    from durable_workflows.engine.namespace import first_requests, strip_read_annotations
+
+    request = {
+        "type": "start",
+        "key": "r-1",
+        "value": {"run_id": "r-1", "workflow": "wf", "input": None},
+        "headers": {"operation": "insert", "offset": "0000000000000000_0000000000000153"},
+    }
+    assert strip_read_annotations([request])[0]["headers"] == {"operation": "insert"}
+    assert request["headers"]["offset"]  # the input is not modified
+    assert list(first_requests([request])) == ["r-1"]
