@@ -2,8 +2,8 @@
 
 ``_core``, ``_sse``, ``_live`` and ``_producer`` build requests and interpret
 responses without touching the network; ``_sync`` and ``_async`` only carry the
-requests over httpx. The public names are re-exported by
-:mod:`durable_workflows.streams`.
+requests over httpx, with what they share in ``_http``. The public names are
+re-exported by :mod:`durable_workflows.streams`.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping
-from datetime import datetime
+from contextlib import aclosing
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import httpx
 
@@ -14,6 +14,8 @@ from ..errors import StreamNetworkError
 from ._core import (
     OFFSET_START,
     AppendResult,
+    Appends,
+    CreateOptions,
     CreateResult,
     LiveMode,
     Op,
@@ -21,13 +23,22 @@ from ._core import (
     Request,
     Response,
     Sleep,
-    StreamCore,
     StreamInfo,
+    check_options,
     join_url,
+)
+from ._http import (
+    DEFAULT_LIVE_TIMEOUT,
+    DEFAULT_TIMEOUT,
+    HTTPClient,
+    ProducerHandle,
+    ProducerOptions,
+    StreamHandle,
+    no_response,
+    to_response,
 )
 from ._live import LiveReader
 from ._producer import ProducerCore
-from ._sync import DEFAULT_LIVE_TIMEOUT, DEFAULT_TIMEOUT, network_error, to_response
 
 __all__ = ["AsyncIdempotentProducer", "AsyncStream", "AsyncStreamClient"]
 
@@ -56,7 +67,7 @@ async def run_async(op: Op[T], client: AsyncStreamClient) -> T:
         op.close()
 
 
-class AsyncStreamClient:
+class AsyncStreamClient(HTTPClient[httpx.AsyncClient]):
     """The asyncio twin of :class:`~durable_workflows.streams.StreamClient`."""
 
     def __init__(
@@ -68,12 +79,14 @@ class AsyncStreamClient:
         live_timeout: float = DEFAULT_LIVE_TIMEOUT,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.base_url = base_url
-        self._timeout = httpx.Timeout(timeout)
-        self._live_timeout = httpx.Timeout(timeout, read=live_timeout)
-        self._owned = http is None
-        self._http = http if http is not None else httpx.AsyncClient()
-        self._headers = dict(headers or {})
+        super().__init__(
+            base_url,
+            http if http is not None else httpx.AsyncClient(),
+            owned=http is None,
+            headers=headers,
+            timeout=timeout,
+            live_timeout=live_timeout,
+        )
 
     def stream(self, path: str, *, content_type: str | None = None) -> AsyncStream:
         """A handle on the stream at ``path`` (relative to ``base_url``, or a full URL)."""
@@ -96,218 +109,60 @@ class AsyncStreamClient:
 
     # -- transport
 
-    def _build(self, request: Request) -> httpx.Request:
-        return self._http.build_request(
-            request.method,
-            request.url,
-            headers={**self._headers, **request.headers},
-            content=request.content or None,
-            timeout=self._live_timeout if request.live else self._timeout,
-        )
-
     async def _send(self, request: Request) -> Response:
-        try:
+        with no_response(request):
             response = await self._http.send(self._build(request))
-        except httpx.TransportError as exc:
-            raise network_error(request, exc) from exc
         return to_response(response, response.content)
 
     async def _run(self, op: Op[T]) -> T:
         return await run_async(op, self)
 
     async def _follow(self, reader: LiveReader) -> AsyncGenerator[ReadResult, None]:
-        while True:
-            step = reader.next_step()
-            if step is None:
-                return
+        while (step := reader.next_step()) is not None:
             if isinstance(step, Sleep):
                 await asyncio.sleep(step.seconds)
                 continue
             try:
-                if not step.streaming:
+                if step.streaming:
+                    async with aclosing(self._read_sse(reader, step)) as results:
+                        async for result in results:
+                            yield result
+                else:
                     for result in reader.on_response(await self._send(step)):
                         yield result
-                    continue
-                async with self._http.stream(
-                    step.method,
-                    step.url,
-                    headers={**self._headers, **step.headers},
-                    timeout=self._live_timeout,
-                ) as response:
-                    if response.status_code != 200:
-                        body = await response.aread()
-                        for result in reader.on_response(to_response(response, body)):
-                            yield result
-                        continue
-                    reader.on_stream_open(to_response(response))
-                    async for chunk in response.aiter_bytes():
-                        for result in reader.feed(chunk):
-                            yield result
-                        if reader.done:
-                            break
-                for result in reader.on_stream_end():
-                    yield result
             except StreamNetworkError as exc:
                 reader.on_network_error(exc)
-            except httpx.TransportError as exc:  # while reading an SSE body
-                reader.on_network_error(network_error(step, exc))
 
-
-class AsyncStream:
-    """The asyncio twin of :class:`~durable_workflows.streams.Stream`."""
-
-    def __init__(self, client: AsyncStreamClient, url: str, *, content_type: str | None = None):
-        self.client = client
-        self._core = StreamCore(url, content_type=content_type)
-
-    @property
-    def url(self) -> str:
-        return self._core.url
-
-    @property
-    def content_type(self) -> str | None:
-        return self._core.content_type
-
-    def __repr__(self) -> str:
-        return f"AsyncStream({self.url!r})"
-
-    async def create(
-        self,
-        content_type: str | None = None,
-        *,
-        data: bytes | None = None,
-        ttl: int | None = None,
-        expires_at: str | datetime | None = None,
-        closed: bool = False,
-        forked_from: str | None = None,
-        fork_offset: str | None = None,
-        fork_sub_offset: int | None = None,
-    ) -> CreateResult:
-        return await self.client._run(
-            self._core.create(
-                content_type,
-                data=data,
-                ttl=ttl,
-                expires_at=expires_at,
-                closed=closed,
-                forked_from=forked_from,
-                fork_offset=fork_offset,
-                fork_sub_offset=fork_sub_offset,
-            )
-        )
-
-    async def create_json(
-        self,
-        messages: Iterable[Any] | None = None,
-        *,
-        ttl: int | None = None,
-        expires_at: str | datetime | None = None,
-        closed: bool = False,
-        forked_from: str | None = None,
-        fork_offset: str | None = None,
-        fork_sub_offset: int | None = None,
-    ) -> CreateResult:
-        return await self.client._run(
-            self._core.create_json(
-                messages,
-                ttl=ttl,
-                expires_at=expires_at,
-                closed=closed,
-                forked_from=forked_from,
-                fork_offset=fork_offset,
-                fork_sub_offset=fork_sub_offset,
-            )
-        )
-
-    async def head(self) -> StreamInfo:
-        return await self.client._run(self._core.head())
-
-    async def delete(self) -> None:
-        await self.client._run(self._core.delete())
-
-    async def append(
-        self,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        seq: str | None = None,
-        close: bool = False,
-    ) -> AppendResult:
-        return await self.client._run(
-            self._core.append(data, content_type=content_type, seq=seq, close=close)
-        )
-
-    async def append_json(
-        self, message: Any, *, seq: str | None = None, close: bool = False
-    ) -> AppendResult:
-        return await self.client._run(self._core.append_json(message, seq=seq, close=close))
-
-    async def append_json_batch(
-        self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
-    ) -> AppendResult:
-        return await self.client._run(self._core.append_json_batch(messages, seq=seq, close=close))
-
-    async def close(self) -> AppendResult:
-        return await self.client._run(self._core.close())
-
-    async def read(self, offset: str = OFFSET_START) -> ReadResult:
-        return await self.client._run(self._core.read(offset))
-
-    def follow(
-        self, offset: str = OFFSET_START, *, live: LiveMode = "long-poll", max_failures: int = 5
+    async def _read_sse(
+        self, reader: LiveReader, request: Request
     ) -> AsyncGenerator[ReadResult, None]:
-        """Live read as an async iterator; close it (``contextlib.aclosing``) when
-        breaking out early."""
-        return self.client._follow(LiveReader(self._core, offset, live, max_failures=max_failures))
-
-    def producer(
-        self,
-        producer_id: str,
-        *,
-        epoch: int = 0,
-        seq: int = 0,
-        auto_claim: bool = False,
-        max_retries: int = 3,
-    ) -> AsyncIdempotentProducer:
-        return AsyncIdempotentProducer(
-            self,
-            ProducerCore(
-                self._core,
-                producer_id,
-                epoch=epoch,
-                seq=seq,
-                auto_claim=auto_claim,
-                max_retries=max_retries,
-            ),
-        )
+        with no_response(request):
+            response = await self._http.send(self._build(request), stream=True)
+            try:
+                if response.status_code != 200:
+                    for result in reader.on_response(to_response(response, await response.aread())):
+                        yield result
+                    return
+                reader.on_stream_open(to_response(response))
+                async for chunk in response.aiter_bytes():
+                    for result in reader.feed(chunk):
+                        yield result
+                    if reader.done:
+                        break
+            finally:
+                await response.aclose()
+        for result in reader.on_stream_end():
+            yield result
 
 
-class AsyncIdempotentProducer:
-    """The asyncio twin of :class:`~durable_workflows.streams.IdempotentProducer`."""
+class _AsyncAppends:
+    """The asyncio twin of the sync appends of a stream or a producer."""
 
-    def __init__(self, stream: AsyncStream, core: ProducerCore) -> None:
-        self.stream = stream
-        self._core = core
-        self._lock = asyncio.Lock()
+    def _appends(self) -> Appends:
+        raise NotImplementedError
 
     async def _run(self, op: Op[T]) -> T:
-        async with self._lock:  # one request in flight keeps Producer-Seq in order
-            return await self.stream.client._run(op)
-
-    @property
-    def producer_id(self) -> str:
-        return self._core.producer_id
-
-    @property
-    def epoch(self) -> int:
-        return self._core.epoch
-
-    @property
-    def seq(self) -> int:
-        return self._core.seq
-
-    def bump_epoch(self) -> int:
-        return self._core.bump_epoch()
+        raise NotImplementedError
 
     async def append(
         self,
@@ -318,18 +173,79 @@ class AsyncIdempotentProducer:
         close: bool = False,
     ) -> AppendResult:
         return await self._run(
-            self._core.append(data, content_type=content_type, seq=seq, close=close)
+            self._appends().append(data, content_type=content_type, seq=seq, close=close)
         )
 
     async def append_json(
         self, message: Any, *, seq: str | None = None, close: bool = False
     ) -> AppendResult:
-        return await self._run(self._core.append_json(message, seq=seq, close=close))
+        return await self._run(self._appends().append_json(message, seq=seq, close=close))
 
     async def append_json_batch(
         self, messages: Iterable[Any], *, seq: str | None = None, close: bool = False
     ) -> AppendResult:
-        return await self._run(self._core.append_json_batch(messages, seq=seq, close=close))
+        return await self._run(self._appends().append_json_batch(messages, seq=seq, close=close))
 
     async def close(self) -> AppendResult:
-        return await self._run(self._core.close())
+        return await self._run(self._appends().close())
+
+
+class AsyncStream(StreamHandle[AsyncStreamClient], _AsyncAppends):
+    """The asyncio twin of :class:`~durable_workflows.streams.Stream`."""
+
+    def _appends(self) -> Appends:
+        return self._core
+
+    async def _run(self, op: Op[T]) -> T:
+        return await self.client._run(op)
+
+    async def create(
+        self,
+        content_type: str | None = None,
+        *,
+        data: bytes | None = None,
+        **options: Unpack[CreateOptions],
+    ) -> CreateResult:
+        return await self._run(self._core.create(content_type, data=data, **options))
+
+    async def create_json(
+        self, messages: Iterable[Any] | None = None, **options: Unpack[CreateOptions]
+    ) -> CreateResult:
+        return await self._run(self._core.create_json(messages, **options))
+
+    async def head(self) -> StreamInfo:
+        return await self._run(self._core.head())
+
+    async def delete(self) -> None:
+        await self._run(self._core.delete())
+
+    async def read(self, offset: str = OFFSET_START) -> ReadResult:
+        return await self._run(self._core.read(offset))
+
+    def follow(
+        self, offset: str = OFFSET_START, *, live: LiveMode = "long-poll", max_failures: int = 5
+    ) -> AsyncGenerator[ReadResult, None]:
+        """Live read as an async iterator; close it (``contextlib.aclosing``) when
+        breaking out early."""
+        return self.client._follow(LiveReader(self._core, offset, live, max_failures=max_failures))
+
+    def producer(
+        self, producer_id: str, **options: Unpack[ProducerOptions]
+    ) -> AsyncIdempotentProducer:
+        check_options(ProducerOptions, options, "producer")
+        return AsyncIdempotentProducer(self, ProducerCore(self._core, producer_id, **options))
+
+
+class AsyncIdempotentProducer(ProducerHandle[AsyncStream], _AsyncAppends):
+    """The asyncio twin of :class:`~durable_workflows.streams.IdempotentProducer`."""
+
+    def __init__(self, stream: AsyncStream, core: ProducerCore) -> None:
+        super().__init__(stream, core)
+        self._lock = asyncio.Lock()
+
+    def _appends(self) -> Appends:
+        return self._core
+
+    async def _run(self, op: Op[T]) -> T:
+        async with self._lock:  # one request in flight keeps Producer-Seq in order
+            return await self.stream.client._run(op)
