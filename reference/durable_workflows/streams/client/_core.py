@@ -355,6 +355,13 @@ class CreateOptions(TypedDict, total=False):
     fork_sub_offset: int | None
 
 
+def check_options(kind: type[Any], options: Mapping[str, object], where: str) -> None:
+    """Reject a keyword ``kind`` (a TypedDict) does not name, as a Python signature would."""
+    for name in options:
+        if name not in kind.__annotations__:
+            raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")
+
+
 def build_create(
     url: str,
     *,
@@ -362,6 +369,7 @@ def build_create(
     body: bytes | None = None,
     **options: Unpack[CreateOptions],
 ) -> Request:
+    check_options(CreateOptions, options, "create")
     ttl = options.get("ttl")
     expires_at = options.get("expires_at")
     forked_from = options.get("forked_from")
@@ -439,7 +447,7 @@ def build_read(
 # --------------------------------------------------------------------------- parsers
 
 
-def _int_header(response: Response, name: str) -> int | None:
+def int_header(response: Response, name: str) -> int | None:
     value = response.header(name)
     if value is None:
         return None
@@ -473,8 +481,8 @@ def parse_append(request: Request, response: Response) -> AppendResult:
         next_offset=response.header(p.STREAM_NEXT_OFFSET),
         closed=p.is_true(response.header(p.STREAM_CLOSED)),
         duplicate=producer and response.status == 204 and bool(request.content),
-        producer_epoch=_int_header(response, p.PRODUCER_EPOCH),
-        producer_seq=_int_header(response, p.PRODUCER_SEQ),
+        producer_epoch=int_header(response, p.PRODUCER_EPOCH),
+        producer_seq=int_header(response, p.PRODUCER_SEQ),
     )
 
 
@@ -589,7 +597,7 @@ def error_from_response(
     if status == 400:
         return BadRequest("the server rejected the request as malformed", **common)
     if status == 403:
-        current = _int_header(response, p.PRODUCER_EPOCH)
+        current = int_header(response, p.PRODUCER_EPOCH)
         if producer_id is not None and current is not None:
             sent = int(request.headers["Producer-Epoch"])
             return ProducerFenced(
@@ -637,9 +645,9 @@ def _conflict(
         return StreamClosed(
             f"the stream is closed{where}; it accepts no more appends", final_offset=final, **common
         )
-    expected = _int_header(response, p.PRODUCER_EXPECTED_SEQ)
+    expected = int_header(response, p.PRODUCER_EXPECTED_SEQ)
     if expected is not None or response.header(p.PRODUCER_RECEIVED_SEQ) is not None:
-        received = _int_header(response, p.PRODUCER_RECEIVED_SEQ)
+        received = int_header(response, p.PRODUCER_RECEIVED_SEQ)
         return ProducerSequenceGap(
             f"producer {request.headers.get('Producer-Id')!r} sent Producer-Seq {received}, "
             f"the server expected {expected}",
@@ -695,10 +703,19 @@ def fail(request: Request, response: Response) -> Generator[Step, Response | Non
 
 
 class Appends:
-    """The appends built on an ``append`` op: JSON messages and close-only.
+    """The append ops: raw bytes, JSON messages and close-only.
 
-    Shared by :class:`StreamCore` and the producer core, whose ``append`` differ.
+    Shared by :class:`StreamCore` and the producer core, which send the POST
+    (``_append``) each their own way.
     """
+
+    def _stream_core(self) -> StreamCore:
+        raise NotImplementedError
+
+    def _append(
+        self, data: bytes, content_type: str | None, seq: str | None, close: bool
+    ) -> Op[AppendResult]:
+        raise NotImplementedError
 
     def append(
         self,
@@ -708,7 +725,11 @@ class Appends:
         seq: str | None = None,
         close: bool = False,
     ) -> Op[AppendResult]:
-        raise NotImplementedError
+        """Append ``data`` (optionally with ``Stream-Seq`` = ``seq``, optionally closing);
+        ``content_type`` defaults to the stream's, looked up once if unknown."""
+        if data and content_type is None:
+            content_type = yield from self._stream_core().known_content_type()
+        return (yield from self._append(data, content_type, seq, close))
 
     def append_json(
         self, message: Any, *, seq: str | None = None, close: bool = False
@@ -790,16 +811,12 @@ class StreamCore(Appends):
             )
         return self.content_type
 
-    def append(
-        self,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        seq: str | None = None,
-        close: bool = False,
+    def _stream_core(self) -> StreamCore:
+        return self
+
+    def _append(
+        self, data: bytes, content_type: str | None, seq: str | None, close: bool
     ) -> Op[AppendResult]:
-        if data and content_type is None:
-            content_type = yield from self.known_content_type()
         request = build_append(self.url, data, content_type=content_type, seq=seq, close=close)
         response = yield from send(request)
         if response.status not in (200, 204):

@@ -26,6 +26,7 @@ from ._core import (
     StreamCore,
     build_append,
     fail,
+    int_header,
     parse_append,
 )
 
@@ -63,17 +64,12 @@ class ProducerCore(Appends):
         self.seq = 0
         return self.epoch
 
-    def append(
-        self,
-        data: bytes,
-        *,
-        content_type: str | None = None,
-        seq: str | None = None,
-        close: bool = False,
+    def _stream_core(self) -> StreamCore:
+        return self.stream
+
+    def _append(
+        self, data: bytes, content_type: str | None, seq: str | None, close: bool
     ) -> Op[AppendResult]:
-        """Append ``data`` (optionally with ``Stream-Seq`` = ``seq``, optionally closing)."""
-        if data and content_type is None:
-            content_type = yield from self.stream.known_content_type()
         retries = Retries(self.max_retries, base=self.retry_base_delay)
         claimed = False
         while True:
@@ -91,8 +87,7 @@ class ProducerCore(Appends):
             if response.status in (200, 204):
                 self.seq = headers.seq + 1
                 return parse_append(request, response)
-            current = response.header(p.PRODUCER_EPOCH)
-            server_epoch = p.parse_producer_int(current.strip()) if current else None
+            server_epoch = int_header(response, p.PRODUCER_EPOCH)
             if (
                 response.status == 403
                 and self.auto_claim
