@@ -22,10 +22,10 @@ peers/node_modules/.package-lock.json: peers/package.json peers/package-lock.jso
 	# binaries out of it. install --no-save follows the lock and never rewrites it.
 	cd peers && npm install --no-save --no-audit --no-fund --loglevel=error
 
-# Until the workflow runtime lands, the main job validates every example event
-# against the schemas.
+# The main job: embedded Durable Streams server (SQLite in .dwf/), worker, wake
+# handler and the example workflows, all on http://127.0.0.1:4437.
 run: install
-	$(BIN)/dwf validate schemas/v1/examples/*/valid/*.json
+	$(BIN)/dwf serve --data .dwf
 
 lint: install
 	$(BIN)/ruff check .

@@ -26,13 +26,29 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_streams_serve(args: argparse.Namespace) -> int:
     from .streams.serve import run_server
+    from .streams.server import DEFAULT_MAX_BODY_BYTES
 
     return run_server(
         host=args.host,
         port=args.port,
         data_dir=None if args.memory else args.data,
         long_poll_timeout=args.long_poll_timeout,
+        max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
     )
+
+
+def _run_conformance(argv: Sequence[str]) -> int:
+    """``dwf conformance ...`` hands its arguments to the suite's own runner."""
+    try:
+        from durable_workflows_conformance.cli import main as conformance_main
+    except ImportError as exc:  # the suite's test dependencies are an extra
+        print(
+            f"dwf conformance needs the conformance extra ({exc.name} is missing): "
+            "pip install 'durable-workflows[conformance]'",
+            file=sys.stderr,
+        )
+        return 2
+    return conformance_main(list(argv))
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -160,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a long-poll read waits for data",
     )
+    sserve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="largest request body accepted, 413 above it (default 8 MiB)",
+    )
     sserve.set_defaults(handler=_cmd_streams_serve)
 
     serve = commands.add_parser("serve", help="streams server, wake handler and worker on one port")
@@ -237,11 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--workflow", required=True, metavar="MODULE:FUNCTION")
     replay.add_argument("--json", action="store_true", help="print a JSON report")
     replay.set_defaults(handler=_cmd_replay)
+
+    # Listed for --help only: main() hands everything after the word to the suite's runner.
+    commands.add_parser(
+        "conformance",
+        help="run the conformance suite against an engine (see dwf conformance --help)",
+        add_help=False,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["conformance"]:
+        return _run_conformance(arguments[1:])
+    args = build_parser().parse_args(arguments)
     handler = args.handler
     result: int = handler(args)
     return result

@@ -82,11 +82,9 @@ def _command(
     storage = ["--memory"] if data_dir is None else ["--data", os.fspath(data_dir)]
     options = ["--host", "127.0.0.1", "--port", "0", *storage]
     options += ["--long-poll-timeout", str(long_poll_timeout)]
-    if max_body_bytes is None:
-        return [sys.executable, "-m", "durable_workflows.cli", "streams", "serve", *options]
-    # `dwf streams serve` has no --max-body-bytes yet; the module entry point has.
-    options += ["--max-body-bytes", str(max_body_bytes)]
-    return [sys.executable, "-m", "durable_workflows.streams.serve", *options]
+    if max_body_bytes is not None:
+        options += ["--max-body-bytes", str(max_body_bytes)]
+    return [sys.executable, "-m", "durable_workflows.cli", "streams", "serve", *options]
 
 
 @contextmanager
