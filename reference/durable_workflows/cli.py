@@ -63,6 +63,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         worker=not args.no_worker,
         long_poll_timeout=args.long_poll_timeout,
         subscription=args.subscribe,
+        conformance=args.conformance,
     )
 
 
@@ -208,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ID",
         help="wake the handler by a __ds/subscriptions webhook with this id",
+    )
+    serve.add_argument(
+        "--conformance",
+        action="store_true",
+        help="also serve the conformance adapter (a test interface: never in production)",
     )
     serve.set_defaults(handler=_cmd_serve)
 

@@ -113,10 +113,17 @@ class ServeApp:
         worker: bool = True,
         long_poll_timeout: float = 30.0,
         subscription: str | None = None,
+        conformance: bool = False,
     ) -> None:
         self.streams = build_app(data_dir, long_poll_timeout=long_poll_timeout)
         self.base_url = base_url
         self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
+        self.adapter: ASGIApp | None = None
+        if conformance:  # a test interface (adapter.md, SEC-017): never in production
+            from ..adapter import ConformanceAdapter
+
+            adapter = ConformanceAdapter(self.namespace_url, registry)
+            self.adapter, registry = adapter, adapter.registry
         self.handler = WakeHandler(
             self.namespace_url, registry, name="handler", subscription_id=subscription
         )
@@ -129,6 +136,8 @@ class ServeApp:
             await self._lifespan(receive, send)
         elif scope["type"] == "http" and scope["path"].startswith(STREAM_ROOT_PATH + "/"):
             await self.streams(scope, receive, send)
+        elif scope["type"] == "http" and self.adapter and scope["path"].startswith("/conformance/"):
+            await self.adapter(scope, receive, send)
         elif scope["type"] == "http":
             await self.handler(scope, receive, send)
 
@@ -173,6 +182,7 @@ def run_serve(
     worker: bool = True,
     long_poll_timeout: float = 30.0,
     subscription: str | None = None,
+    conformance: bool = False,
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening."""
     import uvicorn
@@ -203,7 +213,17 @@ def run_serve(
         worker=worker,
         long_poll_timeout=long_poll_timeout,
         subscription=subscription,
+        conformance=conformance,
     )
+    if conformance:
+        print(
+            "WARNING: dwf serve --conformance exposes the conformance adapter under "
+            f"{base_url}/conformance/v1/: anyone who reaches it can register and run code "
+            "paths of their choosing. It is a test interface and must NEVER be reachable "
+            "in production.",
+            file=sys.stderr,
+            flush=True,
+        )
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
     names = ", ".join(registry.names()) or "none"
     print(
