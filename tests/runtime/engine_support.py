@@ -22,6 +22,27 @@ from tests.support.node_server import node_server
 
 SERVER_KINDS = ["embedded", "node"]
 
+#: The file (named by this environment variable) where step bodies log each execution.
+BODY_LOG_ENV = "DWF_TEST_BODY_LOG"
+
+
+def log_body_run(i: int, pause: float) -> dict[str, Any]:
+    """A step body that leaves a trace outside the process (an O_APPEND line) before it
+    returns, so a test counts executions a SIGKILL cannot erase."""
+    from durable_workflows.core import current_step
+
+    info = current_step()
+    assert info is not None
+    token = uuid.uuid4().hex
+    time.sleep(pause)
+    line = {"run": info.run_id, "key": info.key, "token": token, "pid": os.getpid()}
+    fd = os.open(os.environ[BODY_LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(line) + "\n").encode())
+    finally:
+        os.close(fd)
+    return {"i": i, "token": token, "pid": os.getpid()}
+
 
 class Server(Protocol):
     @property

@@ -12,7 +12,6 @@ before it returns, so executions are counted outside the killed process.
 from __future__ import annotations
 
 import json
-import os
 import random
 import threading
 import time
@@ -24,31 +23,30 @@ from typing import Any
 
 import pytest
 
-from durable_workflows.core import Context, current_step, workflow
+from durable_workflows.core import Context, workflow
 from durable_workflows.schemas import identify
 from durable_workflows.streams import StreamClient
 from tests.support.embedded_server import EmbeddedServer, embedded_server
 
-from .engine_support import Process, pending_inputs, read_history, spawn, submission, wait_until
+from .engine_support import (
+    BODY_LOG_ENV,
+    Process,
+    log_body_run,
+    pending_inputs,
+    read_history,
+    spawn,
+    submission,
+    wait_until,
+)
 
-LOG_ENV = "DWF_TEST_BODY_LOG"
+LOG_ENV = BODY_LOG_ENV
 STEPS = 50
 KILLS = 22
 
 
 def logged_body(i: int) -> dict[str, Any]:
     """A step body that leaves a trace outside the process before it returns."""
-    info = current_step()
-    assert info is not None
-    token = uuid.uuid4().hex
-    time.sleep(0.04)
-    line = {"run": info.run_id, "key": info.key, "token": token, "pid": os.getpid()}
-    fd = os.open(os.environ[LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(line) + "\n").encode())
-    finally:
-        os.close(fd)
-    return {"i": i, "token": token, "pid": os.getpid()}
+    return log_body_run(i, 0.04)
 
 
 @workflow("crash-50")

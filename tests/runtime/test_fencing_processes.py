@@ -11,8 +11,6 @@ recorded it (its result carries that process's pid and a token the body logged).
 from __future__ import annotations
 
 import json
-import os
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,30 +18,20 @@ from typing import Any
 
 import pytest
 
-from durable_workflows.core import Context, current_step, replay_check, workflow
+from durable_workflows.core import Context, replay_check, workflow
 from durable_workflows.schemas import identify
 from durable_workflows.streams import StreamClient
 from tests.support.embedded_server import EmbeddedServer, embedded_server
 
-from .engine_support import Process, read_history, spawn, wait_until
+from .engine_support import BODY_LOG_ENV, Process, log_body_run, read_history, spawn, wait_until
 
-LOG_ENV = "DWF_TEST_BODY_LOG"
+LOG_ENV = BODY_LOG_ENV
 RUNS = 4
 STEPS = 12
 
 
 def traced(i: int) -> dict[str, Any]:
-    info = current_step()
-    assert info is not None
-    token = uuid.uuid4().hex
-    time.sleep(0.01)
-    line = {"run": info.run_id, "key": info.key, "token": token, "pid": os.getpid()}
-    fd = os.open(os.environ[LOG_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (json.dumps(line) + "\n").encode())
-    finally:
-        os.close(fd)
-    return {"i": i, "token": token, "pid": os.getpid()}
+    return log_body_run(i, 0.01)
 
 
 @workflow("race")
