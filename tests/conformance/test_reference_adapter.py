@@ -70,3 +70,46 @@ def test_the_quick_suite_passes_against_the_reference_adapter(tmp_path: Path) ->
     assert report["exit_status"] == 0
     assert report["summary"]["MUST"]["failed"] == 0
     assert report["target"]["info"]["features"] == sorted(FEATURES)
+
+
+def _start(served_url: str, run_id: str, workflow: str) -> None:
+    index = f"{served_url}/v1/stream/workflows/index"
+    headers = {"Content-Type": "application/json"}
+    httpx.put(index, headers=headers, timeout=10)
+    request = {
+        "type": "start",
+        "key": run_id,
+        "value": {"run_id": run_id, "workflow": workflow, "input": None},
+        "headers": {"operation": "insert"},
+    }
+    answer = httpx.post(index, content=json.dumps([request]), headers=headers, timeout=10)
+    assert answer.status_code in (200, 204), answer.text
+
+
+@pytest.mark.parametrize("point", ["before-append", "after-append", "in-step-body"])
+def test_a_crash_ends_the_activation_and_a_fresh_one_replays(point: str) -> None:
+    program = {
+        "ops": [
+            {"op": "step", "name": "a", "result": 1, "as": "a"},
+            {"op": "step", "name": "b", "result": 2, "as": "b"},
+        ]
+    }
+    with dwf_serve("--conformance", "--memory") as served:
+        api = f"{served.url}/conformance/v1"
+        assert httpx.put(f"{api}/workflows/two", json={"program": program}).status_code == 204
+        options = {"faults": [{"at": point, "n": 2, "action": "crash"}]}
+        assert httpx.put(f"{api}/runs/r1", json=options).status_code == 204
+        _start(served.url, "r1", "two")
+        report = httpx.post(f"{api}/runs/r1/settle", json={"timeout_ms": 20000}, timeout=30)
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert body["state"] == "finished"
+        assert body["faults_fired"] == [0]
+        assert body["activations"] >= 2
+        history = httpx.get(f"{served.url}/v1/stream/workflows/runs/r1/history?offset=-1").json()
+        assert history[-1]["value"]["status"] == "completed"
+        assert history[-1]["value"]["output"] == {"a": 1, "b": 2}
+        # The armed run cannot be re-armed once its history exists (ADAPT-012).
+        again = httpx.put(f"{api}/runs/r1", json={})
+        assert again.status_code == 400
+        assert again.json()["error"]["code"] == "bad-request"

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -20,14 +20,26 @@ from ..core import WorkflowRegistry
 from ..engine.namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from ..schemas import validator
 from ..streams import AsyncStreamClient, StreamNotFound
+from .faults import FaultPlan, FaultTransport
 from .interpreter import BodyLog, ProgramRegistry
+
+if TYPE_CHECKING:
+    from ..engine.app import WorkerThread
 
 __all__ = ["FEATURES", "PREFIX", "ConformanceAdapter"]
 
 PREFIX = "/conformance/v1/"
 
 #: The optional features this adapter offers (adapter.md, ADAPT-004/006).
-FEATURES = ("cancellation", "parallel", "patches", "records", "step-timeouts")
+FEATURES = (
+    "cancellation",
+    "crash-injection",
+    "parallel",
+    "patches",
+    "records",
+    "restart-injection",
+    "step-timeouts",
+)
 
 #: A settled run is one whose history has not moved for this long (and meets the rest).
 QUIET_SECONDS = 0.3
@@ -66,9 +78,16 @@ class ConformanceAdapter:
 
     def __init__(self, namespace_url: str, base: WorkflowRegistry) -> None:
         self.namespace = Namespace(namespace_url)
-        self.log = BodyLog()
+        self.faults = FaultPlan()
+        self.log = BodyLog(self.faults)
         self.registry = ProgramRegistry(base, self.log, self._known_history)
+        #: The worker's HTTP transport: where the append faults fire.
+        self.transport = FaultTransport(namespace_url, self.faults)
         self._ios: dict[int, NamespaceIO] = {}
+
+    def serve_with(self, worker: WorkerThread) -> None:
+        """The worker that serves the runs: a fault wakes it for a replacement activation."""
+        self.faults.worker = worker
 
     # ------------------------------------------------------------------ stream reads
 
@@ -160,7 +179,7 @@ class ConformanceAdapter:
             "step_runs": counts,
             "bodies": bodies,
             "activations": activations,
-            "faults_fired": [],
+            "faults_fired": self.faults.fired(run_id),
         }
 
     async def settle(self, run_id: str, timeout_ms: int) -> dict[str, Any]:
@@ -222,12 +241,11 @@ class ConformanceAdapter:
             raise AdapterError("bad-request", "; ".join(problems[:3]))
         if await self._io().read_history(run_id) is not None:
             raise AdapterError("bad-request", f"run {run_id} already has a history (ADAPT-012)")
-        if body.get("faults"):
-            raise AdapterError("unsupported", "fault injection is not offered")
         if body.get("always_replay"):
             raise AdapterError("unsupported", "always-replay is not offered")
         if body.get("workers", 1) != 1:
             raise AdapterError("unsupported", "concurrent-workers is not offered")
+        self.faults.arm(run_id, body.get("faults") or [])
         return 204, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

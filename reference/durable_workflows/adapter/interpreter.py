@@ -24,6 +24,7 @@ from ..core import (
     WorkflowRegistry,
     current_step,
 )
+from .faults import FaultPlan
 
 __all__ = ["BodyLog", "ProgramRegistry", "RunLog", "scripted_error"]
 
@@ -58,9 +59,10 @@ class BodyLog:
     """Per-run body executions and activations, shared by the worker thread and the
     adapter's HTTP handlers."""
 
-    def __init__(self) -> None:
+    def __init__(self, faults: FaultPlan | None = None) -> None:
         self.lock = threading.Lock()
         self.runs: dict[str, RunLog] = {}
+        self.faults = faults or FaultPlan()
 
     def run(self, run_id: str) -> RunLog:
         with self.lock:
@@ -164,9 +166,12 @@ class _Interpreter:
             known = await self.known(info.run_id)
             self.log.began(info.run_id, info.key, info.attempt, activation, known)
             try:
+                self.log.faults.occurred(info.run_id, "in-step-body")
                 if info.attempt in hang:
                     await asyncio.Event().wait()  # until cancelled or timed out
-                if info.attempt <= fail_attempts:  # ADAPT-010: by attempt number only
+                failed = info.attempt <= fail_attempts  # ADAPT-010: by attempt number only
+                self.log.faults.occurred(info.run_id, "after-step-body")
+                if failed:
                     raise scripted_error(error)
                 return result
             finally:

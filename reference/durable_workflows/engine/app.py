@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from ..core import WorkflowRegistry
 from ..streams.server import build_app
 from .handler import WakeHandler
@@ -42,9 +44,16 @@ ASGIApp = Callable[..., Awaitable[None]]
 class WorkerThread:
     """A :class:`Worker` on its own thread and event loop."""
 
-    def __init__(self, namespace_url: str, registry: WorkflowRegistry, name: str) -> None:
+    def __init__(
+        self,
+        namespace_url: str,
+        registry: WorkflowRegistry,
+        name: str,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.worker: Worker | None = None
         self._args = (namespace_url, registry, name)
+        self._transport = transport
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -59,7 +68,7 @@ class WorkerThread:
             url, registry, name = self._args
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            self.worker = Worker(url, registry, name=name)
+            self.worker = Worker(url, registry, name=name, transport=self._transport)
             self._started.set()
             await self.worker.run(self._stop)
 
@@ -119,16 +128,21 @@ class ServeApp:
         self.base_url = base_url
         self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
         self.adapter: ASGIApp | None = None
+        transport: httpx.AsyncBaseTransport | None = None
         if conformance:  # a test interface (adapter.md, SEC-017): never in production
             from ..adapter import ConformanceAdapter
 
             adapter = ConformanceAdapter(self.namespace_url, registry)
-            self.adapter, registry = adapter, adapter.registry
+            self.adapter, registry, transport = adapter, adapter.registry, adapter.transport
         self.handler = WakeHandler(
             self.namespace_url, registry, name="handler", subscription_id=subscription
         )
         self._subscribing: asyncio.Future[None] | None = None
-        self.worker = WorkerThread(self.namespace_url, registry, "worker") if worker else None
+        self.worker = (
+            WorkerThread(self.namespace_url, registry, "worker", transport) if worker else None
+        )
+        if conformance and self.worker is not None:
+            adapter.serve_with(self.worker)
         self._streams_lifespan = _Lifespan(self.streams)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

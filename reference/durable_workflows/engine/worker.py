@@ -78,8 +78,10 @@ class Worker:
         concurrency: int = 16,
         clock: Callable[[], datetime] = utc_now,
         headers: dict[str, str] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self._transport = transport
         self.registry = registry
         self.name = name
         self.clock = clock
@@ -100,7 +102,7 @@ class Worker:
         # Idle connections are dropped after 1 s, well before a server's keep-alive
         # timeout (uvicorn: 5 s), so a request never races the server's close.
         limits = httpx.Limits(max_connections=32, keepalive_expiry=1.0)
-        async with httpx.AsyncClient(limits=limits) as http:
+        async with httpx.AsyncClient(limits=limits, transport=self._transport) as http:
             client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
             self._live = LivePool(self._headers)
             self.io = NamespaceIO(self.namespace, client)

@@ -1,0 +1,157 @@
+"""Fault injection for the conformance adapter (adapter.md, ADAPT-012, ADAPT-015/016).
+
+A fault ends the activation at its point by raising :class:`ActivationStopped`, a
+``BaseException`` that no engine code catches: the activation's task unwinds with no
+further request to the run's streams (the runner cancels the bodies still running), its
+in-memory state is dropped, and the adapter wakes the run again at once so that a fresh
+activation replays the history with a new ``Producer-Id``. ``crash`` and ``restart`` end
+the activation the same way: the reference worker's orderly stop also cancels its
+activations where they stand.
+
+Points: ``before-append``/``after-append`` are seen by :class:`FaultTransport`, the HTTP
+transport of the worker's stream client; ``in-step-body``/``after-step-body`` by the
+interpreter's step bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import httpx
+
+if TYPE_CHECKING:
+    from ..engine.app import WorkerThread
+
+__all__ = ["ActivationStopped", "FaultPlan", "FaultTransport"]
+
+#: How long the replacement waits at most for the stopped activation to unwind.
+REVIVE_WAIT_SECONDS = 0.8
+
+
+class ActivationStopped(BaseException):
+    """Raised at a fault's point: the activation ends there."""
+
+
+@dataclass
+class _RunFaults:
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    seen_posts: set[tuple[str, str, str]] = field(default_factory=set)
+    fired: list[int] = field(default_factory=list)
+
+
+class FaultPlan:
+    """Armed faults and their counters, per run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, _RunFaults] = {}
+        self.worker: WorkerThread | None = None
+        self._revivals: set[asyncio.Task[None]] = set()
+
+    def arm(self, run_id: str, faults: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._runs[run_id] = _RunFaults(faults=[dict(f) for f in faults])
+
+    def fired(self, run_id: str) -> list[int]:
+        with self._lock:
+            run = self._runs.get(run_id)
+            return [] if run is None else list(run.fired)
+
+    def occurred(self, run_id: str, point: str, post_key: tuple[str, str] | None = None) -> None:
+        """Count one occurrence of ``point``; raise :class:`ActivationStopped` when a fault
+        armed for it fires."""
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or not run.faults:
+                return
+            if post_key is not None:
+                seen = (point, *post_key)
+                if seen in run.seen_posts:
+                    return  # a retry of the same request is not counted again
+                run.seen_posts.add(seen)
+            n = run.counts[point] = run.counts.get(point, 0) + 1
+            hit = [
+                i
+                for i, f in enumerate(run.faults)
+                if f["at"] == point and f["n"] == n and i not in run.fired
+            ]
+            if not hit:
+                return
+            run.fired.extend(hit)
+        self._revive_later(run_id)
+        raise ActivationStopped(f"fault {hit} at {point} #{n} of run {run_id}")
+
+    def _revive_later(self, run_id: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # pragma: no cover - faults fire on the worker's loop
+            return
+        if loop.get_exception_handler() is not _quiet_stops:
+            loop.set_exception_handler(_quiet_stops)
+        task = loop.create_task(self._revive(run_id))
+        self._revivals.add(task)
+        task.add_done_callback(self._revivals.discard)
+
+    async def _revive(self, run_id: str) -> None:
+        """ADAPT-016: a replacement activation within one second."""
+        worker = self.worker.worker if self.worker is not None else None
+        if worker is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REVIVE_WAIT_SECONDS
+        while loop.time() < deadline:
+            entry = worker.runs.get(run_id)
+            if entry is None or not entry.busy:
+                break
+            await asyncio.sleep(0.005)
+        worker.wake(run_id)
+
+
+def _quiet_stops(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The activation task a fault ended is never awaited: do not report it as an error."""
+    if isinstance(context.get("exception"), ActivationStopped):
+        return
+    loop.default_exception_handler(context)
+
+
+class FaultTransport(httpx.AsyncBaseTransport):
+    """The worker's HTTP transport: sees every ``POST`` to a run's history."""
+
+    def __init__(self, namespace_url: str, plan: FaultPlan) -> None:
+        self._inner = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=32, keepalive_expiry=1.0)
+        )
+        self._root = urlsplit(namespace_url).path.rstrip("/") + "/runs/"
+        self.plan = plan
+
+    def _history_run(self, request: httpx.Request) -> str | None:
+        path = request.url.path
+        if request.method != "POST" or not path.startswith(self._root):
+            return None
+        rest = path[len(self._root) :].split("/")
+        return rest[0] if len(rest) == 2 and rest[1] == "history" else None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        run_id = self._history_run(request)
+        if run_id is None:
+            return await self._inner.handle_async_request(request)
+        producer = request.headers.get("Producer-Id")
+        seq = request.headers.get("Producer-Seq")
+        key = (producer, seq) if producer and seq else ("request", str(id(request)))
+        self.plan.occurred(run_id, "before-append", key)
+        response = await self._inner.handle_async_request(request)
+        if 200 <= response.status_code < 300:
+            try:
+                self.plan.occurred(run_id, "after-append", key)
+            except ActivationStopped:
+                await response.aclose()
+                raise
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
