@@ -113,3 +113,33 @@ def test_a_crash_ends_the_activation_and_a_fresh_one_replays(point: str) -> None
         again = httpx.put(f"{api}/runs/r1", json={})
         assert again.status_code == 400
         assert again.json()["error"]["code"] == "bad-request"
+
+
+def test_always_replay_ends_the_activation_after_each_append() -> None:
+    program = {
+        "ops": [
+            {"op": "step", "name": "a", "result": 1, "as": "a"},
+            {
+                "op": "step",
+                "name": "b",
+                "fail_attempts": 1,
+                "result": 2,
+                "as": "b",
+                "retry": {"initial_interval_ms": 10},
+            },
+        ]
+    }
+    with dwf_serve("--conformance", "--memory") as served:
+        api = f"{served.url}/conformance/v1"
+        assert httpx.put(f"{api}/workflows/two", json={"program": program}).status_code == 204
+        assert httpx.put(f"{api}/runs/r2", json={"always_replay": True}).status_code == 204
+        _start(served.url, "r2", "two")
+        report = httpx.post(f"{api}/runs/r2/settle", json={"timeout_ms": 20000}, timeout=30)
+        assert report.status_code == 200, report.text
+        body = report.json()
+        assert body["state"] == "finished"
+        assert body["step_runs"] == {"a": 1, "b": 2}
+        history = httpx.get(f"{served.url}/v1/stream/workflows/runs/r2/history?offset=-1").json()
+        appends = {m["key"] for m in history if m["type"] == "step"}
+        assert appends == {"a", "b"}
+        assert body["activations"] >= 4  # a fresh activation after every append

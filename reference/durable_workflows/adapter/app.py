@@ -32,6 +32,7 @@ PREFIX = "/conformance/v1/"
 
 #: The optional features this adapter offers (adapter.md, ADAPT-004/006).
 FEATURES = (
+    "always-replay",
     "cancellation",
     "crash-injection",
     "parallel",
@@ -241,11 +242,9 @@ class ConformanceAdapter:
             raise AdapterError("bad-request", "; ".join(problems[:3]))
         if await self._io().read_history(run_id) is not None:
             raise AdapterError("bad-request", f"run {run_id} already has a history (ADAPT-012)")
-        if body.get("always_replay"):
-            raise AdapterError("unsupported", "always-replay is not offered")
         if body.get("workers", 1) != 1:
             raise AdapterError("unsupported", "concurrent-workers is not offered")
-        self.faults.arm(run_id, body.get("faults") or [])
+        self.faults.arm(run_id, body.get("faults") or [], bool(body.get("always_replay")))
         return 204, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

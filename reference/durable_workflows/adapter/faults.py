@@ -10,7 +10,8 @@ activations where they stand.
 
 Points: ``before-append``/``after-append`` are seen by :class:`FaultTransport`, the HTTP
 transport of the worker's stream client; ``in-step-body``/``after-step-body`` by the
-interpreter's step bodies.
+interpreter's step bodies. The ``always_replay`` option (ADAPT-013) uses the same stop
+after every successful history append.
 """
 
 from __future__ import annotations
@@ -52,10 +53,24 @@ class FaultPlan:
         self._runs: dict[str, _RunFaults] = {}
         self.worker: WorkerThread | None = None
         self._revivals: set[asyncio.Task[None]] = set()
+        self._always_replay: set[str] = set()
 
-    def arm(self, run_id: str, faults: list[dict[str, Any]]) -> None:
+    def arm(self, run_id: str, faults: list[dict[str, Any]], always_replay: bool = False) -> None:
         with self._lock:
             self._runs[run_id] = _RunFaults(faults=[dict(f) for f in faults])
+            if always_replay:
+                self._always_replay.add(run_id)
+            else:
+                self._always_replay.discard(run_id)
+
+    def appended(self, run_id: str) -> None:
+        """ADAPT-013: in always-replay mode every append ends the activation; the next
+        one reads the history from its beginning."""
+        with self._lock:
+            if run_id not in self._always_replay:
+                return
+        self._revive_later(run_id)
+        raise ActivationStopped(f"always-replay: run {run_id} appended")
 
     def fired(self, run_id: str) -> list[int]:
         with self._lock:
@@ -148,6 +163,7 @@ class FaultTransport(httpx.AsyncBaseTransport):
         if 200 <= response.status_code < 300:
             try:
                 self.plan.occurred(run_id, "after-append", key)
+                self.plan.appended(run_id)
             except ActivationStopped:
                 await response.aclose()
                 raise
