@@ -17,6 +17,7 @@ after every successful history append.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,9 @@ __all__ = ["ActivationStopped", "FaultPlan", "FaultTransport"]
 
 #: How long the replacement waits at most for the stopped activation to unwind.
 REVIVE_WAIT_SECONDS = 0.8
+
+
+_OUTCOMES = ("completed", "failed", "retrying")
 
 
 class ActivationStopped(BaseException):
@@ -54,6 +58,12 @@ class FaultPlan:
         self.worker: WorkerThread | None = None
         self._revivals: set[asyncio.Task[None]] = set()
         self._always_replay: set[str] = set()
+        #: Per run: step attempts whose body began and whose outcome is not yet appended.
+        self._outstanding: dict[str, set[tuple[str, int]]] = {}
+
+    def body_entered(self, run_id: str, key: str, attempt: int) -> None:
+        with self._lock:
+            self._outstanding.setdefault(run_id, set()).add((key, attempt))
 
     def arm(self, run_id: str, faults: list[dict[str, Any]], always_replay: bool = False) -> None:
         with self._lock:
@@ -63,11 +73,21 @@ class FaultPlan:
             else:
                 self._always_replay.discard(run_id)
 
-    def appended(self, run_id: str) -> None:
+    def appended(self, run_id: str, messages: list[Any]) -> None:
         """ADAPT-013: in always-replay mode every append ends the activation; the next
         one reads the history from its beginning."""
         with self._lock:
-            if run_id not in self._always_replay:
+            outstanding = self._outstanding.setdefault(run_id, set())
+            for m in messages:
+                if not isinstance(m, dict) or m.get("type") != "step":
+                    continue
+                value = m.get("value")
+                if isinstance(value, dict) and value.get("status") in _OUTCOMES:
+                    outstanding.discard((str(m.get("key")), int(value.get("attempt", 0))))
+            if run_id not in self._always_replay or outstanding:
+                # A parallel body began in this activation and its outcome is not durable
+                # yet: ending the activation now would run that body again, which only a
+                # fault may cause. The activation ends after the append that records it.
                 return
         self._revive_later(run_id)
         raise ActivationStopped(f"always-replay: run {run_id} appended")
@@ -134,6 +154,14 @@ def _quiet_stops(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> No
     loop.default_exception_handler(context)
 
 
+def _messages(request: httpx.Request) -> list[Any]:
+    try:
+        body = json.loads(request.content) if request.content else []
+    except ValueError:
+        return []
+    return body if isinstance(body, list) else [body]
+
+
 class FaultTransport(httpx.AsyncBaseTransport):
     """The worker's HTTP transport: sees every ``POST`` to a run's history."""
 
@@ -163,7 +191,7 @@ class FaultTransport(httpx.AsyncBaseTransport):
         if 200 <= response.status_code < 300:
             try:
                 self.plan.occurred(run_id, "after-append", key)
-                self.plan.appended(run_id)
+                self.plan.appended(run_id, _messages(request))
             except ActivationStopped:
                 await response.aclose()
                 raise

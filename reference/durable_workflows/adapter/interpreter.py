@@ -74,10 +74,13 @@ class BodyLog:
             log.activations += 1
             return f"{run_id}/{log.activations}"
 
+    def entered(self, run_id: str) -> None:
+        with self.lock:
+            self.runs.setdefault(run_id, RunLog()).running += 1
+
     def began(self, run_id: str, key: str, attempt: int, activation: str, known: int) -> None:
         with self.lock:
             log = self.runs.setdefault(run_id, RunLog())
-            log.running += 1
             log.bodies.append(
                 {"step": key, "attempt": attempt, "activation": activation, "known_history": known}
             )
@@ -163,9 +166,11 @@ class _Interpreter:
             info = current_step()
             if info is None:  # pragma: no cover - the engine always sets it
                 raise RuntimeError("a step body ran outside a step")
-            known = await self.known(info.run_id)
-            self.log.began(info.run_id, info.key, info.attempt, activation, known)
+            self.log.entered(info.run_id)
+            self.log.faults.body_entered(info.run_id, info.key, info.attempt)
             try:
+                known = await self.known(info.run_id)
+                self.log.began(info.run_id, info.key, info.attempt, activation, known)
                 self.log.faults.occurred(info.run_id, "in-step-body")
                 if info.attempt in hang:
                     await asyncio.Event().wait()  # until cancelled or timed out
