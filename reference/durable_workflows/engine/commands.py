@@ -83,6 +83,27 @@ def _append_to_inbox(client: StreamClient, ns: Namespace, run_id: str, message: 
         inbox.append_json(message)
 
 
+def _send_to_inbox(
+    client: StreamClient,
+    ns: Namespace,
+    run_id: str,
+    message: Any,
+    data: dict[str, Any],
+    out: TextIO | None,
+    as_json: bool,
+) -> bool:
+    """Append ``message`` to the run's inbox and mark ``data`` sent; on a closed inbox
+    report the refusal instead and return False (INPUT-040: final, never retried)."""
+    try:
+        _append_to_inbox(client, ns, run_id, message)
+    except StreamClosed:
+        data |= {"status": "refused", "reason": "run-finished"}
+        _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
+        return False
+    data["status"] = "sent"
+    return True
+
+
 # ------------------------------------------------------------------ start
 
 
@@ -162,14 +183,8 @@ def submit(
     }
     data: dict[str, Any] = {"run_id": run_id, "submission_id": submission_id, "request": request}
     with StreamClient(timeout=10) as client:
-        try:
-            _append_to_inbox(client, ns, run_id, message)
-        except StreamClosed:
-            # INPUT-040 / INPUT-040: the final refusal; never retried.
-            data |= {"status": "refused", "reason": "run-finished"}
-            _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
+        if not _send_to_inbox(client, ns, run_id, message, data, out, as_json):
             return EXIT_REFUSED
-        data["status"] = "sent"
         if wait <= 0:
             _emit(out, as_json, data, f"sent submission {submission_id} for {request}")
             return EXIT_OK
@@ -276,13 +291,8 @@ def cancel(
     }
     data: dict[str, Any] = {"run_id": run_id, "cancel_id": cancel_id}
     with StreamClient(timeout=10) as client:
-        try:
-            _append_to_inbox(client, ns, run_id, message)
-        except StreamClosed:
-            data |= {"status": "refused", "reason": "run-finished"}
-            _emit(out, as_json, data, f"refused: run {run_id} has ended (inbox closed)")
+        if not _send_to_inbox(client, ns, run_id, message, data, out, as_json):
             return EXIT_REFUSED
-        data["status"] = "sent"
         text = f"sent cancel {cancel_id}"
         if wait > 0:
             outcome = _wait_outcome(client, ns, run_id, cancel_id, wait)
