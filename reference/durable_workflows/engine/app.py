@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,12 @@ class WorkerThread:
         registry: WorkflowRegistry,
         name: str,
         transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.worker: Worker | None = None
         self._args = (namespace_url, registry, name)
         self._transport = transport
+        self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._started = threading.Event()
@@ -68,7 +71,8 @@ class WorkerThread:
             url, registry, name = self._args
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            self.worker = Worker(url, registry, name=name, transport=self._transport)
+            options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
+            self.worker = Worker(url, registry, name=name, transport=self._transport, **options)
             self._started.set()
             await self.worker.run(self._stop)
 
@@ -76,6 +80,11 @@ class WorkerThread:
             asyncio.run(main())
         except Exception:
             log.exception("the worker stopped")
+
+    def clock_moved(self) -> None:
+        """Tell the worker that its (virtual) clock jumped: re-check its timers now."""
+        if self._loop is not None and self.worker is not None:
+            self._loop.call_soon_threadsafe(self.worker.clock_moved)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._loop is not None and self._stop is not None:

@@ -255,6 +255,10 @@ class Worker:
         if self._heap[0][1] == entry.run_id and self._heap[0][0] == when:
             self._timer_changed.set()
 
+    def clock_moved(self) -> None:
+        """The clock jumped (a virtual clock in tests): re-check the timers now."""
+        self._timer_changed.set()
+
     async def _timers(self) -> None:
         """WAKE-009: one heap, one task. Stale entries are skipped lazily."""
         while True:
