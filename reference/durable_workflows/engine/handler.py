@@ -2,7 +2,9 @@
 
 - ``POST /wake`` with ``{"run_id": ...}`` (WAKE-014): one activation, then
   ``200`` with the outcome; ``404`` for a run that is neither requested nor started;
-  ``400`` for a body that is not such an object; ``500`` when the activation failed.
+  ``400`` for a body that is not such an object; ``500`` when the activation failed,
+  ``503`` when it was fenced or gave up on an append (WAKE-011: not every append was
+  acknowledged, so the waker wakes again).
 - ``POST /webhook``: a ``__ds/subscriptions`` webhook (WAKE-015..019). The
   ``Webhook-Signature`` is checked first (SEC-013: Ed25519 over ``t.body`` with the
   key ``kid`` of the stream server's JWKS, ``t`` within 300 s, our subscription id);
@@ -176,6 +178,10 @@ class WakeHandler:
             return 404, {"error": "no such run", "run_id": run_id}
         if outcome.kind == "error":
             return 500, {"error": outcome.error, "run_id": run_id}
+        if outcome.kind == "fenced":
+            # An append was refused or its outcome stayed unknown (FENCE-015): not every
+            # append is acknowledged, so no success (WAKE-011); a wake again is harmless.
+            return 503, {"error": outcome.error, "run_id": run_id, "outcome": "fenced"}
         return 200, _outcome_json(outcome)
 
     async def activate(

@@ -1,0 +1,525 @@
+"""What the engine sends to the stream server, request by request.
+
+The runner, the fenced writer and the request-driven handler talk to an in-process
+stream server (our ``StreamsApp`` on memory storage) through a transport that records
+every request, can slow answers down and can fail them. The tests read the requests
+off that record: how streams are created (FENCE-001, MODEL-003, MODEL-004, MODEL-011),
+how appends are sent (FENCE-007, FENCE-008, FENCE-015), what the engine stamps on
+messages (EVT-044), how running bodies are stopped (RETRY-017, CANCEL-007, CANCEL-011)
+and what a plain wake answers (WAKE-011, WAKE-014).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from durable_workflows.core import Context, StepFailed, WorkflowRegistry
+from durable_workflows.engine import runner as runner_module
+from durable_workflows.engine.handler import WakeHandler
+from durable_workflows.engine.namespace import Namespace, NamespaceIO
+from durable_workflows.engine.runner import ActivationOutcome, Runner
+from durable_workflows.engine.writer import Fenced, FencedWriter
+from durable_workflows.schemas import identify
+from durable_workflows.streams import AsyncStreamClient
+from durable_workflows.streams.server import StreamsApp
+from durable_workflows.streams.server.core import StreamCore
+from durable_workflows.streams.server.storage import MemoryStorage
+
+from .engine_support import cancel, unique
+
+T = TypeVar("T")
+
+NS_URL = "http://streams.test/v1/stream/requests"
+#: Creation headers of Durable Streams other than Content-Type (PROTOCOL.md 5.1).
+CREATION_HEADERS = ("stream-ttl", "stream-expires-at", "stream-closed", "stream-forked-from")
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    status: int | None = None
+    started: float = 0.0
+    answered: float | None = None
+
+
+@dataclass
+class Recorder(httpx.AsyncBaseTransport):
+    """Records every request to an in-process stream server; ``delay`` slows down
+    history appends, ``fail_history_posts`` answers them with a connection error."""
+
+    app: StreamsApp
+    delay: float = 0.0
+    fail_history_posts: bool = False
+    seen: list[Seen] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self.inner = httpx.ASGITransport(app=self.app)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        seen = Seen(
+            request.method,
+            request.url.path,
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+            started=time.monotonic(),
+        )
+        self.seen.append(seen)
+        history_post = request.method == "POST" and request.url.path.endswith("/history")
+        if history_post:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if history_post and self.delay:
+                await asyncio.sleep(self.delay)
+            if history_post and self.fail_history_posts:
+                raise httpx.ConnectError("the stream server is unreachable", request=request)
+            response = await self.inner.handle_async_request(request)
+            seen.status = response.status_code
+            return response
+        finally:
+            seen.answered = time.monotonic()
+            if history_post:
+                self.in_flight -= 1
+
+    def to(self, suffix: str, method: str | None = None) -> list[Seen]:
+        return [
+            s
+            for s in self.seen
+            if s.path.endswith(suffix) and (method is None or s.method == method)
+        ]
+
+
+def new_server() -> Recorder:
+    return Recorder(StreamsApp(StreamCore(MemoryStorage(), time.time)))
+
+
+def io_over(recorder: Recorder) -> tuple[NamespaceIO, httpx.AsyncClient]:
+    http = httpx.AsyncClient(transport=recorder)
+    return NamespaceIO(Namespace(f"{NS_URL}-{uuid.uuid4().hex[:8]}"), AsyncStreamClient(
+        timeout=10, http=http
+    )), http  # fmt: skip
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(make())  # type: ignore[arg-type]
+
+
+def request_message(run_id: str, workflow: str, value: Any = None) -> dict[str, Any]:
+    return {
+        "type": "start",
+        "key": run_id,
+        "value": {"run_id": run_id, "workflow": workflow, "input": value},
+        "headers": {"operation": "insert"},
+    }
+
+
+async def request_run(io: NamespaceIO, run_id: str, workflow: str, value: Any = None) -> None:
+    await io.ensure_index()
+    await io.index().append_json(request_message(run_id, workflow, value))
+
+
+async def history_of(io: NamespaceIO, run_id: str) -> list[Any]:
+    read = await io.read_history(run_id)
+    return [] if read is None else list(read.items)
+
+
+def parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# ---------------------------------------------------------------------- workflows
+
+registry = WorkflowRegistry()
+STOPPED: dict[str, str] = {}
+BEGAN: dict[str, asyncio.Event] = {}
+
+
+def plus_one(x: int) -> int:
+    return x + 1
+
+
+@registry.workflow("two-steps")
+async def two_steps(ctx: Context, start: Any) -> int:
+    a = await ctx.step("a", plus_one, 1)
+    await ctx.sleep("pause", timedelta(minutes=1))
+    return await ctx.step("b", plus_one, a)
+
+
+@registry.workflow("ask")
+async def ask(ctx: Context, start: Any) -> Any:
+    return await ctx.request_input("q", schema=True)
+
+
+async def hang(tag: str) -> str:
+    if tag in BEGAN:
+        BEGAN[tag].set()
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        STOPPED[tag] = "cancelled"
+        raise
+    STOPPED[tag] = "finished"
+    return "done"
+
+
+@registry.workflow("hang-with-timeout")
+async def hang_with_timeout(ctx: Context, tag: str) -> str:
+    try:
+        return await ctx.step("hang", hang, tag, retry=1, timeout=timedelta(milliseconds=100))
+    except StepFailed as exc:
+        return exc.error_type
+
+
+@registry.workflow("hang-then-step")
+async def hang_then_step(ctx: Context, tag: str) -> str:
+    await ctx.step("hang", hang, tag, retry=1)
+    return await ctx.step("after", plus_one, 1)
+
+
+# ---------------------------------------------------------------------- creation
+
+
+@pytest.mark.req("FENCE-001", "MODEL-003", "MODEL-004")
+def test_streams_are_created_by_a_bare_put_and_history_only_grows_by_fenced_appends() -> None:
+    recorder = new_server()
+
+    async def scenario() -> list[Any]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "two-steps")
+            runner = Runner(io, registry, worker="t")
+            first = await runner.activate(run_id)
+            assert first.kind == "suspended", first
+            runner.clock = lambda: datetime.now(UTC) + timedelta(minutes=2)
+            second = await runner.activate(run_id)
+            assert second.kind == "ended", second
+            runner.close()
+            for stream in (io.index(), io.inbox(run_id), io.history(run_id)):
+                info = await stream.head()
+                assert (info.content_type or "").startswith("application/json"), info
+                assert info.ttl is None and info.expires_at is None, info
+            return await history_of(io, run_id)
+
+    history = run_async(scenario)
+    # MODEL-003: every message of the history is a change message of a history event.
+    for message in history:
+        identify(message, "history")
+    # MODEL-004: every creation is PUT, application/json, no body, no other creation header.
+    puts = [s for s in recorder.seen if s.method == "PUT"]
+    assert {p.path.rsplit("/", 1)[-1] for p in puts} == {"index", "inbox", "history"}
+    for put in puts:
+        assert put.headers.get("content-type", "").startswith("application/json"), put
+        assert put.body == b"", put
+        assert not [h for h in CREATION_HEADERS if h in put.headers], put
+    # FENCE-001: the history is created (empty) before its first append, and grows only by
+    # appends whose Stream-Seq is its message count, or by a close-only POST.
+    history_requests = [s for s in recorder.seen if s.path.endswith("/history")]
+    writes = [s for s in history_requests if s.method in ("PUT", "POST")]
+    assert writes[0].method == "PUT" and writes[0].body == b"", writes[0]
+    count = 0
+    for post in [s for s in writes[1:] if s.method == "POST"]:
+        if post.body:
+            assert post.headers.get("stream-seq") == f"{count:016d}", post
+            count += len(json.loads(post.body))
+        else:
+            assert post.headers.get("stream-closed") == "true", post
+            assert "stream-seq" not in post.headers and "producer-id" not in post.headers
+    assert [s.method for s in writes[1:]].count("PUT") == 0, "the history is created once"
+    assert count == len(history)
+
+
+@pytest.mark.req("MODEL-011")
+def test_the_index_is_created_before_the_engine_reads_it() -> None:
+    recorder = new_server()
+
+    async def scenario() -> ActivationOutcome:
+        io, http = io_over(recorder)
+        async with http:
+            runner = Runner(io, registry, worker="t")
+            outcome = await runner.activate(unique("nobody"))
+            runner.close()
+            info = await io.index().head()
+            assert (info.content_type or "").startswith("application/json")
+            return outcome
+
+    assert run_async(scenario).kind == "absent"
+    index = recorder.to("/index")
+    assert [s.method for s in index[:2]] == ["PUT", "GET"], [s.method for s in index]
+
+
+@pytest.mark.req("MODEL-004", "WAKE-014")
+def test_a_conflicting_creation_is_reported_not_taken_for_a_fence() -> None:
+    recorder = new_server()
+
+    async def scenario() -> tuple[int, dict[str, Any], list[Any]]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "ask")
+            # Someone created the inbox with another configuration: the engine's PUT is 409.
+            response = await http.put(
+                io.namespace.inbox_url(run_id), headers={"Content-Type": "text/plain"}
+            )
+            assert response.status_code == 201
+            handler = await started_handler(io)
+            try:
+                status, body = await handler.wake_request(json.dumps({"run_id": run_id}).encode())
+            finally:
+                await handler.stop()
+            return status, body, await history_of(io, run_id)
+
+    status, body, history = run_async(scenario)
+    assert status >= 500, (status, body)
+    assert history == [], "the engine went no further than the refused creation"
+    inbox_puts = [s for s in recorder.to("/inbox", "PUT")]
+    assert inbox_puts[-1].status == 409
+
+
+# ---------------------------------------------------------------------- appends
+
+
+def _msg(n: int) -> dict[str, Any]:
+    return {"type": "record", "key": f"m{n}", "value": {"n": n}, "headers": {"operation": "insert"}}
+
+
+@pytest.mark.req("FENCE-008")
+def test_an_activation_has_at_most_one_append_in_flight() -> None:
+    recorder = new_server()
+    recorder.delay = 0.05
+
+    async def scenario() -> list[Any]:
+        io, http = io_over(recorder)
+        async with http:
+            await io.create_history("r1")
+            writer = FencedWriter(io.history("r1"), 0, worker="t")
+            await asyncio.gather(*(writer.append([_msg(i)]) for i in range(4)))
+            return await history_of(io, "r1")
+
+    history = run_async(scenario)
+    assert len(history) == 4
+    assert recorder.most_in_flight == 1, f"{recorder.most_in_flight} appends were in flight"
+    posts = recorder.to("/history", "POST")
+    for earlier, later in itertools.pairwise(posts):
+        assert earlier.answered is not None and later.started >= earlier.answered
+
+
+@pytest.mark.req("FENCE-007")
+def test_each_activation_has_its_own_random_producer_id() -> None:
+    recorder = new_server()
+
+    async def scenario() -> list[str]:
+        io, http = io_over(recorder)
+        async with http:
+            await io.create_history("r1")
+            ids = []
+            for position in range(3):
+                writer = FencedWriter(io.history("r1"), position, worker="reader-name")
+                await writer.append([_msg(position)])
+                ids.append(writer.producer_id)
+            return ids
+
+    ids = run_async(scenario)
+    assert len(set(ids)) == 3
+    for producer_id in ids:
+        prefix, _, rest = producer_id.partition("-")
+        assert prefix == "reader" and uuid.UUID(rest.split("-", 1)[1]).version == 4, producer_id
+    sent = [s.headers.get("producer-id") for s in recorder.to("/history", "POST")]
+    assert sent == ids
+
+
+@pytest.mark.req("FENCE-015")
+def test_giving_up_on_an_unknown_outcome_ends_the_activation_as_fenced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder = new_server()
+    quick = functools.partial(FencedWriter, max_attempts=3, retry_delay=0.001)
+    monkeypatch.setattr(runner_module, "FencedWriter", quick)
+
+    async def scenario() -> tuple[ActivationOutcome, int, Fenced | None, int]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "two-steps")
+            recorder.fail_history_posts = True
+            runner = Runner(io, registry, worker="t")
+            outcome = await runner.activate(run_id)
+            runner.close()
+            sent = len(recorder.seen)
+            # A writer that gave up refuses everything after, sending nothing.
+            await io.create_history("other")
+            refused: Fenced | None = None
+            lost = quick(io.history("other"), 0, worker="t")
+            try:
+                await lost.append([_msg(1)])
+            except Fenced as exc:
+                refused = exc
+            tried = len(recorder.to("/other/history", "POST"))
+            with pytest.raises(Fenced):
+                await lost.append([_msg(2)])
+            return outcome, sent, refused, tried
+
+    outcome, sent, refused, tried = run_async(scenario)
+    assert outcome.kind == "fenced", outcome
+    last_post = max(i for i, s in enumerate(recorder.seen[:sent]) if s.method == "POST")
+    assert last_post == sent - 1, "the activation sent nothing after it gave up"
+    assert refused is not None
+    assert len(recorder.to("/other/history", "POST")) == tried, "nothing sent once given up"
+
+
+# ---------------------------------------------------------------------- timestamps
+
+
+@pytest.mark.req("EVT-044")
+def test_step_started_at_is_the_clock_reading_when_it_is_recorded() -> None:
+    recorder = new_server()
+    t0 = datetime(2026, 11, 24, 10, 0, 0, tzinfo=UTC)
+    t1 = t0 + timedelta(minutes=1, seconds=7)
+
+    async def scenario() -> list[Any]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "two-steps")
+            now = [t0]
+            runner = Runner(io, registry, worker="t", clock=lambda: now[0])
+            assert (await runner.activate(run_id)).kind == "suspended"
+            now[0] = t1
+            assert (await runner.activate(run_id)).kind == "ended"
+            runner.close()
+            return await history_of(io, run_id)
+
+    history = run_async(scenario)
+    started = {
+        m["key"]: parse(m["value"]["started_at"])
+        for m in history
+        if m["type"] == "step" and m["headers"]["operation"] == "insert"
+    }
+    assert started == {"a": t0, "b": t1}
+
+
+# ---------------------------------------------------------------------- stopping bodies
+
+
+@pytest.mark.req("RETRY-017")
+def test_a_timed_out_async_body_is_cancelled() -> None:
+    recorder = new_server()
+    tag = unique("timeout")
+
+    async def scenario() -> list[Any]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "hang-with-timeout", tag)
+            runner = Runner(io, registry, worker="t")
+            assert (await runner.activate(run_id)).kind == "ended"
+            runner.close()
+            return await history_of(io, run_id)
+
+    history = run_async(scenario)
+    run = [m for m in history if m["type"] == "run"][-1]["value"]
+    assert run["output"] == "StepTimeout"
+    assert STOPPED.get(tag) == "cancelled", "the body was asked to stop when its attempt timed out"
+
+
+@pytest.mark.req("CANCEL-007", "CANCEL-011")
+def test_a_cancel_stops_a_running_body_before_the_next_step() -> None:
+    recorder = new_server()
+    tag = unique("cancel")
+
+    async def scenario() -> tuple[list[Any], float]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "hang-then-step", tag)
+            runner = Runner(io, registry, worker="t")
+            began = time.monotonic()
+            BEGAN[tag] = asyncio.Event()
+            activation = asyncio.ensure_future(runner.activate(run_id))
+            await asyncio.wait_for(BEGAN[tag].wait(), 10)  # the body of "hang" runs now
+            await io.inbox(run_id).append_json(cancel("c-1", "stop"))
+            outcome = await asyncio.wait_for(activation, 10)
+            took = time.monotonic() - began
+            runner.close()
+            assert outcome.kind == "ended", outcome
+            return await history_of(io, run_id), took
+
+    history, took = run_async(scenario)
+    run = [m for m in history if m["type"] == "run"][-1]["value"]
+    assert run["status"] == "cancelled"
+    # The cancel was read while the body ran (the body alone would take 30 s) ...
+    assert took < 5, f"the cancel took {took:.1f} s to act"
+    # ... no step body started after it, and the running body was asked to stop.
+    assert "after" not in {m["key"] for m in history if m["type"] == "step"}
+    assert STOPPED.get(tag) == "cancelled"
+
+
+# ---------------------------------------------------------------------- plain wakes
+
+
+async def started_handler(io: NamespaceIO) -> WakeHandler:
+    handler = WakeHandler(io.namespace.url, registry, name="h")
+    await handler.start()
+    handler.io = io
+    handler.runner = Runner(io, registry, worker="h")
+    return handler
+
+
+@pytest.mark.req("WAKE-011", "WAKE-014")
+def test_a_plain_wake_answers_after_every_append_is_acknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    quick = functools.partial(FencedWriter, max_attempts=3, retry_delay=0.001)
+    monkeypatch.setattr(runner_module, "FencedWriter", quick)
+    recorder = new_server()
+    recorder.delay = 0.02
+
+    async def scenario() -> None:
+        io, http = io_over(recorder)
+        async with http:
+            handler = await started_handler(io)
+            try:
+                for body in (b"not json", b"[1]", b'{"run": "x"}', b'{"run_id": 5}'):
+                    status, _ = await handler.wake_request(body)
+                    assert status == 400, body
+                status, _ = await handler.wake_request(b'{"run_id": "never-requested"}')
+                assert status == 404
+                run_id = unique("run")
+                await request_run(io, run_id, "two-steps")
+                status, answer = await handler.wake_request(json.dumps({"run_id": run_id}).encode())
+                assert status == 200, answer
+                # Every append the activation sent has been answered with a success, and
+                # the history holds what it appended.
+                posts = recorder.to(f"/{run_id}/history", "POST")
+                assert posts and recorder.in_flight == 0
+                assert all(p.status is not None and 200 <= p.status < 300 for p in posts)
+                history = await history_of(io, run_id)
+                assert history[-1]["value"]["status"] == "sleeping", history[-1]
+                # An activation whose appends fail is not a success: the waker wakes again.
+                other = unique("run")
+                await request_run(io, other, "two-steps")
+                recorder.fail_history_posts = True
+                status, answer = await handler.wake_request(json.dumps({"run_id": other}).encode())
+                assert status >= 500, (status, answer)
+            finally:
+                await handler.stop()
+
+    run_async(scenario)
