@@ -44,6 +44,33 @@ def messages_validate(obs: Observation) -> None:
             raise AssertionError(f"inbox message {index} is not valid: {error}") from None
 
 
+def only_specified_fields(obs: Observation) -> None:
+    """PRIV-002: a history message's value holds the members its event's schema lists
+    and nothing else (the engine's own data, such as configuration or a failing body's
+    locals, has no place there); errors hold ``type``, ``message`` and ``details``.
+    Runs of a later protocol version may carry members that version adds (EVT-008)."""
+    runs = [m for m in obs.history if m.get("type") == "run"]
+    if not runs or (runs[0].get("value") or {}).get("protocol") != "1.0":
+        return
+    for index, message in enumerate(obs.history):
+        try:
+            event = schemas.identify(message, "history")
+        except schemas.SchemaError:
+            continue  # messages_validate reports it
+        value = message.get("value")
+        if not isinstance(value, Mapping):
+            continue
+        allowed = schemas.value_members(event)
+        extra = sorted(set(value) - allowed)
+        assert not extra, (
+            f"history message {index} ({event}) records members no schema lists: {extra}"
+        )
+        error = value.get("error")
+        if isinstance(error, Mapping):
+            extra = sorted(set(error) - {"type", "message", "details"})
+            assert not extra, f"history message {index} ({event}): error members {extra}"
+
+
 def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
     """Every run message carries the protocol recorded in run-started, one the adapter
     declares (VER-002); nothing but rejections follows the terminal run event (MODEL-021);
@@ -200,3 +227,62 @@ def deadlines_not_early(obs: Observation) -> None:
                     f"{value['started_at']}, before its retry_at {due}"
                 )
     assert not obs.early_fires, "a deadline fired early: " + "; ".join(obs.early_fires)
+
+
+#: Value fields marked *fixed* in spec/events.md: they keep their insert's value in
+#: every later message of the entity (EVT-009).
+FIXED_FIELDS: dict[str, tuple[str, ...]] = {
+    "run": ("run_id", "workflow", "protocol", "input", "started_at"),
+    "step": ("name", "seq", "max_attempts", "timeout_ms"),
+    "sleep": ("name", "seq", "duration_ms", "scheduled_at", "wake_at"),
+    "input": ("name", "seq", "prompt", "schema", "requested_at", "expires_at"),
+}
+
+
+def _as_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def fixed_fields_hold(obs: Observation) -> None:
+    """EVT-009: a fixed field holds, in every later message of its entity, the value it
+    had in the entity's insert (for a timestamp: the engine's clock when it inserted,
+    never a clock read again later, for example while replaying)."""
+    inserted: dict[tuple[Any, Any], Mapping[str, Any]] = {}
+    for index, message in enumerate(obs.history):
+        fixed = FIXED_FIELDS.get(message.get("type"), ())
+        entity = (message.get("type"), message.get("key"))
+        value = message.get("value") or {}
+        if message["headers"]["operation"] == "insert":
+            inserted.setdefault(entity, value)
+            continue
+        first = inserted.get(entity)
+        if first is None:
+            continue  # an update before its insert: the model comparison reports it
+        changed = [f for f in fixed if _as_json(value.get(f)) != _as_json(first.get(f))]
+        assert not changed, (
+            f"history message {index} ({entity[0]} {entity[1]!r}) changes fixed field(s) "
+            + ", ".join(f"{f} from {first.get(f)!r} to {value.get(f)!r}" for f in changed)
+        )
+
+
+_PRIMITIVE_TYPES = ("step", "sleep", "input", "record", "patch")
+
+
+def resumed_before_new_primitives(obs: Observation) -> None:
+    """MODEL-026: once a run is suspended, the engine records ``run-resumed`` before it
+    records any new primitive (the insert of a step, sleep, input, record or patch)."""
+    suspended: int | None = None
+    for index, message in enumerate(obs.history):
+        kind = message.get("type")
+        if kind == "run":
+            status = (message.get("value") or {}).get("status")
+            suspended = index if status in ("sleeping", "waiting") else None
+        elif (
+            kind in _PRIMITIVE_TYPES
+            and message["headers"]["operation"] == "insert"
+            and suspended is not None
+        ):
+            raise AssertionError(
+                f"history message {index} inserts {kind} {message.get('key')!r} while the run "
+                f"is suspended (run-suspended at message {suspended}, no run-resumed since)"
+            )

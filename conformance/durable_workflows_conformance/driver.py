@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -229,18 +229,35 @@ class Target:
     def append(self, url: str, messages: Sequence[Any]) -> httpx.Response:
         return self.http.request("POST", url, body=list(messages))
 
-    def request_run(self, run_id: str, workflow: str, run_input: Any) -> None:
+    def request_run(
+        self,
+        run_id: str,
+        workflow: str,
+        run_input: Any,
+        *,
+        before: Sequence[Any] = (),
+        after: Sequence[Any] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Append ``run-requested`` to the run index, in one append with the messages
+        ``before`` and ``after`` it; ``extra`` adds members to its value."""
         index = f"{self.namespace}/index"
         self.create(index)
+        value = {"run_id": run_id, "workflow": workflow, "input": run_input, **(extra or {})}
         message = {
             "type": "start",
             "key": run_id,
-            "value": {"run_id": run_id, "workflow": workflow, "input": run_input},
+            "value": value,
             "headers": {"operation": "insert"},
         }
-        response = self.append(index, [message])
+        response = self.append(index, [*before, message, *after])
         if response.status_code not in (200, 204):
             raise AssertionError(f"appending run-requested answered {response.status_code}")
+
+    def append_index(self, messages: Sequence[Any]) -> None:
+        response = self.append(f"{self.namespace}/index", messages)
+        if response.status_code not in (200, 204):
+            raise AssertionError(f"appending to the run index answered {response.status_code}")
 
 
 @dataclass
@@ -265,6 +282,37 @@ class Observation:
     @property
     def scrubbed(self) -> list[Any]:
         return scrub_all(self.history, self.run_id)
+
+
+@dataclass(frozen=True)
+class IndexMessage:
+    """A further message for the run index, besides the suite's own ``run-requested``.
+
+    ``when`` is ``before`` or ``after`` (in the same append as the suite's request,
+    before or after it) or ``suspended`` (appended the first time the run is at rest,
+    sleeping or waiting). In ``message``, the strings ``$run_id`` and ``$workflow``
+    stand for the run's id and its workflow's name.
+    """
+
+    when: Literal["before", "after", "suspended"]
+    message: Mapping[str, Any]
+
+    def render(self, run_id: str, workflow: str) -> Any:
+        def fill(item: Any) -> Any:
+            if isinstance(item, str):
+                return item.replace("$run_id", run_id).replace("$workflow", workflow)
+            if isinstance(item, Mapping):
+                return {key: fill(value) for key, value in item.items()}
+            if isinstance(item, list):
+                return [fill(value) for value in item]
+            return item
+
+        return fill(self.message)
+
+
+#: Real time the suite leaves an engine to read index messages appended to a
+#: suspended run before it goes on (nothing the adapter reports covers the index).
+INDEX_PAUSE_SECONDS = 0.3
 
 
 def new_id(prefix: str) -> str:
@@ -327,7 +375,16 @@ class Driver:
             wait = (until - datetime.now(UTC)).total_seconds()
             time.sleep(max(0.0, wait) + 0.05)
 
-    def run(self, scenario: Scenario, *, workflow: str | None = None) -> Observation:
+    def run(
+        self,
+        scenario: Scenario,
+        *,
+        workflow: str | None = None,
+        index: Sequence[IndexMessage] = (),
+        request_extra: Mapping[str, Any] | None = None,
+    ) -> Observation:
+        """Run ``scenario`` to its end; ``index`` adds messages to the run index and
+        ``request_extra`` members to the value of the suite's ``run-requested``."""
         target = self.target
         workflow = workflow or new_id("wf")
         run_id = new_id("run")
@@ -339,7 +396,19 @@ class Driver:
         if first:
             target.create(target.inbox_url(run_id))
             self.deliver(run_id, scenario, first, obs)
-        target.request_run(run_id, workflow, scenario.input)
+
+        def extra(when: str) -> list[Any]:
+            return [m.render(run_id, workflow) for m in index if m.when == when]
+
+        target.request_run(
+            run_id,
+            workflow,
+            scenario.input,
+            before=extra("before"),
+            after=extra("after"),
+            extra=request_extra,
+        )
+        on_suspension = extra("suspended")
         delivered: set[int] = set(first)
         for _turn in range(self.max_turns):
             obs.report = target.settle(run_id)
@@ -347,6 +416,11 @@ class Driver:
             state = state_of(scrub_all(history, run_id))
             if state.finished and closed:
                 break
+            if on_suspension and state.status in ("sleeping", "waiting"):
+                target.append_index(on_suspension)
+                on_suspension = []
+                time.sleep(INDEX_PAUSE_SECONDS)
+                continue
             indexes = due(scenario.submissions, delivered, state)
             if indexes and not state.finished:
                 delivered.update(indexes)
@@ -365,6 +439,11 @@ class Driver:
             )
         else:
             raise AssertionError(f"run {run_id} did not finish within {self.max_turns} turns")
+        if on_suspension:
+            raise AssertionError(
+                f"run {run_id} never suspended, so the index messages meant for its "
+                f"suspension were not sent: {on_suspension}"
+            )
         rest = due(scenario.submissions, delivered, state)
         if rest:
             delivered.update(rest)

@@ -50,6 +50,29 @@ def check(name: str, document: Any) -> None:
         raise AssertionError(f"not a valid {name} message:\n  " + "\n  ".join(found[:10]))
 
 
+@cache
+def value_members(event: str) -> frozenset[str]:
+    """The members an event's schema lists for ``value`` (through ``allOf`` and
+    ``$ref``)."""
+    found: set[str] = set()
+    resolver = protocol.registry().resolver()
+
+    def walk(schema: Any, resolver: Any) -> None:
+        if not isinstance(schema, dict):
+            return
+        if "$ref" in schema:
+            resolved = resolver.lookup(schema["$ref"])
+            walk(resolved.contents, resolved.resolver)
+        for part in schema.get("allOf", []):
+            walk(part, resolver)
+        found.update(schema.get("properties", {}))
+        found.update(schema.get("required", []))
+
+    top = resolver.lookup(f"{protocol.BASE_URI}{event}.json")
+    walk(top.contents.get("properties", {}).get("value"), top.resolver)
+    return frozenset(found)
+
+
 def identify(message: Any, stream: str) -> str:
     """The event of a stream message (raises :class:`durable_workflows.schemas.SchemaError`)."""
     return protocol.identify(message, stream)

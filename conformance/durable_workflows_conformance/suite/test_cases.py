@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from durable_workflows_conformance import checks
-from durable_workflows_conformance.driver import Driver
+from durable_workflows_conformance.driver import Driver, IndexMessage
 from durable_workflows_conformance.scenario import Scenario, Submission
 
 
@@ -69,7 +69,8 @@ def _params() -> list[Any]:
 @pytest.mark.parametrize("case", _params())
 def test_case(driver: Driver, case: dict[str, Any]) -> None:
     scenario = scenario_of(case)
-    obs = driver.run(scenario)
+    index = [IndexMessage(m["when"], m["message"]) for m in case.get("index", [])]
+    obs = driver.run(scenario, index=index, request_extra=case.get("request_extra"))
     try:
         expect = case["expect"]
         run = [m for m in obs.history if m.get("type") == "run"]
@@ -97,6 +98,7 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
                 f"submission {sid} got {answers}, expected 409 with Stream-Closed: true"
             )
         checks.messages_validate(obs)
+        checks.only_specified_fields(obs)
         checks.matches_model(obs)
     except AssertionError as error:
         raise AssertionError(

@@ -8,24 +8,54 @@ last HTTP exchanges with the adapter and the stream server.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, note
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from durable_workflows_conformance import checks
-from durable_workflows_conformance.driver import Driver, Observation, Target, new_id
+from durable_workflows_conformance.driver import Driver, Observation, Target, new_id, parse_time
 from durable_workflows_conformance.model import non_determinism
+from durable_workflows_conformance.plugin import PLUGIN
 from durable_workflows_conformance.scenario import Scenario, state_of
 from durable_workflows_conformance.scrub import scrub_all
-from durable_workflows_conformance.strategies import Features, scenarios
+from durable_workflows_conformance.strategies import (
+    GATE,
+    Features,
+    mutations,
+    nd_programs,
+    scenarios,
+)
+
+#: Counts one example of the running property (the ``example`` fixture).
+Count = Callable[[], None]
 
 
 def _features(target: Target) -> Features:
     return Features(frozenset(target.features))
+
+
+@pytest.fixture
+def example(request: pytest.FixtureRequest) -> Callable[[], None]:
+    """Counts the examples a property runs, for the suite's report."""
+    plugin = request.config.stash.get(PLUGIN, None)
+    nodeid = request.node.nodeid
+
+    def count() -> None:
+        if plugin is not None:
+            plugin.count_example(nodeid)
+
+    return count
+
+
+def _fewer() -> settings:
+    """Half the profile's examples, at least three: for the properties that only add
+    one feature's scenarios to what the others already cover."""
+    current = settings.default
+    examples = 6 if current is None else current.max_examples
+    return settings(max_examples=max(3, examples // 2))
 
 
 def _run(driver: Driver, scenario: Scenario) -> Observation:
@@ -52,14 +82,16 @@ def _exact(scenario: Scenario) -> bool:
 
 @pytest.mark.req(
     "EVT-003", "EVT-004", "EVT-006", "EVT-007", "EVT-011", "EVT-023", "EVT-041", "EVT-067",
-    "EVT-080", "EVT-082",
+    "EVT-080", "EVT-082", "PRIV-002",
 )  # fmt: skip
-def test_every_message_of_a_run_validates(driver: Driver) -> None:
+def test_every_message_of_a_run_validates(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(_features(driver.target)))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.messages_validate(obs))
+        _checked(obs, driver, lambda: checks.only_specified_fields(obs))
 
     check()
 
@@ -72,9 +104,10 @@ def test_every_message_of_a_run_validates(driver: Driver) -> None:
     "ADAPT-009", "ADAPT-010", "ADAPT-011", "INPUT-002", "MODEL-021", "MODEL-031", "MODEL-010",
     "VER-001", "VER-002",
 )  # fmt: skip
-def test_the_history_is_the_one_the_specification_predicts(driver: Driver) -> None:
+def test_the_history_is_the_one_the_specification_predicts(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(_features(driver.target), concurrent=False))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.matches_model(obs))
@@ -85,9 +118,10 @@ def test_the_history_is_the_one_the_specification_predicts(driver: Driver) -> No
 
 
 @pytest.mark.req("INPUT-003", "INPUT-015", "INPUT-016", "INPUT-019")
-def test_each_input_request_takes_exactly_one_answer(driver: Driver) -> None:
+def test_each_input_request_takes_exactly_one_answer(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(_features(driver.target), concurrent=True))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.one_answer_per_request(obs))
@@ -97,12 +131,13 @@ def test_each_input_request_takes_exactly_one_answer(driver: Driver) -> None:
 
 
 @pytest.mark.req("REPLAY-023", "RETRY-010", "MODEL-027", "RETRY-007", "ADAPT-018")
-def test_no_completed_step_body_runs_again(driver: Driver) -> None:
+def test_no_completed_step_body_runs_again(driver: Driver, example: Count) -> None:
     features = _features(driver.target)
     faults = features.has("crash-injection") or features.has("restart-injection")
 
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(features, faults=faults))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.bodies_never_rerun(obs, faults=bool(scenario.faults)))
@@ -115,9 +150,10 @@ def test_no_completed_step_body_runs_again(driver: Driver) -> None:
     "RETRY-011", "FENCE-011", "FENCE-013", "MODEL-035", "ADAPT-015", "ADAPT-016",
 )  # fmt: skip
 @pytest.mark.feature("crash-injection")
-def test_a_history_with_crashes_equals_the_history_without(driver: Driver) -> None:
+def test_a_history_with_crashes_equals_the_history_without(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(_features(driver.target), faults=True, concurrent=False))
         calm = _run(driver, scenario.without_faults())
         crashed = _run(driver, scenario)
@@ -135,9 +171,10 @@ def test_a_history_with_crashes_equals_the_history_without(driver: Driver) -> No
 
 @pytest.mark.req("REPLAY-002", "REPLAY-011", "REPLAY-016", "ADAPT-013")
 @pytest.mark.feature("always-replay")
-def test_replaying_after_every_append_changes_nothing(driver: Driver) -> None:
+def test_replaying_after_every_append_changes_nothing(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         base = data.draw(scenarios(_features(driver.target), concurrent=False))
         scenario = Scenario(base.program, base.input, base.submissions, always_replay=True)
         obs = _run(driver, scenario)
@@ -149,9 +186,10 @@ def test_replaying_after_every_append_changes_nothing(driver: Driver) -> None:
 
 @pytest.mark.req("FENCE-003", "FENCE-004", "FENCE-005", "FENCE-010", "FENCE-011", "EVT-006")
 @pytest.mark.feature("concurrent-workers")
-def test_two_workers_never_both_record(driver: Driver) -> None:
+def test_two_workers_never_both_record(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         base = data.draw(scenarios(_features(driver.target), concurrent=False))
         scenario = Scenario(base.program, base.input, base.submissions, workers=2)
         obs = _run(driver, scenario)
@@ -162,9 +200,10 @@ def test_two_workers_never_both_record(driver: Driver) -> None:
 
 
 @pytest.mark.req("INPUT-034", "INPUT-036", "RETRY-006", "WAKE-003", "WAKE-004")
-def test_sleeps_timeouts_and_retries_never_fire_early(driver: Driver) -> None:
+def test_sleeps_timeouts_and_retries_never_fire_early(driver: Driver, example: Count) -> None:
     @given(st.data())
     def check(data: st.DataObject) -> None:
+        example()
         scenario = data.draw(scenarios(_features(driver.target), concurrent=False))
         obs = _run(driver, scenario)
         _checked(obs, driver, lambda: checks.deadlines_not_early(obs))
@@ -172,62 +211,114 @@ def test_sleeps_timeouts_and_retries_never_fire_early(driver: Driver) -> None:
     check()
 
 
+# -- cancellation and step timeouts -------------------------------------------------------
+
+
+def _bodies_before_the_cancel(obs: Observation) -> None:
+    """CANCEL-005: no step body begins once the run is cancelled: every body the adapter
+    logged began while the history had not yet recorded ``run-cancelled``."""
+    cancelled = next(
+        (
+            i
+            for i, m in enumerate(obs.history)
+            if m.get("type") == "run" and m["value"]["status"] == "cancelled"
+        ),
+        None,
+    )
+    if cancelled is None:
+        return
+    late = [b for b in obs.report.get("bodies", []) if b["known_history"] > cancelled]
+    assert not late, f"step bodies began after run-cancelled (history[{cancelled}]): {late}"
+
+
+@pytest.mark.req(
+    "CANCEL-003", "CANCEL-005", "CANCEL-009", "CANCEL-012", "EVT-036", "EVT-037", "EVT-038",
+    "INPUT-015", "INPUT-016", "INPUT-039", "MODEL-020", "MODEL-021", "MODEL-031", "MODEL-034",
+)  # fmt: skip
+@pytest.mark.feature("cancellation")
+def test_a_cancel_ends_the_run_as_the_specification_predicts(
+    driver: Driver, example: Count
+) -> None:
+    features = _features(driver.target)
+    faults = features.has("crash-injection") or features.has("restart-injection")
+
+    @_fewer()
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        example()
+        scenario = data.draw(scenarios(features, cancels=True, faults=faults, concurrent=False))
+        obs = _run(driver, scenario)
+        _checked(obs, driver, lambda: checks.matches_model(obs))
+        versions = list(driver.target.info()["protocol_versions"])
+        _checked(obs, driver, lambda: checks.run_messages_agree(obs, versions))
+        _checked(obs, driver, lambda: checks.one_answer_per_request(obs))
+        _checked(
+            obs, driver, lambda: checks.bodies_never_rerun(obs, faults=bool(obs.scenario.faults))
+        )
+        _checked(obs, driver, lambda: _bodies_before_the_cancel(obs))
+
+    check()
+
+
+def _timeouts_not_early(obs: Observation) -> None:
+    """RETRY-015: an attempt fails with StepTimeout only after it has run for
+    ``timeout_ms``: a final failure's ``finished_at``, and a retried one's ``retry_at``,
+    are at least ``timeout_ms`` after the attempt's ``started_at``."""
+    for message in obs.history:
+        value = message.get("value") or {}
+        error = value.get("error") if message.get("type") == "step" else None
+        if not isinstance(error, dict) or error.get("type") != "StepTimeout":
+            continue
+        decided = value["finished_at"] if value["status"] == "failed" else value["retry_at"]
+        spent = (parse_time(decided) - parse_time(value["started_at"])).total_seconds() * 1000
+        assert spent >= value["timeout_ms"], (
+            f"step {message['key']} attempt {value['attempt']} timed out {spent:.0f} ms after "
+            f"it started, before its timeout_ms {value['timeout_ms']}"
+        )
+
+
+@pytest.mark.req("RETRY-003", "RETRY-008", "RETRY-009", "RETRY-015", "RETRY-019")
+@pytest.mark.feature("step-timeouts")
+def test_step_timeouts_fail_attempts_as_the_specification_predicts(
+    driver: Driver, example: Count
+) -> None:
+    features = _features(driver.target)
+
+    @_fewer()
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        example()
+        scenario = data.draw(
+            scenarios(features, timeouts=True, cancels=False, concurrent=False, max_ops=3)
+        )
+        obs = _run(driver, scenario)
+        _checked(obs, driver, lambda: checks.matches_model(obs))
+        _checked(obs, driver, lambda: checks.bodies_never_rerun(obs, faults=False))
+        if not features.virtual_clock:
+            _checked(obs, driver, lambda: _timeouts_not_early(obs))
+
+    check()
+
+
 # -- non-determinism ----------------------------------------------------------------------
-
-
-def _mutations(ops: list[dict[str, Any]]) -> st.SearchStrategy[list[dict[str, Any]]]:
-    """Changed programs: a primitive renamed, replaced by another kind, removed, or a
-    new primitive inserted before it; each at a position the history records."""
-
-    @st.composite
-    def mutate(draw: st.DrawFn) -> list[dict[str, Any]]:
-        changed = copy.deepcopy(ops)
-        index = draw(st.integers(0, len(changed) - 1))
-        how = draw(st.sampled_from(["rename", "kind", "remove", "insert"]))
-        victim = changed[index]
-        if how == "rename":
-            victim["name"] = victim["name"] + "-v2"
-        elif how == "kind":
-            changed[index] = (
-                {"op": "sleep", "name": victim["name"], "duration_ms": 1}
-                if victim["op"] != "sleep"
-                else {"op": "step", "name": victim["name"], "result": None}
-            )
-        elif how == "remove":
-            del changed[index]
-        else:
-            changed.insert(index, {"op": "step", "name": "inserted", "result": None})
-        return changed
-
-    return mutate()
 
 
 @pytest.mark.req(
     "REPLAY-010", "REPLAY-015", "REPLAY-016", "REPLAY-017", "REPLAY-018", "ADAPT-008",
+    "VER-009", "VER-010", "VER-012", "VER-013", "VER-016",
 )  # fmt: skip
-def test_non_determinism_is_found_and_reported(driver: Driver) -> None:
+def test_non_determinism_is_found_and_reported(driver: Driver, example: Count) -> None:
     target = driver.target
+    features = _features(target)
 
     @given(st.data())
     def check(data: st.DataObject) -> None:
-        steps = data.draw(
-            st.lists(
-                st.fixed_dictionaries(
-                    {
-                        "op": st.just("step"),
-                        "name": st.sampled_from(["a", "b", "c"]),
-                        "result": st.integers(0, 3),
-                    }
-                ),
-                min_size=1,
-                max_size=4,
-            )
-        )
-        gate = {"op": "input", "name": "gate", "schema": True, "as": "gate"}
-        program = {"ops": [*steps, gate]}
-        changed = {"ops": [*data.draw(_mutations(steps)), gate]}
+        example()
+        ops = data.draw(nd_programs(features))
+        program = {"ops": [*ops, GATE]}
+        changed = {"ops": [*data.draw(mutations(ops, features)), GATE]}
         note(f"program: {program}\nchanged: {changed}")
-        workflow = f"nd-{abs(hash(str(program))) % 10**9}-{data.draw(st.integers(0, 10**6))}"
+        workflow = new_id("nd")
         scenario = Scenario(program)
         # Run the original program until it waits at the gate.
         run_id = new_id("run")
@@ -238,6 +329,7 @@ def test_non_determinism_is_found_and_reported(driver: Driver) -> None:
         state = state_of(scrub_all(before, run_id))
         assert state.waiting == ["gate"], f"the run waits at the gate, got {state}"
         expected = non_determinism(scrub_all(before, run_id), changed, None)
+        note(f"expected: {expected}")
         # Deploy the changed program, then wake the run by answering the gate.
         target.put_workflow(workflow, changed)
         target.settle(run_id)
@@ -253,13 +345,20 @@ def test_non_determinism_is_found_and_reported(driver: Driver) -> None:
             target.settle(run_id)
         after, closed = target.read(target.history_url(run_id))
         added = after[len(before) :]
-        context = checks.context(None, target) + f"\nscenario: {scenario.to_json()}"
+        context = (
+            checks.context(None, target)
+            + f"\nscenario: {scenario.to_json()}\nchanged: {changed}\nexpected: {expected}"
+        )
         runs = [m for m in added if m.get("type") == "run"]
         if expected is None:
-            assert not any(m["value"].get("error", {}) and m["value"]["error"].get("type") ==
-                           "NonDeterminism" for m in runs), (
-                f"no divergence expected, but the engine reported one\n{context}"
-            )  # fmt: skip
+            reported = [
+                m["value"]["error"]
+                for m in runs
+                if (m["value"].get("error") or {}).get("type") == "NonDeterminism"
+            ]
+            assert not reported, (
+                f"no divergence expected, but the engine reported {reported}\n{context}"
+            )
             return
         assert runs and runs[0]["value"]["status"] == "failed", (
             f"expected run-failed with NonDeterminism {expected}, got {added}\n{context}"
