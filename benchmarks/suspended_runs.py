@@ -101,7 +101,9 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def measure(n: int, idle_seconds: float, probes: int, long_poll: float) -> dict[str, Any]:
+def measure(
+    n: int, idle_seconds: float, probes: int, long_poll: float, wake: str
+) -> dict[str, Any]:
     server, server_log = spawn(
         ["streams", "serve", "--port", "0", "--memory", "--long-poll-timeout", str(long_poll)]
     )
@@ -132,6 +134,8 @@ def measure(n: int, idle_seconds: float, probes: int, long_poll: float) -> dict[
                 "benchmarks.suspended_runs",
                 "--stats-every",
                 "1",
+                "--wake",
+                wake,
             ]
         )
         deadline = time.monotonic() + 1200
@@ -171,6 +175,7 @@ def measure(n: int, idle_seconds: float, probes: int, long_poll: float) -> dict[
                 latencies.append((time.perf_counter() - sent) * 1000)
         latencies.sort()
         return {
+            "wake": wake,
             "runs": n,
             "suspended": stats.get("suspended"),
             "inbox_follows": stats.get("inbox_follows"),
@@ -201,12 +206,20 @@ def main() -> int:
         default=30.0,
         help="the stream server's long-poll wait (idle re-polls cost CPU)",
     )
+    parser.add_argument(
+        "--wake",
+        nargs="+",
+        choices=("subscription", "long-poll"),
+        default=["subscription", "long-poll"],
+        help="the worker's wake modes to measure",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
-    for n in args.runs:
-        results.append(measure(n, args.idle_seconds, args.probes, args.long_poll_timeout))
-        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # partial results
+    for wake in args.wake:
+        for n in args.runs:
+            results.append(measure(n, args.idle_seconds, args.probes, args.long_poll_timeout, wake))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # partial results
     report = {
         "benchmark": "suspended_runs",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

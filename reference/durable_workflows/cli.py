@@ -71,7 +71,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from .engine.worker import run_worker
 
     return run_worker(
-        url=args.url, workflows=args.workflows, name=args.name, stats_every=args.stats_every
+        url=args.url,
+        workflows=args.workflows,
+        name=args.name,
+        stats_every=args.stats_every,
+        wake=args.wake,
     )
 
 
@@ -229,6 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SECONDS",
         help="print a line of counts every SECONDS",
+    )
+    worker.add_argument(
+        "--wake",
+        choices=("auto", "subscription", "long-poll"),
+        default="auto",
+        help="how new runs and inbox messages are noticed: one pull-wake subscription "
+        "shared by the pool, or a long-poll per inbox (auto: the subscription when the "
+        "stream server offers it)",
     )
     worker.set_defaults(handler=_cmd_worker)
 

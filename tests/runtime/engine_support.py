@@ -214,3 +214,35 @@ def pending_inputs(namespace_url: str, run_id: str) -> list[str]:
         if m.get("type") == "input":
             rows[m["key"]] = m["value"]["status"]
     return [k for k, v in rows.items() if v == "pending"]
+
+
+def start(ns: str, workflow_name: str, value: Any, run_id: str | None = None) -> str:
+    """Request a run (append ``run-requested`` to the index); returns its run id."""
+    from durable_workflows.streams import StreamClient
+
+    run_id = run_id or unique(workflow_name)
+    with StreamClient(timeout=10) as client:
+        index = client.stream(f"{ns}/index", content_type="application/json")
+        index.create_json()
+        index.append_json(
+            {
+                "type": "start",
+                "key": run_id,
+                "value": {"run_id": run_id, "workflow": workflow_name, "input": value},
+                "headers": {"operation": "insert"},
+            }
+        )
+    return run_id
+
+
+def to_inbox(ns: str, run_id: str, message: dict[str, Any]) -> None:
+    """Append to a run's inbox as a client does, creating it first if need be."""
+    from durable_workflows.streams import StreamClient, StreamNotFound
+
+    with StreamClient(timeout=10) as client:
+        inbox = client.stream(f"{ns}/runs/{run_id}/inbox", content_type="application/json")
+        try:
+            inbox.append_json(message)
+        except StreamNotFound:  # INPUT-011: create it, then append
+            inbox.create_json()
+            inbox.append_json(message)

@@ -20,7 +20,7 @@ from durable_workflows.core import (
 )
 from durable_workflows.engine.app import WorkerThread
 from durable_workflows.schemas import identify
-from durable_workflows.streams import StreamClient, StreamNotFound
+from durable_workflows.streams import StreamClient
 
 from .engine_support import (
     SERVER_KINDS,
@@ -28,7 +28,9 @@ from .engine_support import (
     cancel,
     pending_inputs,
     read_history,
+    start,
     submission,
+    to_inbox,
     unique,
     wait_until,
 )
@@ -94,43 +96,23 @@ async def timeout(ctx: Context, start: Any) -> str:
         return exc.error_type
 
 
-@pytest.fixture(scope="module", params=SERVER_KINDS)
+@pytest.fixture(
+    scope="module",
+    params=[(kind, wake) for kind in SERVER_KINDS for wake in ("subscription", "long-poll")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def served(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A namespace on a running server, served by a worker thread."""
-    with any_server(request.param) as server:
+    """A namespace on a running server, served by a worker thread that learns of
+    wakes from a pull-wake subscription or from one long-poll per inbox."""
+    kind, wake = request.param
+    with any_server(kind) as server:
         ns = f"{server.stream_base}/{unique('scen')}"
-        thread = WorkerThread(ns, registry, "scenarios")
+        thread = WorkerThread(ns, registry, "scenarios", wake=wake)
         thread.start()
         try:
             yield ns
         finally:
             thread.stop()
-
-
-def start(ns: str, workflow_name: str, value: Any) -> str:
-    run_id = unique(workflow_name)
-    with StreamClient(timeout=10) as client:
-        index = client.stream(f"{ns}/index", content_type="application/json")
-        index.create_json()
-        index.append_json(
-            {
-                "type": "start",
-                "key": run_id,
-                "value": {"run_id": run_id, "workflow": workflow_name, "input": value},
-                "headers": {"operation": "insert"},
-            }
-        )
-    return run_id
-
-
-def to_inbox(ns: str, run_id: str, message: dict[str, Any]) -> None:
-    with StreamClient(timeout=10) as client:
-        inbox = client.stream(f"{ns}/runs/{run_id}/inbox", content_type="application/json")
-        try:
-            inbox.append_json(message)
-        except StreamNotFound:  # INPUT-011: create it, then append
-            inbox.create_json()
-            inbox.append_json(message)
 
 
 def final(ns: str, run_id: str, seconds: float = 15) -> tuple[dict[str, Any], list[Any]]:

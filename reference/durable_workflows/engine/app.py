@@ -27,7 +27,7 @@ from ..core import WorkflowRegistry
 from ..streams.server import build_app
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
-from .worker import Worker, load_registry
+from .worker import WakeMode, Worker, load_registry
 
 __all__ = ["DEFAULT_WORKFLOWS", "ServeApp", "WorkerThread", "run_serve"]
 
@@ -52,8 +52,10 @@ class WorkerThread:
         name: str,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
+        wake: WakeMode = "auto",
     ) -> None:
         self.worker: Worker | None = None
+        self._wake: WakeMode = wake
         self._args = (namespace_url, registry, name)
         self._transport = transport
         self._clock = clock
@@ -72,7 +74,9 @@ class WorkerThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
-            self.worker = Worker(url, registry, name=name, transport=self._transport, **options)
+            self.worker = Worker(
+                url, registry, name=name, transport=self._transport, wake=self._wake, **options
+            )
             self._started.set()
             await self.worker.run(self._stop)
 

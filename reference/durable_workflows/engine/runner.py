@@ -139,11 +139,18 @@ class Runner:
         return first_requests(index.items).get(run_id)
 
     async def activate(
-        self, run_id: str, request: Mapping[str, Any] | None = None
+        self,
+        run_id: str,
+        request: Mapping[str, Any] | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> ActivationOutcome:
-        """One activation of ``run_id``; ``request`` is its ``run-requested`` if known."""
+        """One activation of ``run_id``; ``request`` is its ``run-requested`` if known.
+
+        ``progress(offset)`` is called each time every inbox message before
+        ``offset`` has been decided and what it caused is durable (WAKE-018).
+        """
         try:
-            return await self._activate(run_id, request)
+            return await self._activate(run_id, request, progress or _ignore)
         except Fenced as exc:
             log.info("run %s: fenced (%s)", run_id, exc)
             return ActivationOutcome(run_id, "fenced", error=str(exc))
@@ -151,7 +158,9 @@ class Runner:
             log.warning("run %s: activation ended: %s", run_id, exc)
             return ActivationOutcome(run_id, "error", error=str(exc))
 
-    async def _activate(self, run_id: str, request: Mapping[str, Any] | None) -> ActivationOutcome:
+    async def _activate(
+        self, run_id: str, request: Mapping[str, Any] | None, progress: Callable[[str], None]
+    ) -> ActivationOutcome:
         history = await self.io.read_history(run_id)  # FENCE-003
         if history is None or (not history.items and not history.closed):
             if request is None:
@@ -182,6 +191,8 @@ class Runner:
                 decision = act.advance(self.clock(), inbox, self.rng)
                 if decision.append:
                     await writer.append(decision.append)
+                if not decision.close_run:
+                    progress(inbox_offset)
                 if decision.close_run:
                     _cancel(running)
                     await finish_run(
@@ -221,6 +232,10 @@ class Runner:
                     inbox_offset = more.next_offset
         finally:
             _cancel(running)
+
+
+def _ignore(offset: str) -> None:
+    pass
 
 
 def _cancel(running: dict[asyncio.Task[StepOutcome], StepTask]) -> None:

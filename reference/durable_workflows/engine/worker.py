@@ -2,13 +2,19 @@
 
 - Start-up (WAKE-006): read the run index from its start and serve every requested
   run once; runs whose history is closed are dropped after one read.
-- Discovery (WAKE-007): follow the index with a long-poll from where the scan ended.
-- Inputs and cancels (WAKE-008): follow the inbox of every run it serves with one
-  long-poll each; new messages start an activation within milliseconds.
+- New runs, inputs and cancels reach it one of two ways (``wake``):
+  - ``subscription``: one pull-wake subscription links the index and every inbox
+    (WAKE-015); the worker follows the namespace's wake stream with ONE live read,
+    and the worker of a pool whose claim succeeds serves the wake (WAKE-010, 021).
+    It is created before the start-up scan (WAKE-016). A waiting run then costs no
+    live read at all (WAKE-025).
+  - ``long-poll``: the index (WAKE-007) and the inbox of every served run (WAKE-008)
+    are followed with one long-poll each; for servers without subscriptions.
+  ``auto`` (the default) takes the subscription when the server offers it.
 - Time (WAKE-009): one heap of deadlines for every suspended run; one task sleeps
   until the earliest.
-- A suspended run costs one heap entry and one live read (WAKE-025); its replayed
-  state is dropped, so the next activation replays from a fresh read (FENCE-003).
+- A suspended run's replayed state is dropped, so the next activation replays from
+  a fresh read (FENCE-003).
 - Activations of one run never overlap here: a wake during an activation runs it
   once more afterwards.
 """
@@ -25,15 +31,16 @@ import signal
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
 from ..core import WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
+from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
 from .runner import ActivationOutcome, Runner, utc_now
 
 __all__ = ["Worker", "load_registry", "run_worker"]
@@ -42,6 +49,11 @@ log = logging.getLogger("durable_workflows.engine.worker")
 
 #: Pause before a fenced or failed run is served again (FENCE-012).
 RETRY_SECONDS = 1.0
+#: The longest a claimed wake waits for a run that does not settle (a run whose
+#: activations keep failing); its stream stays unacknowledged and wakes again.
+MAX_WAKE_HOLD_SECONDS = 5.0
+
+WakeMode = Literal["auto", "subscription", "long-poll"]
 
 
 @dataclass
@@ -55,6 +67,23 @@ class RunEntry:
     follower: asyncio.Task[None] | None = None
     activations: int = 0
     last: ActivationOutcome | None = None
+    #: inbox offset up to which every message is decided and durable (WAKE-018)
+    processed: str = ""
+    progressed: int = 0
+    failures: int = 0
+    finished: bool = False
+    watchers: list[asyncio.Future[None]] | None = None
+
+    def notify(self) -> None:
+        watchers, self.watchers = self.watchers, None
+        for future in watchers or ():
+            if not future.done():
+                future.set_result(None)
+
+    async def changed(self) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.watchers = [*(self.watchers or ()), future]
+        await future
 
 
 @dataclass
@@ -79,8 +108,14 @@ class Worker:
         clock: Callable[[], datetime] = utc_now,
         headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        wake: WakeMode = "auto",
+        lease_ttl_ms: int = LEASE_TTL_MS,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self.wake_mode: WakeMode = wake
+        self._lease_ttl_ms = lease_ttl_ms
+        self._pull: PullWake | None = None
+        self._claim: Claim | None = None
         self._transport = transport
         self.registry = registry
         self.name = name
@@ -110,14 +145,18 @@ class Worker:
             self.runner = Runner(self.io, self.registry, worker=self.name, clock=self.clock)
             background: list[asyncio.Task[None]] = []
             try:
-                offset = await self._startup()
+                offset = await self._startup(http)
                 self.ready.set()
-                background += [
-                    asyncio.ensure_future(self._follow_index(offset)),
-                    asyncio.ensure_future(self._timers()),
-                ]
+                background.append(asyncio.ensure_future(self._timers()))
+                if self._pull is not None:
+                    background.append(asyncio.ensure_future(self._follow_wakes(self._pull)))
+                else:
+                    background.append(asyncio.ensure_future(self._follow_index(offset)))
                 await stop.wait()
             finally:
+                if self._pull is not None and self._claim is not None:
+                    with contextlib.suppress(Exception):  # WAKE-022
+                        await self._pull.release(self._claim)
                 for task in [*self._tasks, *background]:
                     task.cancel()
                 for entry in self.runs.values():
@@ -127,25 +166,43 @@ class Worker:
                 self.runner.close()
                 await self._live.aclose()
 
-    async def _startup(self) -> str:
-        """WAKE-006: serve every requested run that has not ended."""
+    async def _startup(self, http: httpx.AsyncClient) -> str:
+        """WAKE-006: serve every requested run that has not ended; with a
+        subscription, create it first so nothing between the scan and it is lost
+        (WAKE-016)."""
         while True:
             try:
                 await self.io.ensure_index()  # MODEL-011
+                if self.wake_mode != "long-poll" and self._pull is None:
+                    self._pull = await self._subscribe(http)
                 index = await self.io.read_index()
                 break
-            except StreamError as exc:
+            except (StreamError, httpx.HTTPError) as exc:
                 log.warning("cannot read the run index yet: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
         for run_id, request in first_requests(index.items).items():
             self._add(run_id, request)
         return index.next_offset
 
-    def _add(self, run_id: str, request: dict[str, Any] | None) -> None:
-        if run_id in self.runs or run_id in self.ended or not is_run_id(run_id):
-            return
-        self.runs[run_id] = RunEntry(run_id, request)
-        self.wake(run_id)
+    async def _subscribe(self, http: httpx.AsyncClient) -> PullWake | None:
+        pull = PullWake(self.namespace, http, worker=self.name, lease_ttl_ms=self._lease_ttl_ms)
+        try:
+            await pull.create()
+        except Unsupported as exc:
+            if self.wake_mode == "subscription":
+                raise RuntimeError(f"wake=subscription: {exc}") from exc
+            log.info("no pull-wake subscription (%s); following every inbox instead", exc)
+            return None
+        return pull
+
+    def _add(self, run_id: str, request: dict[str, Any] | None) -> RunEntry | None:
+        if run_id in self.ended or not is_run_id(run_id):
+            return None
+        entry = self.runs.get(run_id)
+        if entry is None:
+            entry = self.runs[run_id] = RunEntry(run_id, request)
+            self.wake(run_id)
+        return entry
 
     async def _follow_index(self, offset: str) -> None:
         """WAKE-007: new run requests, by long-poll."""
@@ -182,12 +239,15 @@ class Worker:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, entry: RunEntry) -> None:
+        def progress(offset: str) -> None:
+            self._progress(entry, offset)
+
         try:
             while True:
                 entry.again = False
                 async with self._sem:
                     try:
-                        outcome = await self.runner.activate(entry.run_id, entry.request)
+                        outcome = await self.runner.activate(entry.run_id, entry.request, progress)
                     except Exception as exc:  # network trouble: try again later
                         log.warning("run %s: activation failed: %r", entry.run_id, exc)
                         outcome = ActivationOutcome(entry.run_id, "error", error=str(exc))
@@ -206,7 +266,7 @@ class Worker:
             entry.request = None  # the history's run-started holds it now
             entry.inbox_offset = outcome.inbox_offset
             self._schedule(entry, outcome.wake_at)
-            if entry.follower is None:
+            if entry.follower is None and self._pull is None:
                 entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
         elif outcome.kind in ("ended", "absent", "unknown-workflow"):
             self._forget(entry)
@@ -217,6 +277,14 @@ class Worker:
             self.stats.fenced += outcome.kind == "fenced"
             self.stats.errors += outcome.kind == "error"
             self._schedule(entry, None, retry=True)
+            if outcome.kind == "error":
+                entry.failures += 1  # the retry is ours now (WAKE-018)
+                entry.notify()
+
+    @property
+    def subscribed(self) -> bool:
+        """Whether wakes come from the pull-wake subscription."""
+        return self._pull is not None
 
     def snapshot(self) -> dict[str, int]:
         """Counts for operators and benchmarks."""
@@ -235,7 +303,14 @@ class Worker:
             "errors": self.stats.errors,
         }
 
+    def _progress(self, entry: RunEntry, offset: str) -> None:
+        entry.processed = max(entry.processed, offset)
+        entry.progressed += 1
+        entry.notify()
+
     def _forget(self, entry: RunEntry) -> None:
+        entry.finished = True
+        entry.notify()
         self.runs.pop(entry.run_id, None)
         if entry.follower is not None and entry.follower is not asyncio.current_task():
             entry.follower.cancel()
@@ -245,8 +320,6 @@ class Worker:
 
     def _schedule(self, entry: RunEntry, when: datetime | None, *, retry: bool = False) -> None:
         if retry:
-            from datetime import timedelta
-
             when = self.clock() + timedelta(seconds=RETRY_SECONDS)
         entry.wake_at = when
         if when is None:
@@ -276,6 +349,102 @@ class Worker:
                 delay = max(0.0, (self._heap[0][0] - now).total_seconds()) + 0.002
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_changed.wait(), delay)
+
+    # ------------------------------------------------------------------ pull-wake
+
+    async def _follow_wakes(self, pull: PullWake) -> None:
+        """One live read of the wake stream; each wake event of ours is a claim attempt."""
+        stream = self.io.client.stream(pull.wake_stream_url, content_type="application/json")
+        offset: str | None = None
+        while True:
+            try:
+                if offset is None:
+                    # The tail first, then the claim: a wake written after the
+                    # claim attempt is still read below.
+                    offset = (await stream.head()).next_offset
+                    await self._serve_claims(pull)
+                async for batch in stream.follow(offset, live="long-poll"):
+                    offset = batch.next_offset
+                    if any(pull.is_ours(event) for event in batch.items):
+                        await self._serve_claims(pull)
+                return
+            except (StreamError, httpx.HTTPError) as exc:
+                log.warning("wake stream follow failed, retrying: %s", exc)
+                await asyncio.sleep(RETRY_SECONDS)
+
+    async def _serve_claims(self, pull: PullWake) -> None:
+        while (claim := await pull.claim()) is not None:
+            self._claim = claim
+            try:
+                if not await self._serve_claim(pull, claim):
+                    return
+            finally:
+                self._claim = None
+
+    async def _serve_claim(self, pull: PullWake, claim: Claim) -> bool:
+        """Serve one wake; acknowledge each stream once it is settled (WAKE-017/018).
+        Returns whether the server has the next wake ready."""
+        jobs: dict[str, asyncio.Task[None]] = {}
+        tails: dict[str, str] = {}
+        for pending in claim.pending:
+            tails[pending.path] = pending.tail_offset
+            if pending.path == "index":
+                jobs[pending.path] = asyncio.ensure_future(self._settle_index(pending.acked_offset))
+            elif (run_id := self.namespace.run_id_of_inbox(pending.path)) is not None:
+                jobs[pending.path] = asyncio.ensure_future(
+                    self._settle_inbox(run_id, pending.tail_offset)
+                )
+        beat = asyncio.ensure_future(self._heartbeat(pull, claim))
+        try:
+            waiting: set[asyncio.Future[Any]] = {*jobs.values(), beat}
+            deadline = asyncio.get_running_loop().time() + MAX_WAKE_HOLD_SECONDS
+            while len(waiting) > 1 and not beat.done():
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                _, waiting = await asyncio.wait(
+                    waiting, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            beat.cancel()
+            for job in jobs.values():
+                job.cancel()  # a no-op for the settled ones
+        if beat.done() and not beat.cancelled() and beat.exception() is not None:
+            log.info("wake %s fenced: %s", claim.wake_id, beat.exception())
+            return False  # start nothing more for this wake (WAKE-019)
+        for path, job in jobs.items():
+            if not (job.done() and not job.cancelled() and job.exception() is None):
+                del tails[path]  # not settled: it stays pending and wakes again
+        try:
+            return await pull.ack(claim, tails)
+        except WakeFenced as exc:
+            log.info("wake %s fenced: %s", claim.wake_id, exc)
+            return False
+
+    async def _heartbeat(self, pull: PullWake, claim: Claim) -> None:
+        """WAKE-021: extend the lease while the wake is being served."""
+        while True:
+            await asyncio.sleep(claim.lease_ttl_ms / 3000)
+            await pull.ack(claim)
+
+    async def _settle_inbox(self, run_id: str, tail: str) -> None:
+        known = run_id in self.runs
+        entry = self._add(run_id, None)  # a run started by another worker of the pool
+        if entry is None:
+            return  # ended: nothing to do for it
+        if known:
+            self.wake(run_id)
+        failures = entry.failures
+        while not entry.finished and entry.processed < tail and entry.failures == failures:
+            await entry.changed()
+
+    async def _settle_index(self, acked_offset: str) -> None:
+        """Every run requested past the cursor has its run-started durable (WAKE-017)."""
+        index = await self.io.read_index(acked_offset)
+        entries = [self._add(r, q) for r, q in first_requests(index.items).items()]
+        for entry in entries:
+            while entry is not None and not (entry.finished or entry.progressed or entry.failures):
+                await entry.changed()
 
     # ------------------------------------------------------------------ inboxes
 
@@ -374,7 +543,11 @@ def load_registry(modules: Iterable[str], *, skip_missing: bool = False) -> Work
 
 
 def run_worker(
-    url: str | None, workflows: list[str], name: str = "worker", stats_every: float = 0.0
+    url: str | None,
+    workflows: list[str],
+    name: str = "worker",
+    stats_every: float = 0.0,
+    wake: WakeMode = "auto",
 ) -> int:
     """``dwf worker``: serve a namespace until SIGINT/SIGTERM.
 
@@ -391,12 +564,13 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(namespace.url, registry, name=name)
+        worker = Worker(namespace.url, registry, name=name, wake=wake)
         task = asyncio.ensure_future(worker.run(stop))
         ready = asyncio.ensure_future(worker.ready.wait())
         await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
         if worker.ready.is_set():
-            print(f"ready {namespace.url} ({len(registry)} workflows)", flush=True)
+            mode = "pull-wake subscription" if worker.subscribed else "long-poll per inbox"
+            print(f"ready {namespace.url} ({len(registry)} workflows; {mode})", flush=True)
         ready.cancel()
         reporter = None
         if stats_every > 0:

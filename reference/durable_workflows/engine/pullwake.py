@@ -1,0 +1,163 @@
+"""A pull-wake subscription shared by a pool of workers (waking.md, pull-wake).
+
+The stream server keeps one cursor per linked stream (the run index and every
+inbox of the namespace, WAKE-015) and writes a wake event to the namespace's wake
+stream when any of them moves past its cursor. Workers follow that one stream; the
+one whose claim succeeds serves the wake, so the runs are divided between them
+(WAKE-010) and a waiting run costs the worker no live read of its own (WAKE-025).
+
+This module is the HTTP side only: create, claim, heartbeat, acknowledge, release.
+What a claim obliges the worker to do before it acknowledges is the worker's job.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from .namespace import Namespace
+
+__all__ = ["Claim", "PullWake", "Unsupported", "WakeFenced"]
+
+#: PROTOCOL.md 6.2 allows 1 s to 10 min. A worker that dies holding a wake delays
+#: the next one by up to this long, so it is short; holders renew it every third.
+LEASE_TTL_MS = 10_000
+
+
+class Unsupported(Exception):
+    """The stream server offers no pull-wake subscriptions."""
+
+
+class WakeFenced(Exception):
+    """The server refused an ack or release as stale (409 FENCED, WAKE-019)."""
+
+
+@dataclass(frozen=True)
+class PendingStream:
+    """A linked stream with data past its cursor, relative to the namespace."""
+
+    path: str
+    acked_offset: str
+    tail_offset: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    wake_id: str
+    generation: int
+    token: str
+    lease_ttl_ms: int
+    pending: tuple[PendingStream, ...]
+    #: the same streams by their stream-root-relative path, as acks name them
+    root_paths: dict[str, str]
+
+
+class PullWake:
+    """The namespace's pull-wake subscription, as seen by one worker."""
+
+    def __init__(
+        self, namespace: Namespace, http: httpx.AsyncClient, *, worker: str, lease_ttl_ms: int
+    ) -> None:
+        self.namespace = namespace
+        self.http = http
+        self.worker = worker
+        self.lease_ttl_ms = lease_ttl_ms
+        self.root, self.ns_path = namespace.split_root()
+        # Every worker of the pool must send the same configuration (PROTOCOL.md 6.2:
+        # a different one is a 409), so the id and body depend on the namespace only.
+        self.id = "dwf-workers-" + re.sub(r"[^A-Za-z0-9_-]", "-", self.ns_path)
+        self.url = f"{self.root}/__ds/subscriptions/{self.id}"
+        self.wake_stream_url = f"{namespace.url}/wake"
+
+    def body(self) -> dict[str, Any]:
+        """WAKE-015: the index and the inboxes; never a history, never the wake stream."""
+        return {
+            "type": "pull-wake",
+            "pattern": f"{self.ns_path}/runs/*/inbox",
+            "streams": [f"{self.ns_path}/index"],
+            "wake_stream": f"{self.ns_path}/wake",
+            "lease_ttl_ms": self.lease_ttl_ms,
+            "description": f"Durable Workflows workers, namespace {self.ns_path}",
+        }
+
+    async def create(self) -> None:
+        """Create the wake stream, then the subscription (idempotent for the pool)."""
+        response = await self.http.put(
+            self.wake_stream_url, headers={"Content-Type": "application/json"}
+        )
+        if response.status_code not in (200, 201, 204):
+            raise Unsupported(f"cannot create the wake stream: HTTP {response.status_code}")
+        response = await self.http.put(self.url, json=self.body())
+        if response.status_code in (200, 201):
+            return
+        raise Unsupported(
+            f"the stream server refused the pull-wake subscription: HTTP "
+            f"{response.status_code} {response.text[:200]}"
+        )
+
+    def is_ours(self, event: Any) -> bool:
+        return isinstance(event, dict) and event.get("subscription_id") == self.id
+
+    async def claim(self) -> Claim | None:
+        """The current wake, or None when another worker holds it or nothing is pending."""
+        response = await self.http.post(f"{self.url}/claim", json={"worker": self.worker})
+        if response.status_code == 409:
+            return None  # ALREADY_CLAIMED (WAKE-021) or NO_PENDING_WORK
+        response.raise_for_status()
+        data = response.json()
+        pending: list[PendingStream] = []
+        root_paths: dict[str, str] = {}
+        prefix = self.ns_path + "/"
+        for info in data.get("streams") or []:
+            path = str(info.get("path", "")).strip("/")
+            if not info.get("has_pending") or not path.startswith(prefix):
+                continue
+            relative = path[len(prefix) :]
+            root_paths[relative] = path
+            pending.append(
+                PendingStream(
+                    relative, str(info.get("acked_offset") or "-1"), str(info["tail_offset"])
+                )
+            )
+        return Claim(
+            wake_id=str(data["wake_id"]),
+            generation=int(data["generation"]),
+            token=str(data["token"]),
+            lease_ttl_ms=int(data.get("lease_ttl_ms") or self.lease_ttl_ms),
+            pending=tuple(pending),
+            root_paths=root_paths,
+        )
+
+    async def ack(self, claim: Claim, done: dict[str, str] | None = None) -> bool:
+        """Acknowledge ``done`` (namespace-relative path -> offset) and end the wake;
+        with ``done`` None, only extend the lease (the heartbeat of WAKE-021).
+        Returns the server's ``next_wake``."""
+        body: dict[str, Any] = {"wake_id": claim.wake_id, "generation": claim.generation}
+        if done is not None:
+            body["acks"] = [
+                {"stream": claim.root_paths[path], "offset": offset}
+                for path, offset in sorted(done.items())
+            ]
+            body["done"] = True
+        response = await self._settle("ack", claim, body)
+        return bool(response.json().get("next_wake"))
+
+    async def release(self, claim: Claim) -> None:
+        """Give the wake back unacknowledged (WAKE-022)."""
+        await self._settle(
+            "release", claim, {"wake_id": claim.wake_id, "generation": claim.generation}
+        )
+
+    async def _settle(self, action: str, claim: Claim, body: dict[str, Any]) -> httpx.Response:
+        response = await self.http.post(
+            f"{self.url}/{action}",
+            json=body,
+            headers={"Authorization": f"Bearer {claim.token}"},
+        )
+        if response.status_code == 409:
+            raise WakeFenced(f"{action} refused: {response.text[:200]}")
+        response.raise_for_status()
+        return response
