@@ -93,9 +93,7 @@ def test_an_unreadable_index_exits_2(tmp_path: Path) -> None:
 #: Requirements whose checks are being written right now, each with who owns them. The
 #: list may only shrink: an id that gets a check or an exclusion must leave it, and no
 #: other id may be uncovered.
-PENDING: dict[str, str] = {
-    "WAKE-019": "callbacks of pull-wake workers (wake_id, generation, FENCED): in progress",
-}
+PENDING: dict[str, str] = {}
 
 
 def test_every_must_and_should_of_the_spec_is_covered_or_excluded() -> None:

@@ -6,6 +6,7 @@ the Node reference server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from durable_workflows.core import Context, WorkflowRegistry
 from durable_workflows.engine.app import WorkerThread
 from durable_workflows.engine.namespace import Namespace
 from durable_workflows.engine.pullwake import PullWake
+from durable_workflows.engine.worker import Worker
 from durable_workflows.streams import StreamClient
 
 from .engine_support import (
@@ -163,7 +165,7 @@ def test_a_stopping_worker_releases_the_wake_it_holds(server: Server) -> None:
         wait_until(lambda: thread.worker is not None and thread.worker.subscribed, 5, "sub")
         start(ns, "ask", None, run_id=slow)
         # The run's first append takes 4 s, so the index wake is held that long.
-        wait_until(lambda: (_subscription(ns).get("streams") is not None), 5, "subscription")
+        wait_until(lambda: _subscription(ns).get("streams") is not None, 5, "subscription")
         time.sleep(1.0)
     finally:
         thread.stop()
@@ -211,3 +213,68 @@ def test_a_run_that_cannot_replay_does_not_hold_up_the_others(server: Server) ->
         assert worker is not None and worker.stats.errors >= 1
     finally:
         thread.stop()
+
+
+class _LateHeartbeats(httpx.AsyncBaseTransport):
+    """For the first ``window`` seconds, holds each ack ``ack_delay`` s (past a 1 s
+    lease) and each history append ``append_delay`` s; records every ack and the
+    server's answer."""
+
+    def __init__(self, ack_delay: float, append_delay: float, window: float) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.delays = {"/ack": ack_delay, "/history": append_delay}
+        self.until = time.monotonic() + window
+        self.acks: list[tuple[dict[str, Any], int]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        tail = "/" + request.url.path.rsplit("/", 1)[-1]
+        if request.method == "POST" and time.monotonic() < self.until:
+            await asyncio.sleep(self.delays.get(tail, 0.0))
+        response = await self.inner.handle_async_request(request)
+        if request.method == "POST" and tail == "/ack":
+            await response.aread()
+            self.acks.append((json.loads(request.content), response.status_code))
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def settled(self) -> bool:
+        return any(body.get("done") and status == 200 for body, status in self.acks)
+
+
+@pytest.mark.req("WAKE-019", "WAKE-021")
+def test_a_worker_whose_wake_was_fenced_does_no_more_for_it(server: Server) -> None:
+    ns = f"{server.stream_base}/{unique('fence')}"
+    run_id = unique("late")
+    transport = _LateHeartbeats(ack_delay=1.2, append_delay=2.0, window=2.5)
+
+    async def scenario() -> None:
+        worker = Worker(
+            ns, registry, name="late", wake="subscription", lease_ttl_ms=1000, transport=transport
+        )
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(worker.run(stop))
+        try:
+            await asyncio.wait_for(worker.ready.wait(), 10)
+            await asyncio.to_thread(start, ns, "ask", None, run_id)
+            # The run's first append takes 2 s and the first heartbeat arrives after
+            # the 1 s lease ran out: the server refuses it (409 FENCED), and the worker
+            # sends nothing more for that wake. Later wakes settle once acks are timely.
+            for _ in range(200):
+                if transport.settled():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(scenario())
+    refused = [body["wake_id"] for body, status in transport.acks if status == 409]
+    assert refused, f"no heartbeat was fenced: {transport.acks}"
+    for wake_id in refused:
+        sent = [status for body, status in transport.acks if body["wake_id"] == wake_id]
+        assert sent.index(409) == len(sent) - 1, f"the worker went on with {wake_id}: {sent}"
+    assert all("generation" in body for body, _ in transport.acks)
+    assert transport.settled(), f"no later wake was acknowledged: {transport.acks}"
+    assert "q" in pending_inputs(ns, run_id)

@@ -277,10 +277,11 @@ class WakeHandler:
                 if run_id is not None:
                     jobs.append(self.activate(run_id))
         outcomes = await asyncio.gather(*jobs)
-        failed = [o for o in outcomes if o.kind == "error"]
+        failed = [o for o in outcomes if o.kind in ("error", "fenced")]
         if failed:
-            # No ack: the server delivers the wake again (WAKE-017/018).
-            return 500, {"error": failed[0].error}
+            # No ack: the server delivers the wake again (WAKE-017/018). A fenced
+            # activation may not have processed the inbox up to the wake's offset.
+            return 500, {"error": failed[0].error, "outcome": failed[0].kind}
         return 200, {"done": True}
 
     async def _serve_index(self, acked_offset: str) -> ActivationOutcome:
@@ -289,7 +290,7 @@ class WakeHandler:
         outcomes = await asyncio.gather(
             *(self.activate(r, q) for r, q in first_requests(index.items).items())
         )
-        failed = [o for o in outcomes if o.kind == "error"]
+        failed = [o for o in outcomes if o.kind in ("error", "fenced")]
         return failed[0] if failed else ActivationOutcome("index", "suspended")
 
 

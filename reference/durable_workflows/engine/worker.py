@@ -53,6 +53,9 @@ RETRY_SECONDS = 1.0
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
 
+#: How many ended run ids the worker remembers.
+ENDED_MEMORY = 100_000
+
 WakeMode = Literal["auto", "subscription", "long-poll"]
 
 
@@ -123,7 +126,9 @@ class Worker:
         self._headers = headers
         self._concurrency = concurrency
         self.runs: dict[str, RunEntry] = {}
-        self.ended: set[str] = set()
+        #: recently ended runs, oldest first, so repeated requests and late wakes for
+        #: them cost nothing; bounded, since a forgotten one costs only one read
+        self.ended: dict[str, None] = {}
         self.stats = WorkerStats()
         self._heap: list[tuple[datetime, str]] = []
         self._timer_changed = asyncio.Event()
@@ -272,7 +277,9 @@ class Worker:
             self._forget(entry)
             if outcome.kind == "ended":
                 self.stats.ended += 1
-                self.ended.add(entry.run_id)
+                self.ended[entry.run_id] = None
+                if len(self.ended) > ENDED_MEMORY:
+                    del self.ended[next(iter(self.ended))]
         else:  # fenced or error: serve again a little later (FENCE-012)
             self.stats.fenced += outcome.kind == "fenced"
             self.stats.errors += outcome.kind == "error"
