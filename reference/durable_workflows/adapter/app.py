@@ -10,7 +10,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -20,11 +20,13 @@ from ..core import WorkflowRegistry
 from ..engine.namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from ..schemas import validator
 from ..streams import AsyncStreamClient, StreamNotFound
+from .clock import VirtualClock
 from .faults import FaultPlan, FaultTransport
 from .interpreter import BodyLog, ProgramRegistry
 
 if TYPE_CHECKING:
     from ..engine.app import WorkerThread
+    from .workers import WorkerPool
 
 __all__ = ["FEATURES", "PREFIX", "ConformanceAdapter"]
 
@@ -34,12 +36,14 @@ PREFIX = "/conformance/v1/"
 FEATURES = (
     "always-replay",
     "cancellation",
+    "concurrent-workers",
     "crash-injection",
     "parallel",
     "patches",
     "records",
     "restart-injection",
     "step-timeouts",
+    "virtual-clock",
 )
 
 #: A settled run is one whose history has not moved for this long (and meets the rest).
@@ -75,20 +79,48 @@ def _parse_time(text: str) -> datetime:
 
 
 class ConformanceAdapter:
-    """The adapter's ASGI app and the registry the engine serves the programs from."""
+    """The adapter's ASGI app and the registry the engine serves the programs from.
+
+    The engine's clock is :attr:`clock` (ADAPT-019): give ``clock.now`` to every
+    worker, runner and handler that serves the namespace. :meth:`worker_threads`
+    builds the adapter's two workers (ADAPT-014) with it.
+    """
 
     def __init__(self, namespace_url: str, base: WorkflowRegistry) -> None:
+        self.namespace_url = namespace_url
         self.namespace = Namespace(namespace_url)
+        self.clock = VirtualClock()
         self.faults = FaultPlan()
         self.log = BodyLog(self.faults)
         self.registry = ProgramRegistry(base, self.log, self._known_history)
-        #: The worker's HTTP transport: where the append faults fire.
+        #: The first worker's HTTP transport: where the append faults fire.
         self.transport = FaultTransport(namespace_url, self.faults)
+        self._pool: WorkerPool | None = None
         self._ios: dict[int, NamespaceIO] = {}
 
+    def worker_threads(self) -> list[WorkerThread]:
+        """The adapter's worker threads (not started): the first serves every run, the
+        second the runs armed with ``workers: 2``. Both read the virtual clock and
+        count faults in the adapter's fault plan."""
+        if self._pool is None:
+            from .workers import WorkerPool
+
+            self._pool = WorkerPool(
+                self.namespace_url, self.registry, self.faults, self.clock, self.transport
+            )
+            self.faults.workers = list(self._pool.threads)
+        return list(self._pool.threads)
+
     def serve_with(self, worker: WorkerThread) -> None:
-        """The worker that serves the runs: a fault wakes it for a replacement activation."""
-        self.faults.worker = worker
+        """A worker that serves the runs (built elsewhere): a fault wakes it for a
+        replacement activation. It must read :attr:`clock`."""
+        if worker not in self.faults.workers:
+            self.faults.workers.append(worker)
+
+    def clock_moved(self) -> None:
+        """After an advance: every worker re-checks its timers at once (ADAPT-019)."""
+        for thread in self.faults.workers:
+            thread.clock_moved()
 
     # ------------------------------------------------------------------ stream reads
 
@@ -131,7 +163,7 @@ class ConformanceAdapter:
         if status not in ("sleeping", "waiting") or running:
             return "running", False, len(items)
         until = (value.get("waiting_for") or {}).get("until")
-        if until and _parse_time(until) <= datetime.now(UTC):
+        if until and _parse_time(until) <= self.clock.now():  # on the engine's clock
             return "suspended", False, len(items)
         inbox = await io.read_inbox(run_id)
         if inbox is not None and not self._inbox_decided(items, inbox.items, value):
@@ -213,8 +245,16 @@ class ConformanceAdapter:
         parts = path[len(PREFIX) :].split("/")
         if parts == ["info"] and method == "GET":
             return 200, self.info()
-        if parts == ["clock"]:
-            raise AdapterError("unsupported", "this adapter has no virtual clock")
+        if parts == ["clock"] and method == "GET":
+            return 200, {"now": self.clock.text()}
+        if parts == ["clock"] and method == "POST":
+            problems = _problems("clock", body)
+            if problems or not isinstance(body, dict) or "advance_ms" not in body:
+                detail = "; ".join(problems[:3]) or 'expected {"advance_ms": N}'
+                raise AdapterError("bad-request", detail)
+            self.clock.advance(body["advance_ms"])
+            self.clock_moved()
+            return 200, {"now": self.clock.text()}
         if len(parts) == 2 and parts[0] == "workflows" and method == "PUT":
             problems = _problems("workflow", body)
             if problems:
@@ -242,9 +282,12 @@ class ConformanceAdapter:
             raise AdapterError("bad-request", "; ".join(problems[:3]))
         if await self._io().read_history(run_id) is not None:
             raise AdapterError("bad-request", f"run {run_id} already has a history (ADAPT-012)")
-        if body.get("workers", 1) != 1:
-            raise AdapterError("unsupported", "concurrent-workers is not offered")
+        workers = body.get("workers", 1)
+        if workers != 1 and (self._pool is None or len(self._pool.threads) < workers):
+            raise AdapterError("unsupported", f"this adapter runs no {workers} workers")
         self.faults.arm(run_id, body.get("faults") or [], bool(body.get("always_replay")))
+        if self._pool is not None:
+            self._pool.set_concurrent(run_id, workers == 2)
         return 204, None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

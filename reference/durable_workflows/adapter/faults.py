@@ -17,6 +17,7 @@ after every successful history append.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import threading
 from dataclasses import dataclass, field
@@ -28,7 +29,15 @@ import httpx
 if TYPE_CHECKING:
     from ..engine.app import WorkerThread
 
-__all__ = ["ActivationStopped", "FaultPlan", "FaultTransport"]
+__all__ = ["KNOWN_HISTORY", "ActivationStopped", "FaultPlan", "FaultTransport"]
+
+#: How many history messages the current activation has read or appended (the run
+#: report's ``known_history``, ADAPT-018). Set by :class:`FaultTransport` in the
+#: activation's task after each history read and append; a step body's task copies it
+#: when the body is started, so the body sees what its own activation knew.
+KNOWN_HISTORY: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "dwf_adapter_known_history", default=None
+)
 
 #: How long the replacement waits at most for the stopped activation to unwind.
 REVIVE_WAIT_SECONDS = 0.8
@@ -55,11 +64,21 @@ class FaultPlan:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._runs: dict[str, _RunFaults] = {}
-        self.worker: WorkerThread | None = None
+        #: The workers that serve the runs: a fault wakes the run on them again.
+        self.workers: list[WorkerThread] = []
         self._revivals: set[asyncio.Task[None]] = set()
         self._always_replay: set[str] = set()
         #: Per run: step attempts whose body began and whose outcome is not yet appended.
         self._outstanding: dict[str, set[tuple[str, int]]] = {}
+
+    @property
+    def worker(self) -> WorkerThread | None:
+        """The first worker (the one that serves every run)."""
+        return self.workers[0] if self.workers else None
+
+    @worker.setter
+    def worker(self, thread: WorkerThread | None) -> None:
+        self.workers = [] if thread is None else [thread]
 
     def body_entered(self, run_id: str, key: str, attempt: int) -> None:
         with self._lock:
@@ -132,19 +151,30 @@ class FaultPlan:
         self._revivals.add(task)
         task.add_done_callback(self._revivals.discard)
 
+    def revive_later(self, run_id: str) -> None:
+        """Wake ``run_id`` again once the activation that just ended has unwound (call
+        on the event loop of the worker whose activation ended)."""
+        self._revive_later(run_id)
+
     async def _revive(self, run_id: str) -> None:
         """ADAPT-016: a replacement activation within one second."""
-        worker = self.worker.worker if self.worker is not None else None
-        if worker is None:
+        if not self.workers:
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + REVIVE_WAIT_SECONDS
         while loop.time() < deadline:
-            entry = worker.runs.get(run_id)
-            if entry is None or not entry.busy:
+            if not any(self._busy(t, run_id) for t in self.workers):
                 break
             await asyncio.sleep(0.005)
-        worker.wake(run_id)
+        # The first worker serves every run; it passes the wake on to the second one
+        # for a run armed with two workers.
+        self.workers[0].wake(run_id)
+
+    @staticmethod
+    def _busy(thread: WorkerThread, run_id: str) -> bool:
+        worker = thread.worker
+        entry = None if worker is None else worker.runs.get(run_id)
+        return entry is not None and entry.busy
 
 
 def _quiet_stops(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -172,14 +202,32 @@ class FaultTransport(httpx.AsyncBaseTransport):
         self._root = urlsplit(namespace_url).path.rstrip("/") + "/runs/"
         self.plan = plan
 
-    def _history_run(self, request: httpx.Request) -> str | None:
+    def _history_run(self, request: httpx.Request, method: str = "POST") -> str | None:
         path = request.url.path
-        if request.method != "POST" or not path.startswith(self._root):
+        if request.method != method or not path.startswith(self._root):
             return None
         rest = path[len(self._root) :].split("/")
         return rest[0] if len(rest) == 2 and rest[1] == "history" else None
 
+    async def _read(self, request: httpx.Request) -> httpx.Response:
+        """A history read: count what the activation now knows (KNOWN_HISTORY)."""
+        response = await self._inner.handle_async_request(request)
+        if response.status_code != 200:
+            return response
+        content = await response.aread()
+        try:
+            items = json.loads(content) if content else []
+        except ValueError:
+            return response
+        if isinstance(items, list):
+            offset = request.url.params.get("offset", "-1")
+            before = 0 if offset == "-1" else (KNOWN_HISTORY.get() or 0)
+            KNOWN_HISTORY.set(before + len(items))
+        return response
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._history_run(request, "GET") is not None:
+            return await self._read(request)
         run_id = self._history_run(request)
         if run_id is None:
             return await self._inner.handle_async_request(request)
@@ -189,6 +237,9 @@ class FaultTransport(httpx.AsyncBaseTransport):
         self.plan.occurred(run_id, "before-append", key)
         response = await self._inner.handle_async_request(request)
         if 200 <= response.status_code < 300:
+            seq = request.headers.get("Stream-Seq")
+            if seq is not None and seq.isdigit():
+                KNOWN_HISTORY.set(int(seq) + len(_messages(request)))
             try:
                 self.plan.occurred(run_id, "after-append", key)
                 self.plan.appended(run_id, _messages(request))

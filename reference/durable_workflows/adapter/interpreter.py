@@ -24,7 +24,7 @@ from ..core import (
     WorkflowRegistry,
     current_step,
 )
-from .faults import FaultPlan
+from .faults import KNOWN_HISTORY, FaultPlan
 
 __all__ = ["BodyLog", "ProgramRegistry", "RunLog", "scripted_error"]
 
@@ -99,6 +99,17 @@ class BodyLog:
 KnownHistory = Callable[[str], Awaitable[int]]
 
 
+@dataclass
+class _Live:
+    """An activation that interprets a program: the task that runs it, on its loop."""
+
+    run_id: str
+    workflow: str
+    program: dict[str, Any]
+    task: asyncio.Task[Any]
+    loop: asyncio.AbstractEventLoop
+
+
 class ProgramRegistry(WorkflowRegistry):
     """Registered workflows plus the programs the suite registers by name."""
 
@@ -108,17 +119,56 @@ class ProgramRegistry(WorkflowRegistry):
         self.known = known
         self.programs: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
+        #: Activations in progress, by their task.
+        self._live: dict[int, _Live] = {}
 
     def set_program(self, name: str, program: dict[str, Any]) -> None:
+        """Register or replace a program. ADAPT-008: a replacement is a deployment of
+        changed code: every activation in progress of a run of that workflow ends, as
+        a worker restart ends it, and the run is woken again; every later activation
+        replays with the new program."""
         with self._lock:
+            old = self.programs.get(name)
             self.programs[name] = program
+            stale = []
+            if old is not None and old != program:
+                stale = [
+                    live
+                    for live in self._live.values()
+                    if live.workflow == name and live.program is not program
+                ]
+        for live in stale:
+            if not live.loop.is_closed():
+                live.loop.call_soon_threadsafe(self._restart, live)
+
+    def _restart(self, live: _Live) -> None:
+        """On the activation's loop: end it where it stands, then wake the run again."""
+        if live.task.done():
+            return
+        live.task.cancel()
+        self.log.faults.revive_later(live.run_id)
+
+    def activation_started(self, run_id: str, workflow: str, program: dict[str, Any]) -> None:
+        """Called by the interpreter when an activation starts interpreting a program."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - workflow code runs in the activation's task
+            return
+        with self._lock:
+            for key in [k for k, live in self._live.items() if live.task.done()]:
+                del self._live[key]
+            live = self._live[id(task)] = _Live(
+                run_id, workflow, program, task, asyncio.get_running_loop()
+            )
+            replaced = self.programs.get(workflow, program) != program
+        if replaced:  # replaced between the look-up and now: end this one too
+            live.loop.call_soon(self._restart, live)
 
     def get(self, name: str) -> Workflow | None:
         with self._lock:
             program = self.programs.get(name)
         if program is None:
             return super().get(name)
-        return Workflow(name, _Interpreter(program, self.log, self.known).run)
+        return Workflow(name, _Interpreter(program, self.log, self.known, self, name).run)
 
     def __contains__(self, name: object) -> bool:
         with self._lock:
@@ -145,12 +195,23 @@ def _retry(op: Mapping[str, Any]) -> RetryPolicy:
 class _Interpreter:
     """One activation's interpretation of one program (bound when the activation starts)."""
 
-    def __init__(self, program: dict[str, Any], log: BodyLog, known: KnownHistory) -> None:
+    def __init__(
+        self,
+        program: dict[str, Any],
+        log: BodyLog,
+        known: KnownHistory,
+        registry: ProgramRegistry | None = None,
+        workflow: str = "",
+    ) -> None:
         self.program = program
         self.log = log
         self.known = known
+        self.registry = registry
+        self.workflow = workflow
 
     async def run(self, ctx: Context, run_input: Any) -> Any:
+        if self.registry is not None:
+            self.registry.activation_started(ctx.run_id, self.workflow, self.program)
         activation = self.log.activation(ctx.run_id)
         variables: dict[str, Any] = {"input": run_input}
         await self._ops(ctx, activation, self.program.get("ops") or [], variables)
@@ -169,7 +230,11 @@ class _Interpreter:
             self.log.entered(info.run_id)
             self.log.faults.body_entered(info.run_id, info.key, info.attempt)
             try:
-                known = await self.known(info.run_id)
+                # What this body's activation had read or appended when it started the
+                # body (ADAPT-018); read the history only if the transport did not say.
+                known = KNOWN_HISTORY.get()
+                if known is None:
+                    known = await self.known(info.run_id)
                 self.log.began(info.run_id, info.key, info.attempt, activation, known)
                 self.log.faults.occurred(info.run_id, "in-step-body")
                 if info.attempt in hang:

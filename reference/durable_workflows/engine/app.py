@@ -53,8 +53,10 @@ class WorkerThread:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
         wake: WakeMode = "auto",
+        worker_factory: Callable[..., Worker] | None = None,
     ) -> None:
         self.worker: Worker | None = None
+        self._factory: Callable[..., Worker] = worker_factory or Worker
         self._wake: WakeMode = wake
         self._args = (namespace_url, registry, name)
         self._transport = transport
@@ -74,7 +76,7 @@ class WorkerThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
-            self.worker = Worker(
+            self.worker = self._factory(
                 url, registry, name=name, transport=self._transport, wake=self._wake, **options
             )
             self._started.set()
@@ -89,6 +91,16 @@ class WorkerThread:
         """Tell the worker that its (virtual) clock jumped: re-check its timers now."""
         if self._loop is not None and self.worker is not None:
             self._loop.call_soon_threadsafe(self.worker.clock_moved)
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the worker's event loop (from any thread)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def wake(self, run_id: str) -> None:
+        """``Worker.wake(run_id)`` on the worker's event loop (from any thread)."""
+        if self.worker is not None:
+            self.call_soon(self.worker.wake, run_id)
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._loop is not None and self._stop is not None:
@@ -141,21 +153,24 @@ class ServeApp:
         self.base_url = base_url
         self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
         self.adapter: ASGIApp | None = None
-        transport: httpx.AsyncBaseTransport | None = None
+        #: The engine's clock in conformance mode (the adapter's virtual clock).
+        self.clock: Callable[[], datetime] | None = None
+        self.worker: WorkerThread | None = None
+        #: Further worker threads (the conformance adapter's second worker).
+        self.more_workers: list[WorkerThread] = []
         if conformance:  # a test interface (adapter.md, SEC-017): never in production
             from ..adapter import ConformanceAdapter
 
             adapter = ConformanceAdapter(self.namespace_url, registry)
-            self.adapter, registry, transport = adapter, adapter.registry, adapter.transport
+            self.adapter, registry, self.clock = adapter, adapter.registry, adapter.clock.now
+            if worker:
+                self.worker, *self.more_workers = adapter.worker_threads()
+        elif worker:
+            self.worker = WorkerThread(self.namespace_url, registry, "worker")
         self.handler = WakeHandler(
             self.namespace_url, registry, name="handler", subscription_id=subscription
         )
         self._subscribing: asyncio.Future[None] | None = None
-        self.worker = (
-            WorkerThread(self.namespace_url, registry, "worker", transport) if worker else None
-        )
-        if conformance and self.worker is not None:
-            adapter.serve_with(self.worker)
         self._streams_lifespan = _Lifespan(self.streams)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,8 +189,10 @@ class ServeApp:
             if message["type"] == "lifespan.startup":
                 await self._streams_lifespan.startup()
                 await self.handler.start()
-                if self.worker is not None:
-                    self.worker.start()
+                if self.clock is not None and self.handler.runner is not None:
+                    self.handler.runner.clock = self.clock
+                for thread in self._worker_threads():
+                    thread.start()
                 if self.handler.subscription_id is not None:
                     # After start-up: the server must be serving to answer the PUT.
                     self._subscribing = asyncio.ensure_future(self._subscribe())
@@ -183,12 +200,15 @@ class ServeApp:
             elif message["type"] == "lifespan.shutdown":
                 if self._subscribing is not None:
                     self._subscribing.cancel()
-                if self.worker is not None:
-                    await asyncio.to_thread(self.worker.stop)
+                for thread in self._worker_threads():
+                    await asyncio.to_thread(thread.stop)
                 await self.handler.stop()
                 await self._streams_lifespan.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _worker_threads(self) -> list[WorkerThread]:
+        return ([] if self.worker is None else [self.worker]) + self.more_workers
 
     async def _subscribe(self) -> None:
         for _ in range(50):

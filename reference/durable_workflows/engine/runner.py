@@ -32,6 +32,7 @@ from ..core import (
     StepTimedOut,
     WorkflowRegistry,
 )
+from ..streams import StreamConfigConflict
 from .namespace import NamespaceIO, first_requests
 from .writer import Fenced, FencedWriter, WriterError, finish_run
 
@@ -171,8 +172,13 @@ class Runner:
             if value.get("workflow") not in self.registry and not self.start_unknown:
                 return ActivationOutcome(run_id, "unknown-workflow")  # MODEL-018
             if history is None:
-                await self.io.ensure_inbox(run_id)  # MODEL-016: inbox, then history
-                await self.io.create_history(run_id)
+                try:
+                    await self.io.ensure_inbox(run_id)  # MODEL-016: inbox, then history
+                    await self.io.create_history(run_id)
+                except StreamConfigConflict:
+                    # Another worker created the run's streams after our read and has
+                    # already ended the run: a PUT of a closed stream is a 409. Read it.
+                    log.info("run %s: its streams were created and closed meanwhile", run_id)
                 history = await self.io.read_history(run_id)
                 if history is None:
                     raise WriterError(f"history of {run_id} vanished after creation")
