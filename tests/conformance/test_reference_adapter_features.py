@@ -215,6 +215,29 @@ def test_a_retry_and_an_input_timeout_wait_for_the_virtual_clock() -> None:
         assert _last_run(history)["output"] == {"flaky": "ok", "answer": "nobody answered"}
 
 
+@pytest.mark.req("ADAPT-017")
+def test_a_rejected_cancel_does_not_keep_the_run_from_settling() -> None:
+    program = {"ops": [{"op": "sleep", "name": "nap", "duration_ms": 60_000}]}
+    with served() as target:
+        target.register("napper", program)
+        target.start("malformed-cancel", "napper")
+        assert target.settle("malformed-cancel")["state"] == "suspended"
+        malformed = {
+            "type": "cancel",
+            "key": "c1",
+            "value": {"cancel_id": "c1-other", "reason": None},
+            "headers": {"operation": "insert"},
+        }
+        inbox = f"{target.ns}/runs/malformed-cancel/inbox"
+        answer = target.http.post(inbox, content=json.dumps([malformed]), headers=JSON)
+        assert answer.status_code in (200, 204), answer.text
+        began = time.monotonic()
+        assert target.settle("malformed-cancel")["state"] == "suspended"
+        assert time.monotonic() - began < 10, "the settle waited for a decided cancel"
+        rejected = [m["value"] for m in target.history("malformed-cancel")][-1]
+        assert rejected["submission_id"] == "c1" and rejected["reason"] == "malformed"
+
+
 @pytest.mark.req("ADAPT-008")
 def test_replacing_a_program_ends_the_activation_in_progress() -> None:
     hanging = {"ops": [{"op": "step", "name": "slow", "hang_attempts": [1], "result": 1}]}

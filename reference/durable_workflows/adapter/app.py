@@ -186,8 +186,8 @@ class ConformanceAdapter:
         for m in inbox:
             if not isinstance(m, dict):
                 continue
-            if m.get("type") == "cancel":
-                return False  # the run has not ended yet
+            if m.get("type") == "cancel" and m.get("key") not in decided:
+                return False  # the run has not ended yet (and the cancel is not rejected)
             value = m.get("value") or {}
             if (
                 m.get("type") == "submission"
