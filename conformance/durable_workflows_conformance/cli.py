@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import Phase, settings
 
 from . import __version__, schemas
 from .driver import HarnessError, Target
@@ -72,6 +73,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="hypothesis seed (default: random, reported)")
     p.add_argument("--report-json", type=Path, metavar="FILE")
     p.add_argument("--report-md", type=Path, metavar="FILE")
+    p.add_argument(
+        "-x",
+        "--exitfirst",
+        action="store_const",
+        const=1,
+        dest="maxfail",
+        help="stop at the first failing check (same as --maxfail 1)",
+    )
+    p.add_argument(
+        "--maxfail",
+        type=int,
+        metavar="N",
+        help="stop after N failing checks; the report lists the checks that ran",
+    )
+    p.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="report a failing property's first counterexample as found, without shrinking it "
+        "(shrinking runs many more scenarios against the engine)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="pytest's verbose output")
     return p
 
@@ -229,6 +250,18 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+class CollectionErrors:
+    """Suite modules that cannot be collected (a harness error, also under ``-x``,
+    where pytest then reports a test failure rather than an interruption)."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        if report.failed:
+            self.errors.append(f"cannot collect {report.nodeid or 'the suite'}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     started = _now()
@@ -252,8 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except HarnessError as error:
             harness.append(f"the adapter at {url} does not answer: {error}")
     if not harness:
+        profile = args.profile
+        if args.no_shrink:
+            profile = f"{args.profile}-no-shrink"
+            settings.register_profile(
+                profile,
+                parent=settings.get_profile(args.profile),
+                phases=[p for p in Phase if p is not Phase.shrink],
+            )
         plugin = ConformancePlugin(
-            RunConfig(target_url=url, req=args.req, features=args.feature, profile=args.profile)
+            RunConfig(target_url=url, req=args.req, features=args.feature, profile=profile)
         )
         pytest_args = [
             str(SUITE_DIR),
@@ -268,9 +309,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ignore::pytest.PytestAssertRewriteWarning",
             "-v" if args.verbose else "-q",
         ]
-        code = pytest.main(pytest_args, plugins=[plugin])
+        if args.maxfail is not None:
+            pytest_args.append(f"--maxfail={args.maxfail}")
+        collection = CollectionErrors()
+        code = pytest.main(pytest_args, plugins=[plugin, collection])
         results = sorted(plugin.results.values(), key=lambda r: r.id)
         harness.extend(plugin.harness_errors)
+        harness.extend(collection.errors)
         if code == pytest.ExitCode.NO_TESTS_COLLECTED or (not results and code == 5):
             harness.append("no check matches the selection")
         elif code in (

@@ -100,6 +100,9 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
         checks.messages_validate(obs)
         checks.only_specified_fields(obs)
         checks.matches_model(obs)
+        # Rules every history keeps, whatever the case is about.
+        checks.fixed_fields_hold(obs)
+        checks.resumed_before_new_primitives(obs)
     except AssertionError as error:
         raise AssertionError(
             f"case {case['id']} ({case['file']}): {case['description']}\n{error}\n"
