@@ -63,10 +63,10 @@ BUGS = [
         Bug(
             "rerun-completed-steps",
             ("REPLAY-023",),
-            PROPS + "test_no_completed_step_body_runs_again",
+            CASES + "[completed-step-bodies-never-run-again]",
             "ran again after its outcome",
         ),
-        id="rerun-completed-steps-caught-by-no-completed-step-body-runs-again",
+        id="rerun-completed-steps-caught-by-case-completed-step-bodies-never-run-again",
     ),
     pytest.param(
         Bug(

@@ -103,6 +103,7 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
         # Rules every history keeps, whatever the case is about.
         checks.fixed_fields_hold(obs)
         checks.resumed_before_new_primitives(obs)
+        checks.bodies_never_rerun(obs, faults=False)  # a case arms no fault
     except AssertionError as error:
         raise AssertionError(
             f"case {case['id']} ({case['file']}): {case['description']}\n{error}\n"
