@@ -9,6 +9,7 @@ primitives (``ctx.step``, ``ctx.sleep``, ``ctx.request_input``, ``ctx.now``/``ra
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -329,7 +330,15 @@ class _Interpreter:
                     await self._ops(ctx, activation, op.get("else") or [], variables)
             elif kind == "parallel":
                 # ADAPT-009: every primitive is issued, in list order, before any is awaited.
-                issued = [self._issue(ctx, activation, m) for m in op["ops"]]
+                issued: list[Awaitable[Any]] = []
+                try:
+                    for member in op["ops"]:
+                        issued.append(self._issue(ctx, activation, member))
+                except BaseException:
+                    for pending in issued:  # never awaited now: close them quietly
+                        if inspect.iscoroutine(pending):
+                            pending.close()
+                    raise
                 results = await ctx.gather(*issued)
                 for member, value in zip(op["ops"], results, strict=True):
                     if member.get("as") and member["op"] in ("step", "input"):
