@@ -100,3 +100,40 @@ def test_forged_webhooks_are_refused(handler_only: Process) -> None:
     assert reply.status_code == 401
     reply = httpx.post(f"{handler_only.url}/webhook", content=body)
     assert reply.status_code == 401
+
+
+@pytest.mark.req("WAKE-018")
+@pytest.mark.parametrize("kind", ["fenced", "error"])
+def test_a_webhook_is_not_done_while_an_activation_was_fenced_or_failed(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wake is delivered again: a fenced activation may not have read the inbox
+    up to the wake's offset. (The outcome is forced here; the decision is the subject.)"""
+    import asyncio
+
+    from durable_workflows.core import WorkflowRegistry
+    from durable_workflows.engine.handler import WakeHandler
+    from durable_workflows.engine.runner import ActivationOutcome
+
+    handler = WakeHandler(
+        "http://127.0.0.1:9/v1/stream/ns", WorkflowRegistry(), subscription_id="sub"
+    )
+    key = Ed25519PrivateKey.generate()
+    handler._keys = {"k1": key.public_key()}
+    outcomes = {"r1": "suspended", "r2": kind}
+
+    async def activate(run_id: str, request: object = None) -> ActivationOutcome:
+        return ActivationOutcome(run_id, outcomes[run_id])  # type: ignore[arg-type]
+
+    monkeypatch.setattr(handler, "activate", activate)
+    body = json.dumps(
+        {
+            "subscription_id": "sub",
+            "streams": [{"path": f"ns/runs/{r}/inbox", "has_pending": True} for r in ("r1", "r2")],
+        }
+    ).encode()
+    now = int(time.time())
+    status, reply = asyncio.run(handler.webhook(signed(key, body, now), body))
+    assert status == 500 and "done" not in reply and reply["outcome"] == kind
+    outcomes["r2"] = "suspended"
+    assert asyncio.run(handler.webhook(signed(key, body, now), body)) == (200, {"done": True})
