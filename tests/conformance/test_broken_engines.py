@@ -56,7 +56,6 @@ class Bug:
 
 
 CASES = "test_cases.py::test_case"
-PROPS = "test_properties.py::"
 
 BUGS = [
     pytest.param(
@@ -81,11 +80,11 @@ BUGS = [
         Bug(
             "no-fencing",
             ("FENCE-004",),
-            PROPS + "test_two_workers_never_both_record",
+            CASES + "[two-workers-record-each-message-once]",
             "the history differs from what the specification predicts",
             feature="concurrent-workers",
         ),
-        id="no-fencing-caught-by-two-workers-never-both-record",
+        id="no-fencing-caught-by-case-two-workers-record-each-message-once",
     ),
     pytest.param(
         Bug(

@@ -38,7 +38,7 @@ def scenario_of(case: Mapping[str, Any]) -> Scenario:
         )
         for s in case.get("submissions", [])
     )
-    return Scenario(case["program"], case.get("input"), subs)
+    return Scenario(case["program"], case.get("input"), subs, workers=case.get("workers", 1))
 
 
 def matches(message: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
