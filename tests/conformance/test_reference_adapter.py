@@ -63,7 +63,7 @@ def test_the_quick_suite_passes_against_the_reference_adapter(tmp_path: Path) ->
             ],
             cwd=REPO_ROOT,
             capture_output=True,
-            timeout=240,
+            timeout=480,
         )
     output = done.stdout.decode() + done.stderr.decode()
     seed = json.loads(report_path.read_text()).get("seed") if report_path.exists() else None

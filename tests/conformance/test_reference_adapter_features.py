@@ -265,6 +265,29 @@ def test_replacing_a_program_ends_the_activation_in_progress() -> None:
 # -- two workers ------------------------------------------------------------------------
 
 
+@pytest.mark.req("ADAPT-014", "ADAPT-016")
+@pytest.mark.parametrize("point", ["before-append", "in-step-body"])
+def test_a_fault_in_a_two_worker_run_is_replaced(point: str) -> None:
+    program = {
+        "ops": [
+            {"op": "step", "name": "a", "result": 1, "as": "a"},
+            {"op": "sleep", "name": "nap", "duration_ms": 1000},
+            {"op": "step", "name": "b", "result": 2, "as": "b"},
+        ]
+    }
+    with served() as target:
+        target.register("pair", program)
+        options = {"workers": 2, "faults": [{"at": point, "n": 2, "action": "crash"}]}
+        target.start("pair-1", "pair", options)
+        assert target.settle("pair-1")["state"] == "suspended"
+        target.advance(1000)
+        report = target.settle("pair-1")
+        assert report["state"] == "finished"
+        assert report["faults_fired"] == [0]
+        final = _last_run(target.history("pair-1"))
+        assert final["status"] == "completed" and final["output"] == {"a": 1, "b": 2}
+
+
 TWO_STEPS_AND_A_GATE = {
     "ops": [
         {"op": "step", "name": "a", "result": 1, "as": "a"},
