@@ -223,6 +223,7 @@ def build_report(
                 "expected_failure": r.id in outcome.expected and r.outcome in FAILED,
                 "duration_ms": r.duration_ms,
                 "message": r.message,
+                "examples": r.examples,
             }
             for r in outcome.results
         ],
@@ -336,8 +337,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stale in outcome.stale:
         print(f"conformance: stale expected-failure entry (it passes now): {stale}")
     must, should = report["summary"]["MUST"], report["summary"]["SHOULD"]
+    examples = sum(r.examples or 0 for r in results)
     print(
-        f"conformance: seed {seed}, profile {args.profile}; MUST requirements: "
+        f"conformance: seed {seed}, profile {args.profile}, {examples} generated examples; "
+        "MUST requirements: "
         f"{must['passed']} passed, {must['failed']} failed, {must['not_testable']} not testable, "
         f"{must['expected_failures']} expected failures; SHOULD: {should['passed']} passed, "
         f"{should['failed']} failed; exit {outcome.exit_status()}"

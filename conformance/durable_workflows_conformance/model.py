@@ -7,6 +7,11 @@ error, and, for a changed program, the non-determinism the engine must report. I
 does no I/O and reads no clock: time is a counter of milliseconds that moves only to
 the next deadline, as the suite's driver moves a virtual clock.
 
+Cancels and answers reach the inbox only where the run is at rest (the delivery
+policy of :mod:`.scenario`), so a cancel always finds the run suspended (or not yet
+started) and no step body running: the model ends the run there (CANCEL-003/005/012).
+A step attempt listed in ``hang_attempts`` fails with ``StepTimeout`` (RETRY-015).
+
 Where the specification leaves the order of messages of *different* entities open
 (outcomes of concurrent primitives, a rejection beside a resume), the suite compares
 per-entity sequences (:func:`.scrub.differences`), so the model's choice of order
@@ -34,6 +39,19 @@ class _Ended(Exception):
     def __init__(self, error: dict[str, Any]) -> None:
         super().__init__(error.get("type"))
         self.error = error
+
+
+class _Cancelled(Exception):
+    """The engine processed a cancel: the run ends at once (CANCEL-003)."""
+
+    def __init__(self, cancel: Submission) -> None:
+        super().__init__(cancel.id)
+        self.cancel = cancel
+
+
+#: EVT-037: the message of ``run-cancelled`` without a reason, and the longest reason.
+NO_REASON = "Run cancelled."
+REASON_LIMIT = 1024
 
 
 @dataclass
@@ -78,6 +96,33 @@ def _lookup(variables: Mapping[str, Any], var: str, path: Sequence[str]) -> Any:
     for member in path:
         value = value.get(member) if isinstance(value, Mapping) else None
     return value
+
+
+def attempt_error(op: Mapping[str, Any], attempt: int) -> dict[str, Any] | None:
+    """The error attempt ``attempt`` of a step operation records (scrubbed), or None when
+    its body returns. A hanging attempt times out (RETRY-015: ``StepTimeout`` with
+    details ``{"timeout_ms": N}``; the engine words the message, so it is not predicted);
+    otherwise attempts up to ``fail_attempts`` raise the program's error (ADAPT-010)."""
+    timeout = op.get("timeout_ms")
+    if timeout is not None and attempt in (op.get("hang_attempts") or ()):
+        return {"type": "StepTimeout", "message": None, "details": {"timeout_ms": timeout}}
+    if attempt <= int(op.get("fail_attempts", 0)):
+        error = op.get("error") or {"type": "ScriptedError", "message": "scripted failure"}
+        return {"type": error["type"], "message": error["message"], "details": None}
+    return None
+
+
+def final_attempt(op: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """The last attempt a step operation makes and its error (None: it completes)."""
+    retry = op.get("retry") or {}
+    non_retryable = set(retry.get("non_retryable") or [])
+    max_attempts = int(retry.get("max_attempts", 3))
+    attempt = 1
+    while True:
+        error = attempt_error(op, attempt)
+        if error is None or attempt >= max_attempts or error["type"] in non_retryable:
+            return attempt, error
+        attempt += 1
 
 
 def delay(attempt: int, retry: Mapping[str, Any]) -> int:
@@ -148,7 +193,7 @@ class _Model:
         self.batches.append(list(indexes))
 
     def reject(self, sub: Submission, reason: str) -> None:
-        request = sub.request if KEY_PATTERN.match(sub.request) else None
+        request = None if sub.cancel or not KEY_PATTERN.match(sub.request) else sub.request
         value = {
             "submission_id": sub.id,
             "request": request,
@@ -160,7 +205,8 @@ class _Model:
     def process_inbox(self, *, ending: bool = False) -> bool:
         """Decide every undecided inbox message, in inbox order (INPUT-017).
 
-        Returns whether an input got an outcome."""
+        Returns whether an input got an outcome; raises :class:`_Cancelled` at a cancel
+        of a run that has not ended (what precedes it is decided first)."""
         progressed = False
         seen: set[str] = set()
         for position, sub in enumerate(self.inbox):
@@ -175,6 +221,12 @@ class _Model:
                 self.decided.add(position)
                 self.reject(sub, "malformed")
                 continue
+            if sub.cancel:
+                self.decided.add(position)
+                if ending:  # CANCEL-009
+                    self.reject(sub, "run-finished")
+                    continue
+                raise _Cancelled(sub)
             if ending:
                 self.decided.add(position)
                 self.reject(sub, "run-finished")
@@ -350,17 +402,18 @@ class _Model:
     def run_step(self, key: str, op: Mapping[str, Any], value: dict[str, Any]) -> Any:
         """Run the attempts of a step whose ``step-started`` is recorded."""
         retry = op.get("retry") or {}
-        error = op.get("error") or {"type": "ScriptedError", "message": "scripted failure"}
         non_retryable = set(retry.get("non_retryable") or [])
-        fail_attempts = int(op.get("fail_attempts", 0))
         attempt = 1
         while True:
-            if attempt > fail_attempts:
+            recorded = attempt_error(op, attempt)
+            if recorded is None:
                 value.update(status="completed", attempt=attempt, result=op.get("result"))
                 value["error"] = None
                 self.emit("step", key, "update", value)
                 return op.get("result")
-            recorded = {"type": error["type"], "message": error["message"], "details": None}
+            error = recorded
+            if error["type"] == "StepTimeout":
+                self.now += int(op["timeout_ms"])  # the attempt hung until its timeout
             if attempt < value["max_attempts"] and error["type"] not in non_retryable:
                 value.update(status="retrying", error=recorded)
                 self.emit("step", key, "update", value)
@@ -471,16 +524,25 @@ class _Model:
         if first:
             self.append(first)
         self.emit_run(txid=RUN, op="insert")
-        self.process_inbox()  # early malformed messages are decided at once
+        txid: str | None = None
         try:
+            self.process_inbox()  # early malformed messages and cancels are decided at once
             self.execute(self.scenario.program.get("ops", []))
         except _Ended as ended:
             self.run.update(status="failed", error=ended.error)
+        except _Cancelled as cancelled:
+            # A suspended run goes straight to cancelled (model.md transitions); what
+            # it waited on stays as last recorded (CANCEL-008).
+            cancel = cancelled.cancel
+            reason = NO_REASON if cancel.reason is None else cancel.reason[:REASON_LIMIT]
+            error = {"type": "Cancelled", "message": reason, "details": {"cancel_id": cancel.id}}
+            self.run.update(status="cancelled", output=None, error=error)
+            txid = cancel.id  # EVT-038
         else:
             output = {k: v for k, v in self.variables.items() if k != "input"}
             self.run.update(status="completed", output=output)
         self.run["waiting_for"] = None
-        self.emit_run()
+        self.emit_run(txid=txid)
         self.process_inbox(ending=True)
         refused = [
             i
@@ -577,25 +639,63 @@ def non_determinism(
     scrubbed: Sequence[Mapping[str, Any]], program: Mapping[str, Any], run_input: Any
 ) -> dict[str, Any] | None:
     """The ``details`` of the NonDeterminism a conforming engine reports when it replays
-    ``scrubbed`` (a history without patch markers) with ``program``, or None.
+    ``scrubbed`` with ``program``, or None.
 
-    Cases 1-3 of replay.md; ``parallel`` and ``patch`` operations are not supported
-    here (the suite's mutations do not produce them).
+    Cases 1-3 of replay.md (REPLAY-010, REPLAY-015, REPLAY-017); ``parallel`` groups
+    issue every member before awaiting any (ADAPT-009); patch checks and recorded patch
+    markers follow versioning.md (VER-009, VER-010, VER-012, VER-013, VER-015, VER-016).
     """
-    recorded = [r for r in recorded_primitives(scrubbed) if r.kind != "patch"]
+    recorded = recorded_primitives(scrubbed)
     variables: dict[str, Any] = {"input": run_input}
-    position = 0
+    position = 0  # index of the next recorded primitive (neither matched nor skipped)
+    answers: dict[str, bool] = {}  # patch id -> what patched(id) returned
+    skipped: set[str] = set()  # patch markers that replay skipped
 
     def side(r: Recorded | None) -> dict[str, str] | None:
         return None if r is None else {"kind": r.kind, "name": r.name}
 
+    def skip_block() -> None:
+        """VER-013: before a primitive, an end or a block, skip the marker block."""
+        nonlocal position
+        while position < len(recorded) and recorded[position].kind == "patch":
+            skipped.add(recorded[position].name)
+            position += 1
+
     def unreached() -> None:
+        skip_block()
         if position < len(recorded):
             r = recorded[position]
             raise _Diverged({"seq": r.seq, "recorded": side(r), "requested": None})
 
-    def issue(op: Mapping[str, Any]) -> Recorded | None:
+    def blocked() -> None:
+        """Every branch waits on a primitive with no outcome: case 3, or replay ends."""
+        unreached()
+        raise _Stop
+
+    def patched(patch_id: str) -> bool:
         nonlocal position
+        if patch_id in answers:  # VER-009
+            return answers[patch_id]
+        end = position
+        while end < len(recorded) and recorded[end].kind == "patch":
+            end += 1
+        block = [recorded[i].name for i in range(position, end)]
+        if patch_id in block:  # VER-010
+            found = position + block.index(patch_id)
+            skipped.update(block[: found - position])
+            position = found + 1
+            answer = True
+        elif position < len(recorded) or patch_id in skipped:  # VER-012, VER-016
+            answer = False
+        else:
+            # VER-015: past everything recorded, the code runs live and cannot diverge.
+            raise _Stop
+        answers[patch_id] = answer
+        return answer
+
+    def issue(op: Mapping[str, Any]) -> Recorded:
+        nonlocal position
+        skip_block()
         if position >= len(recorded):
             raise _Stop  # new primitives beyond the history: no divergence
         r = recorded[position]
@@ -607,39 +707,42 @@ def non_determinism(
                 {"seq": r.seq, "recorded": side(r), "requested": {"kind": kind, "name": op["name"]}}
             )
         position += 1
-        if not r.finished:
-            position_before = position
-            # Blocked on a pending primitive: case 3 if the history goes on.
-            if position_before < len(recorded):
-                nxt = recorded[position_before]
-                raise _Diverged({"seq": nxt.seq, "recorded": side(nxt), "requested": None})
-            raise _Stop
         return r
+
+    def outcome(op: Mapping[str, Any], r: Recorded) -> tuple[bool, Any]:
+        """(whether the code raises here, the value bound to ``as``)."""
+        if op["op"] == "step" and r.failed:
+            return (False, {"failed": None}) if op.get("catch") else (True, None)
+        if op["op"] == "input" and r.failed:
+            return (False, op["on_expired"]["default"]) if "on_expired" in op else (True, None)
+        return False, r.value
+
+    def bind(op: Mapping[str, Any], value: Any) -> None:
+        if op["op"] in ("step", "input") and op.get("as"):
+            variables[op["as"]] = value
 
     def run(ops: Sequence[Mapping[str, Any]]) -> None:
         for op in ops:
             kind = op["op"]
             if kind in ("step", "sleep", "input", "record"):
                 r = issue(op)
-                assert r is not None
-                if kind == "step":
-                    if r.failed:
-                        if not op.get("catch"):
-                            raise _Stop("ended")
-                        value = {"failed": None}
-                    else:
-                        value = r.value
-                    if op.get("as"):
-                        variables[op["as"]] = value
-                elif kind == "input":
-                    if r.failed:
-                        if "on_expired" not in op:
-                            raise _Stop("ended")
-                        value = op["on_expired"]["default"]
-                    else:
-                        value = r.value
-                    if op.get("as"):
-                        variables[op["as"]] = value
+                if not r.finished:
+                    blocked()
+                raises, value = outcome(op, r)
+                if raises:
+                    raise _Stop("ended")
+                bind(op, value)
+            elif kind == "parallel":
+                issued = [issue(member) for member in op["ops"]]
+                if not all(r.finished for r in issued):
+                    blocked()
+                results = [outcome(m, r) for m, r in zip(op["ops"], issued, strict=True)]
+                if any(raises for raises, _ in results):
+                    raise _Stop("ended")
+                for member, (_, value) in zip(op["ops"], results, strict=True):
+                    bind(member, value)
+            elif kind == "patch":
+                run(op.get("then" if patched(op["id"]) else "else") or [])
             elif kind == "branch":
                 subject = _lookup(variables, op["var"], op.get("path") or [])
                 for case in op["cases"]:
@@ -651,7 +754,7 @@ def non_determinism(
             elif kind == "raise":
                 raise _Stop("ended")
             else:
-                raise ValueError(f"non_determinism does not model {kind!r} operations")
+                raise ValueError(f"unknown op {kind!r}")
 
     try:
         run(program.get("ops", []))

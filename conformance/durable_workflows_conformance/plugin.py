@@ -62,6 +62,8 @@ class CheckResult:
     outcome: str  # passed | failed | not-testable | error | skipped
     duration_ms: int
     message: str | None
+    #: how many examples (generated scenarios) a property ran; None for other tests
+    examples: int | None = None
 
 
 @dataclass
@@ -103,6 +105,7 @@ class ConformancePlugin:
         self._target: Target | None = None
         self.harness_errors: list[str] = []
         self._started: dict[str, float] = {}
+        self.examples: dict[str, int] = {}
 
     # -- configuration -------------------------------------------------------------
 
@@ -132,6 +135,10 @@ class ConformancePlugin:
                 f"the adapter does not declare feature(s) {', '.join(missing)}, "
                 "which --feature asked to test"
             )
+
+    def count_example(self, nodeid: str) -> None:
+        """A property test ran one more example (shrinking and replays included)."""
+        self.examples[nodeid] = self.examples.get(nodeid, 0) + 1
 
     # -- selection -------------------------------------------------------------------
 
@@ -199,6 +206,7 @@ class ConformancePlugin:
                 outcome=str(outcome),
                 duration_ms=int((time.monotonic() - started) * 1000),
                 message=message,
+                examples=self.examples.get(nodeid),
             )
         return report
 

@@ -7,6 +7,8 @@ inbox at each point where the run is at rest:
 - ``early`` submissions are appended before the run is requested;
 - ``waiting`` ones when the run is suspended waiting for their request;
 - ``late`` ones once their request has been decided (received or expired);
+- ``suspended`` ones (cancels) once the run has suspended ``at`` times, at the first
+  point where it is at rest and suspended;
 - everything still undelivered after the run has finished (the inbox is then
   closed, so the stream server refuses them with ``409``).
 
@@ -21,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-When = Literal["early", "waiting", "late"]
+When = Literal["early", "waiting", "late", "suspended"]
+Kind = Literal["submission", "cancel"]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -30,10 +33,13 @@ KEY_PATTERN = re.compile(r"^[^#\u0000-\u001f]{1,128}(#[1-9][0-9]*)?$")
 
 @dataclass(frozen=True)
 class Submission:
-    """One scheduled inbox message.
+    """One scheduled inbox message: an ``input-submitted`` or, with ``kind`` ``cancel``,
+    a ``cancel-requested`` (whose ``request`` and ``value`` are unused).
 
-    ``malformed`` sends a ``value.submission_id`` that differs from the key (check 2 of
-    INPUT-017); ``client`` (0 or 1) says which of two clients sends it.
+    ``malformed`` sends a ``value.submission_id`` (``value.cancel_id``) that differs from
+    the key (check 2 of INPUT-017); ``client`` (0 or 1) says which of two clients sends
+    it; ``reason`` is a cancel's reason; ``at`` is, for ``when`` ``suspended``, the
+    number of suspensions after which it is delivered.
     """
 
     id: str
@@ -42,18 +48,32 @@ class Submission:
     when: When = "waiting"
     client: int = 0
     malformed: bool = False
+    kind: Kind = "submission"
+    reason: str | None = None
+    at: int = 0
+
+    @property
+    def cancel(self) -> bool:
+        return self.kind == "cancel"
 
     def message(self) -> dict[str, Any]:
-        submission_id = self.id + "-other" if self.malformed else self.id
+        inbox_id = self.id + "-other" if self.malformed else self.id
+        if self.cancel:
+            return {
+                "type": "cancel",
+                "key": self.id,
+                "value": {"cancel_id": inbox_id, "reason": self.reason},
+                "headers": {"operation": "insert"},
+            }
         return {
             "type": "submission",
             "key": self.id,
-            "value": {"submission_id": submission_id, "request": self.request, "value": self.value},
+            "value": {"submission_id": inbox_id, "request": self.request, "value": self.value},
             "headers": {"operation": "insert"},
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "request": self.request,
             "value": self.value,
@@ -61,6 +81,10 @@ class Submission:
             "client": self.client,
             "malformed": self.malformed,
         }
+        if self.cancel:
+            out = {"id": self.id, "kind": "cancel", "reason": self.reason, "when": self.when}
+            out.update(client=self.client, malformed=self.malformed, at=self.at)
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +127,12 @@ class RunState:
     waiting: list[str] = field(default_factory=list)
     until: bool = False
     decided: set[str] = field(default_factory=set)
+    #: how many times the run has suspended (``run-suspended`` messages)
+    suspensions: int = 0
+
+    @property
+    def suspended(self) -> bool:
+        return self.status in ("sleeping", "waiting")
 
     @property
     def finished(self) -> bool:
@@ -117,6 +147,8 @@ def state_of(scrubbed: Sequence[Mapping[str, Any]]) -> RunState:
             continue
         if message.get("type") == "run":
             state.status = value.get("status")
+            if state.suspended:
+                state.suspensions += 1
             waiting = value.get("waiting_for")
             if isinstance(waiting, Mapping):
                 state.waiting = list(waiting.get("inputs") or [])
@@ -142,6 +174,7 @@ def due(submissions: Sequence[Submission], delivered: set[int], state: RunState)
             state.finished
             or (sub.when == "waiting" and sub.request in state.waiting)
             or (sub.when == "late" and sub.request in state.decided)
+            or (sub.when == "suspended" and state.suspended and state.suspensions >= sub.at)
         ):
             out.append(index)
     return out

@@ -10,8 +10,9 @@ What is kept of each entity (what is dropped is listed beside it):
 - ``run``: protocol, input, status, ``waiting_for`` (``until`` reduced to whether it is
   set), output, error (see :func:`scrub_run_error`); drops run id, workflow name,
   ``started_at``, ``finished_at``.
-- ``step``: name, seq, status, attempt, max_attempts, timeout_ms, result, error; drops
-  ``started_at``, ``retry_at``, ``finished_at``.
+- ``step``: name, seq, status, attempt, max_attempts, timeout_ms, result, error (a
+  ``StepTimeout``'s message is dropped: the engine words it); drops ``started_at``,
+  ``retry_at``, ``finished_at``.
 - ``sleep``: name, seq, status, duration_ms; drops the three timestamps.
 - ``input``: name, seq, status, prompt, schema, whether ``expires_at`` is set, value,
   submission_id; drops the timestamps.
@@ -35,12 +36,14 @@ ENGINE_WORDED = frozenset({"StepFailed", "InputExpired", "NonDeterminism", "Step
 
 
 def scrub_error(error: Any) -> Any:
-    """A step's recorded error: type, message and details, all predictable."""
+    """A step's recorded error: type, message and details, all predictable except the
+    message of a ``StepTimeout``, which the engine words (it becomes ``None``)."""
     if not isinstance(error, Mapping):
         return error
+    kind = error.get("type")
     return {
-        "type": error.get("type"),
-        "message": error.get("message"),
+        "type": kind,
+        "message": None if kind == "StepTimeout" else error.get("message"),
         "details": error.get("details"),
     }
 

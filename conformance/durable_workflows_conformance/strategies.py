@@ -8,12 +8,14 @@ a virtual clock durations stay short and time never races with input.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
 
+from .model import final_attempt, predict
 from .scenario import Scenario, Submission
 
 STEP_NAMES = ("fetch", "charge", "notify")
@@ -89,6 +91,10 @@ class _Names:
 #: suspension, which would make the predicted run events depend on timing.
 REAL_MIN_MS = 250
 
+#: Without a virtual clock, the per-attempt timeouts of steps: long enough that a body
+#: that returns at once never times out, short enough to keep hanging attempts cheap.
+REAL_TIMEOUT_MS = (400, 600)
+
 
 @st.composite
 def step_ops(
@@ -110,9 +116,39 @@ def step_ops(
         op["error"] = {"type": "ScriptedError", "message": "attempt failed on purpose"}
         if draw(st.booleans()):
             op["catch"] = True
+    if features is not None and features.has("step-timeouts"):
+        draw(step_timeouts(op, features, may_hang=may_fail))
     if draw(st.booleans()):
         op["as"] = names.var()
     return op
+
+
+@st.composite
+def step_timeouts(
+    draw: st.DrawFn, op: dict[str, Any], features: Features, *, may_hang: bool, force: bool = False
+) -> None:
+    """Give a step ``timeout_ms`` (RETRY-003) and, on a real clock, attempts that hang
+    past it (RETRY-015); adds them to ``op`` in place.
+
+    Hanging attempts are generated only without a virtual clock: a hanging body keeps
+    the run from settling, so on a virtual clock its timeout could never be reached.
+    A caught step whose last attempt times out is not generated: its output would hold
+    the engine-worded message of the ``StepTimeout``."""
+    if not force and draw(st.integers(0, 3)) != 3:  # one step in four; shrinks to none
+        return
+    max_attempts = int(op.get("retry", {}).get("max_attempts", 3))
+    if features.virtual_clock:
+        op["timeout_ms"] = draw(st.integers(1_000, 3_600_000))
+        return
+    op["timeout_ms"] = draw(st.integers(*REAL_TIMEOUT_MS))
+    if may_hang and (force or draw(st.booleans())):
+        hang = draw(st.sets(st.integers(1, max_attempts), min_size=1, max_size=2))
+        op["hang_attempts"] = sorted(hang)
+        if draw(st.integers(0, 3)) == 3:
+            op["retry"]["non_retryable"] = ["StepTimeout"]
+        _, error = final_attempt(op)
+        if error is not None and error["type"] == "StepTimeout":
+            op.pop("catch", None)
 
 
 @st.composite
@@ -291,6 +327,71 @@ def schedules(
     return tuple(out)
 
 
+#: How a schedule cancels the run (feature ``cancellation``, retries.md#cancellation).
+CANCEL_PLANS = ("early", "at-rest", "after-end", "twice", "duplicate", "reuses-an-id", "malformed")
+REASONS = (None, "Customer withdrew the order.", "Too long. " * 110 + "\u00e9")
+#: A suspension count no run reaches: the cancel is sent after the run has ended.
+AFTER_THE_END = 10_000
+
+
+def cancel_points(scenario: Scenario, features: Features) -> list[int]:
+    """The suspensions (1-based, in history order) at which a cancel finds the run in
+    the same state on every conforming engine: any suspension on a virtual clock; on a
+    real clock only a wait for input without a deadline, since there a run cannot move
+    on its own while the suite sends the cancel."""
+    points: list[int] = []
+    count = 0
+    for message in predict(scenario).history:
+        value = message["value"]
+        if message["type"] != "run" or value["status"] not in ("sleeping", "waiting"):
+            continue
+        count += 1
+        waiting = value["waiting_for"] or {}
+        if features.virtual_clock or (waiting.get("inputs") and not waiting.get("until")):
+            points.append(count)
+    return points
+
+
+@st.composite
+def with_cancels(draw: st.DrawFn, scenario: Scenario, features: Features) -> tuple[Submission, ...]:
+    """``scenario``'s submissions with one cancel plan added. A cancel reaches the inbox
+    before the run starts (CANCEL-012), at a point where the run is at rest (CANCEL-003,
+    CANCEL-005), or after the run ended (a closed inbox refuses it); two cancels at one
+    point give CANCEL-009; a repeated inbox id is a duplicate (INPUT-015)."""
+    subs = list(scenario.submissions)
+    plan = draw(st.sampled_from(CANCEL_PLANS))
+    points = cancel_points(scenario, features)
+    reason = draw(st.sampled_from(REASONS))
+
+    def cancel(cancel_id: str, **fields: Any) -> Submission:
+        return Submission(cancel_id, "", None, kind="cancel", reason=reason, **fields)
+
+    def where() -> dict[str, Any]:
+        """Before the run starts, or at one of the points (after the end, if so planned)."""
+        if plan == "after-end":
+            return {"when": "suspended", "at": AFTER_THE_END}
+        if plan == "early" or not points or (plan != "at-rest" and draw(st.booleans())):
+            return {"when": "early"}
+        return {"when": "suspended", "at": draw(st.sampled_from(points))}
+
+    def insert(*added: Submission) -> None:
+        index = draw(st.integers(0, len(subs)))
+        subs[index:index] = list(added)
+
+    fields = where()
+    if plan == "twice":
+        insert(cancel("c1", **fields), cancel("c2", **fields))
+    elif plan == "duplicate":
+        insert(cancel("c1", **fields), cancel("c1", **fields))
+    elif plan == "reuses-an-id" and subs:
+        insert(cancel(draw(st.sampled_from([s.id for s in subs])), **fields))
+    elif plan == "malformed":
+        insert(cancel("c1", malformed=True, **fields))
+    else:  # early, at-rest, after-end (and reuses-an-id without submissions)
+        insert(cancel("c1", **fields))
+    return tuple(subs)
+
+
 POINTS = ("before-append", "after-append", "in-step-body", "after-step-body")
 
 
@@ -323,9 +424,171 @@ def scenarios(
     faults: bool = False,
     concurrent: bool = True,
     max_ops: int = 5,
+    cancels: bool | None = None,
+    timeouts: bool = False,
 ) -> Scenario:
+    """A program, its input, a schedule and faults. ``cancels``: None adds a cancel plan
+    to one scenario in four when the adapter declares ``cancellation``, True to every
+    one (the feature must be declared), False to none. ``timeouts`` makes the first
+    step of the program one with a timeout (and, on a real clock, hanging attempts)."""
     program = draw(programs(features, max_ops=max_ops))
+    if timeouts:
+        program = draw(with_timeout_step(program, features))
     subs = draw(schedules(program, concurrent=concurrent))
     run_input = draw(st.one_of(st.none(), st.fixed_dictionaries({"order": st.integers(1, 99)})))
     chosen = draw(fault_lists(features)) if faults else ()
+    if cancels is None:
+        cancels = features.has("cancellation") and draw(st.integers(0, 3)) == 3
+    if cancels:
+        subs = draw(with_cancels(Scenario(program, run_input, subs), features))
     return Scenario(program, run_input, subs, chosen)
+
+
+@st.composite
+def with_timeout_step(
+    draw: st.DrawFn, program: dict[str, Any], features: Features
+) -> dict[str, Any]:
+    """``program`` with a step that has a timeout (and hangs, on a real clock) inserted
+    at a random top-level position."""
+    op = draw(step_ops(_Names(), features=Features(features.declared - {"step-timeouts"})))
+    op.pop("as", None)
+    draw(step_timeouts(op, features, may_hang=True, force=True))
+    ops = list(program["ops"])
+    index = draw(st.integers(0, len(ops)))
+    ops.insert(index, op)
+    return {"ops": ops}
+
+
+# -- changed programs (non-determinism) -------------------------------------------------
+
+#: The input every non-determinism program ends with: the run waits there while the
+#: suite deploys the changed program.
+GATE = {"op": "input", "name": "gate", "schema": True, "as": "gate"}
+
+
+@st.composite
+def nd_primitive(draw: st.DrawFn, features: Features) -> dict[str, Any]:
+    if features.has("records") and draw(st.integers(0, 3)) == 3:
+        return {
+            "op": "record",
+            "name": draw(st.sampled_from(["now", "dice"])),
+            "kind": draw(st.sampled_from(["time", "random", "uuid"])),
+        }
+    return {
+        "op": "step",
+        "name": draw(st.sampled_from(["a", "b", "c"])),
+        "result": draw(st.integers(0, 3)),
+    }
+
+
+@st.composite
+def nd_programs(draw: st.DrawFn, features: Features) -> list[dict[str, Any]]:
+    """The operations before the gate of a program that a run executes and then replays
+    with a changed program: steps, and, as the adapter offers them, records, parallel
+    groups and patch checks (whose ``then`` branch a new run takes)."""
+    kinds = ["step", "step"]
+    kinds += ["parallel"] if features.has("parallel") else []
+    kinds += ["patch"] if features.has("patches") else []
+    ops: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(kinds))
+        if kind == "parallel":
+            members = draw(st.lists(nd_primitive(features), min_size=2, max_size=3))
+            ops.append({"op": "parallel", "ops": members})
+        elif kind == "patch":
+            otherwise = draw(st.lists(nd_primitive(features), max_size=1))
+            ops.append(
+                {
+                    "op": "patch",
+                    "id": draw(st.sampled_from(["p1", "p2"])),
+                    "then": [draw(nd_primitive(features))],
+                    "else": otherwise,
+                }
+            )
+        else:
+            ops.append(draw(nd_primitive(features)))
+    return ops
+
+
+def _containers(ops: list[dict[str, Any]]) -> list[tuple[list[dict[str, Any]], str]]:
+    """Every list of operations in ``ops`` (itself included), with what holds it."""
+    out: list[tuple[list[dict[str, Any]], str]] = [(ops, "top")]
+    for op in ops:
+        if op["op"] == "parallel":
+            out.append((op["ops"], "parallel"))
+        elif op["op"] == "patch":
+            out.append((op["then"], "patch"))
+            out.append((op["else"], "patch"))
+    return out
+
+
+MUTATIONS = (
+    "rename",  # a primitive gets another name (a patch check another id)
+    "kind",  # a primitive becomes one of another kind
+    "remove",  # an operation goes
+    "insert",  # a new step comes before an operation
+    "swap",  # an operation and the next one trade places
+    "flatten",  # a parallel group becomes the same primitives in sequence
+    "unpatch-then",  # a patch check is retired: its new branch stays (VER-013)
+    "unpatch-else",  # a patch check goes with its new branch
+    "new-patch",  # a new patch check with a new branch only (VER-012)
+    "new-patch-else",  # a new patch check whose old branch is a new step
+)
+
+
+@st.composite
+def mutations(
+    draw: st.DrawFn, ops: list[dict[str, Any]], features: Features
+) -> list[dict[str, Any]]:
+    """A changed version of ``ops``: one edit somewhere in it (:data:`MUTATIONS`), some
+    of which a conforming engine must report as non-determinism and some not."""
+    changed = copy.deepcopy(ops)
+    containers = [(c, h) for c, h in _containers(changed) if c]
+    container, holder = draw(st.sampled_from(containers))
+    index = draw(st.integers(0, len(container) - 1))
+    victim = container[index]
+    hows = ["rename", "kind", "remove", "insert"]
+    if index + 1 < len(container):
+        hows.append("swap")
+    if victim["op"] == "parallel":
+        hows.append("flatten")
+    if victim["op"] == "patch":
+        hows += ["unpatch-then", "unpatch-else"]
+    if holder == "top" and features.has("patches"):
+        hows += ["new-patch", "new-patch-else"]
+    how = draw(st.sampled_from(hows))
+    new_step = {"op": "step", "name": "inserted", "result": None}
+    if how == "rename":
+        if victim["op"] == "patch":
+            victim["id"] = victim["id"] + "-v2"
+        elif victim["op"] == "parallel":
+            victim["ops"][0]["name"] += "-v2"
+        else:
+            victim["name"] = victim["name"] + "-v2"
+    elif how == "kind":
+        name = victim.get("name") or victim.get("id") or "changed"
+        if victim["op"] == "sleep":
+            container[index] = {"op": "step", "name": name, "result": None}
+        else:
+            container[index] = {"op": "sleep", "name": name, "duration_ms": 1}
+    elif how == "remove":
+        del container[index]
+    elif how == "insert":
+        container.insert(index, new_step)
+    elif how == "swap":
+        container[index], container[index + 1] = container[index + 1], container[index]
+    elif how == "flatten":
+        container[index : index + 1] = victim["ops"]
+    elif how == "unpatch-then":
+        container[index : index + 1] = victim["then"]
+    elif how == "unpatch-else":
+        container[index : index + 1] = victim["else"]
+    else:
+        otherwise = [new_step] if how == "new-patch-else" else []
+        container.insert(
+            index, {"op": "patch", "id": "p-new", "then": [dict(new_step)], "else": otherwise}
+        )
+    # A parallel group keeps at least one member (program.json).
+    for c, _ in _containers(changed):
+        c[:] = [op for op in c if op["op"] != "parallel" or op["ops"]]
+    return changed

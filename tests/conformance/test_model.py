@@ -243,3 +243,169 @@ def test_same_code_is_deterministic_and_new_primitives_at_the_end_are_not_diverg
     gate = {"op": "input", "name": "gate", "schema": True}
     assert non_determinism(history, {"ops": [A, B, gate]}, None) is None
     assert non_determinism(history, {"ops": [A, B, gate, A]}, None) is None
+
+
+# -- cancellation -------------------------------------------------------------------------
+
+
+def _cancel(cancel_id: str, when: str = "early", at: int = 0, **extra: Any) -> Submission:
+    return Submission(cancel_id, "", None, when=when, kind="cancel", at=at, **extra)  # type: ignore[arg-type]
+
+
+@pytest.mark.req("CANCEL-012", "EVT-037", "EVT-038")
+def test_a_cancel_before_the_run_starts_ends_it_before_any_step() -> None:
+    step = {"op": "step", "name": "a", "result": 1}
+    subs = (Submission("s1", "ok", True, "early"), _cancel("c1"))
+    prediction = predict(Scenario({"ops": [step, ASK]}, None, subs))
+    assert events(Scenario({"ops": [step, ASK]}, None, subs)) == [
+        ("run", "<run>", "insert", "running"),
+        ("run", "<run>", "update", "cancelled"),
+        ("submission", "s1", "insert", "rejected"),
+    ]
+    assert prediction.history[-1]["value"]["reason"] == "run-finished"
+    assert prediction.status == "cancelled"
+    assert prediction.error == {
+        "type": "Cancelled",
+        "message": "Run cancelled.",
+        "details": {"cancel_id": "c1"},
+    }
+    assert prediction.history[1]["txid"] == "c1"
+
+
+@pytest.mark.req("CANCEL-003", "CANCEL-005", "MODEL-020")
+def test_a_cancel_at_a_wait_takes_the_answers_before_it_and_no_step_after() -> None:
+    step = {"op": "step", "name": "after", "result": 1}
+    answer = Submission("s1", "ok", True)
+    cancel = _cancel("c1", "suspended", 1, reason="stop")
+    before = predict(Scenario({"ops": [ASK, step]}, None, (answer, cancel))).history
+    assert [(m["type"], m["value"].get("status")) for m in before[1:]] == [
+        ("input", "pending"),
+        ("run", "waiting"),
+        ("input", "received"),
+        ("run", "cancelled"),  # straight from waiting: no run-resumed, no step
+    ]
+    assert before[-1]["value"]["error"]["message"] == "stop"
+    after = predict(Scenario({"ops": [ASK, step]}, None, (cancel, answer))).history
+    tail = [(m["type"], m["value"].get("reason") or m["value"]["status"]) for m in after[3:]]
+    assert tail == [("run", "cancelled"), ("submission", "run-finished")]
+
+
+@pytest.mark.req("CANCEL-009", "INPUT-015")
+def test_a_second_cancel_is_rejected_and_a_repeated_id_records_nothing() -> None:
+    subs = (_cancel("c1"), _cancel("c2"), _cancel("c1"))
+    history = predict(Scenario({"ops": [ASK]}, None, subs)).history
+    rejected = [m for m in history if m["type"] == "submission"]
+    assert [(m["key"], m["value"]["request"], m["value"]["reason"]) for m in rejected] == [
+        ("c2", None, "run-finished")
+    ]
+    assert history[1]["txid"] == "c1"
+
+
+def test_a_cancel_sent_after_the_end_is_refused_and_a_long_reason_is_cut() -> None:
+    subs = (Submission("s1", "ok", True), _cancel("c1", "suspended", 10_000))
+    assert predict(Scenario({"ops": [ASK]}, None, subs)).refused == [1]
+    long = _cancel("c1", reason="x" * 2000)
+    assert len(predict(Scenario({"ops": [ASK]}, None, (long,))).error["message"]) == 1024
+
+
+def test_a_malformed_cancel_is_rejected_and_the_run_goes_on() -> None:
+    subs = (_cancel("c1", malformed=True), Submission("s1", "ok", True))
+    prediction = predict(Scenario({"ops": [ASK]}, None, subs))
+    assert prediction.status == "completed"
+    rejected = [m["value"] for m in prediction.history if m["type"] == "submission"]
+    assert rejected == [
+        {"submission_id": "c1", "request": None, "status": "rejected", "reason": "malformed"}
+    ]
+
+
+# -- step timeouts ------------------------------------------------------------------------
+
+
+@pytest.mark.req("RETRY-015", "RETRY-003")
+def test_hanging_attempts_time_out_and_retry() -> None:
+    op = {
+        "op": "step",
+        "name": "slow",
+        "result": 7,
+        "timeout_ms": 500,
+        "hang_attempts": [1],
+        "retry": {"max_attempts": 2, "initial_interval_ms": 300},
+        "as": "r",
+    }
+    prediction = predict(Scenario({"ops": [op]}))
+    steps = [m["value"] for m in prediction.history if m["type"] == "step"]
+    assert [(v["status"], v["attempt"], v["timeout_ms"]) for v in steps] == [
+        ("running", 1, 500),
+        ("retrying", 1, 500),
+        ("running", 2, 500),
+        ("completed", 2, 500),
+    ]
+    assert steps[1]["error"] == {
+        "type": "StepTimeout",
+        "message": None,
+        "details": {"timeout_ms": 500},
+    }
+    assert prediction.output == {"r": 7}
+    fatal = {**op, "retry": {"max_attempts": 3, "non_retryable": ["StepTimeout"]}}
+    assert predict(Scenario({"ops": [fatal]})).error["details"]["attempts"] == 1
+
+
+def test_a_step_timeout_message_is_scrubbed() -> None:
+    from durable_workflows_conformance.scrub import scrub_error
+
+    error = {"type": "StepTimeout", "message": "Attempt 1 exceeded 5 ms.", "details": {}}
+    assert scrub_error(error)["message"] is None
+    assert scrub_error({**error, "type": "Other"})["message"] == "Attempt 1 exceeded 5 ms."
+
+
+# -- non-determinism with parallel groups and patches ------------------------------------------
+
+
+def _patch(patch_id: str, then: list[Any], otherwise: list[Any] | None = None) -> dict[str, Any]:
+    return {"op": "patch", "id": patch_id, "then": then, "else": otherwise or []}
+
+
+@pytest.mark.req("VER-010", "VER-012", "VER-013")
+def test_patch_checks_against_recorded_markers() -> None:
+    history = _history(_patch("p", [A]), B)
+    gate = {"op": "input", "name": "gate", "schema": True}
+    # The same code, and code that retired the check keeping its new branch: no divergence.
+    assert non_determinism(history, {"ops": [_patch("p", [A]), B, gate]}, None) is None
+    assert non_determinism(history, {"ops": [A, B, gate]}, None) is None
+    # A new check before recorded primitives returns false and takes no position.
+    assert non_determinism(history, {"ops": [_patch("q", [B]), _patch("p", [A]), B, gate]},
+                           None) is None  # fmt: skip
+    # Its old branch, or a renamed check's old branch, meets the recorded step a.
+    assert non_determinism(history, {"ops": [_patch("p2", [A], [B]), B, gate]}, None) == {
+        "seq": 2,
+        "recorded": {"kind": "step", "name": "a"},
+        "requested": {"kind": "step", "name": "b"},
+    }
+
+
+@pytest.mark.req("VER-016")
+def test_a_skipped_marker_is_not_recorded_again() -> None:
+    history = _history(_patch("p", []), A)
+    gate = {"op": "input", "name": "gate", "schema": True}
+    # p's marker is skipped before a; a later patched("p") past the history is false.
+    program = {"ops": [A, gate, _patch("p", [B], [])]}
+    assert non_determinism(history, program, None) is None
+
+
+def test_parallel_groups_are_matched_member_by_member() -> None:
+    group = {"op": "parallel", "ops": [A, B]}
+    history = _history(group)
+    gate = {"op": "input", "name": "gate", "schema": True}
+    assert non_determinism(history, {"ops": [A, B, gate]}, None) is None  # flattened
+    swapped = {"op": "parallel", "ops": [B, A]}
+    assert non_determinism(history, {"ops": [swapped, gate]}, None) == {
+        "seq": 1,
+        "recorded": {"kind": "step", "name": "a"},
+        "requested": {"kind": "step", "name": "b"},
+    }
+    shorter = {"op": "parallel", "ops": [A]}
+    assert non_determinism(history, {"ops": [shorter, gate]}, None) == {
+        "seq": 2,
+        "recorded": {"kind": "step", "name": "b"},
+        "requested": {"kind": "input", "name": "gate"},
+    }
