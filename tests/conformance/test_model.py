@@ -409,3 +409,31 @@ def test_parallel_groups_are_matched_member_by_member() -> None:
         "recorded": {"kind": "step", "name": "b"},
         "requested": {"kind": "input", "name": "gate"},
     }
+
+
+@pytest.mark.req("REPLAY-013", "REPLAY-015")
+def test_an_outcome_order_the_changed_code_cannot_follow_has_two_readings() -> None:
+    from durable_workflows_conformance.model import non_determinism_readings
+
+    b = {"op": "step", "name": "b", "result": 0}
+    gate = {"op": "input", "name": "gate", "schema": True}
+    history = [
+        _msg("step", "b", "insert", seq=1, status="running"),
+        _msg("step", "b", "update", seq=1, status="completed", result=2),
+        _msg("step", "b#2", "insert", seq=2, status="running"),
+        _msg("step", "b#3", "insert", seq=3, status="running"),
+        _msg("step", "b#3", "update", seq=3, status="completed", result=0),
+        _msg("step", "b#2", "update", seq=2, status="completed", result=0),
+        _msg("input", "gate", "insert", seq=4, status="pending"),
+    ]
+    for entry in history:
+        entry["value"]["name"] = entry["key"].split("#")[0]
+    changed = {"ops": [{"op": "parallel", "ops": [b, b]}, gate]}
+    recorded = {"kind": "step", "name": "b"}
+    assert non_determinism_readings(history, changed, None) == [
+        {"seq": 3, "recorded": recorded, "requested": {"kind": "input", "name": "gate"}},
+        {"seq": 3, "recorded": recorded, "requested": None},
+    ]
+    # Code that follows the recorded order has one reading.
+    same = {"ops": [b, {"op": "parallel", "ops": [b, b]}, gate]}
+    assert non_determinism_readings(history, same, None) == [None]

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from durable_workflows_conformance import checks
 from durable_workflows_conformance.driver import Driver, Observation, Target, new_id, parse_time
-from durable_workflows_conformance.model import non_determinism
+from durable_workflows_conformance.model import non_determinism_readings
 from durable_workflows_conformance.plugin import PLUGIN
 from durable_workflows_conformance.scenario import Scenario, state_of
 from durable_workflows_conformance.scrub import scrub_all
@@ -328,8 +328,10 @@ def test_non_determinism_is_found_and_reported(driver: Driver, example: Count) -
         before, _ = target.read(target.history_url(run_id))
         state = state_of(scrub_all(before, run_id))
         assert state.waiting == ["gate"], f"the run waits at the gate, got {state}"
-        expected = non_determinism(scrub_all(before, run_id), changed, None)
-        note(f"expected: {expected}")
+        # Where the specification can be read two ways (REPLAY-013 against case 3 of
+        # replay.md; see model.non_determinism), either reading is accepted.
+        expected = non_determinism_readings(scrub_all(before, run_id), changed, None)
+        note(f"expected (any of): {expected}")
         # Deploy the changed program, then wake the run by answering the gate.
         target.put_workflow(workflow, changed)
         target.settle(run_id)
@@ -350,22 +352,22 @@ def test_non_determinism_is_found_and_reported(driver: Driver, example: Count) -
             + f"\nscenario: {scenario.to_json()}\nchanged: {changed}\nexpected: {expected}"
         )
         runs = [m for m in added if m.get("type") == "run"]
-        if expected is None:
-            reported = [
-                m["value"]["error"]
-                for m in runs
-                if (m["value"].get("error") or {}).get("type") == "NonDeterminism"
-            ]
-            assert not reported, (
-                f"no divergence expected, but the engine reported {reported}\n{context}"
+        reported = [
+            m["value"]["error"]
+            for m in runs
+            if (m["value"].get("error") or {}).get("type") == "NonDeterminism"
+        ]
+        if not reported:
+            assert None in expected, (
+                f"expected run-failed with NonDeterminism {expected}, got {added}\n{context}"
             )
             return
-        assert runs and runs[0]["value"]["status"] == "failed", (
-            f"expected run-failed with NonDeterminism {expected}, got {added}\n{context}"
+        assert runs[0]["value"]["status"] == "failed", (
+            f"expected run-failed with NonDeterminism first, got {added}\n{context}"
         )
         error = runs[0]["value"]["error"]
         assert error["type"] == "NonDeterminism", f"error type {error['type']}\n{context}"
-        assert error["details"] == expected, (
+        assert error["details"] in expected, (
             f"details {error['details']} differ from {expected}\n{context}"
         )
         others = [m for m in added if m.get("type") not in ("run", "submission")]
