@@ -72,7 +72,10 @@ def test_two_workers_on_the_same_runs_never_both_record(
     log = tmp_path / "bodies.log"
     run_ids = [f"race-{n}" for n in range(RUNS)]
     request_runs(ns, run_ids)  # requested before either worker starts: both see them at once
+    # Long-poll wakes: a pull-wake subscription would hand each wake to one of them,
+    # and this test wants them to race for every run (fencing is what is tested).
     args = ["worker", "--url", ns, "--workflows", "tests.runtime.test_fencing_processes"]
+    args += ["--wake", "long-poll"]
     workers: list[Process] = [
         spawn([*args, "--name", f"w{n}"], env={LOG_ENV: str(log)}, wait_ready=False)
         for n in range(2)
