@@ -644,11 +644,10 @@ class _Stop(Exception):
 def non_determinism_readings(
     scrubbed: Sequence[Mapping[str, Any]], program: Mapping[str, Any], run_input: Any
 ) -> list[dict[str, Any] | None]:
-    """Every outcome of :func:`non_determinism` the specification allows: one, or two
-    where it can be read either way (see ``strict_order`` there)."""
-    readings = [non_determinism(scrubbed, program, run_input)]
-    strict = non_determinism(scrubbed, program, run_input, strict_order=True)
-    return readings if strict in readings else [*readings, strict]
+    """Every outcome of :func:`non_determinism` the specification allows. Case 3 of
+    replay.md gives outcomes strictly in history order (``strict_order``), so there is
+    one; the list shape keeps room for a rule that allows more."""
+    return [non_determinism(scrubbed, program, run_input, strict_order=True)]
 
 
 def non_determinism(
@@ -656,7 +655,7 @@ def non_determinism(
     program: Mapping[str, Any],
     run_input: Any,
     *,
-    strict_order: bool = False,
+    strict_order: bool = True,
 ) -> dict[str, Any] | None:
     """The ``details`` of the NonDeterminism a conforming engine reports when it replays
     ``scrubbed`` with ``program``, or None.
@@ -665,11 +664,12 @@ def non_determinism(
     issue every member before awaiting any (ADAPT-009); patch checks and recorded patch
     markers follow versioning.md (VER-009, VER-010, VER-012, VER-013, VER-015, VER-016).
 
-    ``strict_order`` reads REPLAY-013 as giving recorded outcomes to the code strictly
-    in history order, across primitives the changed code has not issued: code that waits
-    for an outcome recorded after the outcome of a primitive it has not reached is then
-    blocked (case 3). Without it, code that waits only on primitives whose outcomes are
-    recorded gets them and goes on (case 3 needs "a primitive with no outcome").
+    ``strict_order`` (the specification's reading, case 3 of replay.md) gives recorded
+    outcomes to the code strictly in history order, across primitives the changed code
+    has not issued: code that waits for an outcome recorded after the outcome of a
+    primitive it has not reached is blocked (case 3). ``strict_order=False`` is the
+    other reading, which the specification rules out: such code gets its outcomes and
+    goes on.
     """
     recorded = recorded_primitives(scrubbed)
     by_outcome = sorted((r.outcome_at, r.seq) for r in recorded if r.outcome_at is not None)

@@ -127,21 +127,22 @@ def step_ops(
 def step_timeouts(
     draw: st.DrawFn, op: dict[str, Any], features: Features, *, may_hang: bool, force: bool = False
 ) -> None:
-    """Give a step ``timeout_ms`` (RETRY-003) and, on a real clock, attempts that hang
-    past it (RETRY-015); adds them to ``op`` in place.
+    """Give a step ``timeout_ms`` (RETRY-003) and attempts that hang past it
+    (RETRY-015); adds them to ``op`` in place.
 
-    Hanging attempts are generated only without a virtual clock: a hanging body keeps
-    the run from settling, so on a virtual clock its timeout could never be reached.
-    A caught step whose last attempt times out is not generated: its output would hold
-    the engine-worded message of the ``StepTimeout``."""
+    A hanging attempt's timeout is short even on a virtual clock: it bounds the real
+    time the body runs (ADAPT-020), since the suite never advances the clock while a
+    body runs. A caught step whose last attempt times out is not generated: its output
+    would hold the engine-worded message of the ``StepTimeout``."""
     if not force and draw(st.integers(0, 3)) != 3:  # one step in four; shrinks to none
         return
     max_attempts = int(op.get("retry", {}).get("max_attempts", 3))
-    if features.virtual_clock:
+    hangs = may_hang and (force or draw(st.booleans()))
+    if features.virtual_clock and not hangs:
         op["timeout_ms"] = draw(st.integers(1_000, 3_600_000))
         return
     op["timeout_ms"] = draw(st.integers(*REAL_TIMEOUT_MS))
-    if may_hang and (force or draw(st.booleans())):
+    if hangs:
         hang = draw(st.sets(st.integers(1, max_attempts), min_size=1, max_size=2))
         op["hang_attempts"] = sorted(hang)
         if draw(st.integers(0, 3)) == 3:

@@ -368,3 +368,16 @@ def test_a_second_worker_serves_exactly_the_runs_armed_with_two_workers() -> Non
     # Fencing holds: the history of the raced run is the one a single worker records,
     # one message per position (no primitive, outcome or run event twice).
     assert scrub_all(two, "two-workers") == scrub_all(one, "one-worker")
+
+
+@pytest.mark.req("INPUT-015")
+def test_a_cancel_that_repeats_a_submission_id_does_not_keep_a_run_unsettled() -> None:
+    """The engine records nothing for a repeated id, so settle must not wait for it."""
+    from durable_workflows.adapter.app import ConformanceAdapter
+
+    early = {"type": "submission", "key": "s2", "value": {"request": "ask-2", "value": 1}}
+    repeat = {"type": "cancel", "key": "s2", "value": {"cancel_id": "s2", "reason": None}}
+    sleeping = {"status": "sleeping", "waiting_for": {"inputs": [], "until": None}}
+    assert ConformanceAdapter._inbox_decided([], [early, repeat], sleeping)
+    cancel = {"type": "cancel", "key": "c1", "value": {"cancel_id": "c1", "reason": None}}
+    assert not ConformanceAdapter._inbox_decided([], [early, cancel], sleeping)

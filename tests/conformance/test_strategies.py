@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from durable_workflows_conformance import schemas
@@ -71,8 +71,20 @@ def test_timeout_steps_on_a_real_clock_hang_and_stay_short(scenario: Scenario) -
 
 @FAST
 @given(scenarios(ALL, timeouts=True))
-def test_on_a_virtual_clock_no_attempt_hangs(scenario: Scenario) -> None:
-    assert not any(op.get("hang_attempts") for op in _walk(scenario.program["ops"]))
+def test_on_a_virtual_clock_hanging_attempts_have_short_real_timeouts(scenario: Scenario) -> None:
+    """ADAPT-020: the timeout of a hanging attempt bounds real time, so it stays short."""
+    _check(scenario)
+    for op in _walk(scenario.program["ops"]):
+        if op.get("hang_attempts"):
+            assert REAL_TIMEOUT_MS[0] <= op["timeout_ms"] <= REAL_TIMEOUT_MS[1]
+
+
+def test_on_a_virtual_clock_attempts_still_hang() -> None:
+    def hangs(scenario: Scenario) -> bool:
+        return any(op.get("hang_attempts") for op in _walk(scenario.program["ops"]))
+
+    found = find(scenarios(ALL, timeouts=True), hangs, settings=settings(database=None))
+    assert hangs(found)
 
 
 def test_a_cancel_at_rest_on_a_real_clock_waits_for_an_input_without_deadline() -> None:

@@ -277,7 +277,7 @@ def _timeouts_not_early(obs: Observation) -> None:
         )
 
 
-@pytest.mark.req("RETRY-003", "RETRY-008", "RETRY-009", "RETRY-015", "RETRY-019")
+@pytest.mark.req("RETRY-003", "RETRY-008", "RETRY-009", "RETRY-015", "RETRY-019", "ADAPT-020")
 @pytest.mark.feature("step-timeouts")
 def test_step_timeouts_fail_attempts_as_the_specification_predicts(
     driver: Driver, example: Count

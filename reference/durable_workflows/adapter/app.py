@@ -183,9 +183,14 @@ class ConformanceAdapter:
             elif m.get("type") == "input" and value.get("submission_id"):
                 decided.add(str(value["submission_id"]))
         waiting = set((run.get("waiting_for") or {}).get("inputs") or ())
+        seen: set[str] = set()
         for m in inbox:
             if not isinstance(m, dict):
                 continue
+            key = str(m.get("key"))
+            if key in seen:
+                continue  # a repeated id is a no-op the engine never records (INPUT-015)
+            seen.add(key)
             if m.get("type") == "cancel" and m.get("key") not in decided:
                 return False  # the run has not ended yet (and the cancel is not rejected)
             value = m.get("value") or {}
