@@ -83,6 +83,10 @@ def _exact(scenario: Scenario) -> bool:
 @pytest.mark.req(
     "EVT-003", "EVT-004", "EVT-006", "EVT-007", "EVT-011", "EVT-023", "EVT-041", "EVT-067",
     "EVT-080", "EVT-082", "PRIV-002",
+    # The shape of each event that generated runs record, checked on every message by
+    # the event's schema and its cross-field rules (identify()):
+    "EVT-025", "EVT-026", "EVT-029", "EVT-031", "EVT-033", "EVT-045", "EVT-047", "EVT-050",
+    "EVT-054", "EVT-058", "EVT-059", "EVT-063", "EVT-073", "EVT-075", "EVT-078", "EVT-088",
 )  # fmt: skip
 def test_every_message_of_a_run_validates(driver: Driver, example: Count) -> None:
     @given(st.data())
