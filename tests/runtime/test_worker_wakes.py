@@ -13,10 +13,9 @@ import pytest
 
 from durable_workflows.core import Context, InputExpired, RetryPolicy, WorkflowRegistry
 from durable_workflows.engine.app import WorkerThread
-from durable_workflows.streams import StreamClient, StreamNotFound
 from tests.support.embedded_server import EmbeddedServer, embedded_server
 
-from .engine_support import read_history, submission, unique, wait_until
+from .engine_support import read_history, start, submission, to_inbox, unique, wait_until
 
 #: How late after a deadline the worker may act, on a loaded two-core machine.
 LATE = timedelta(seconds=1.5)
@@ -57,32 +56,6 @@ def server() -> Iterator[EmbeddedServer]:
         yield running
 
 
-def request_run(ns: str, workflow: str, value: Any) -> str:
-    run_id = unique(workflow)
-    with StreamClient(timeout=10) as client:
-        index = client.stream(f"{ns}/index", content_type="application/json")
-        index.create_json()
-        index.append_json(
-            {
-                "type": "start",
-                "key": run_id,
-                "value": {"run_id": run_id, "workflow": workflow, "input": value},
-                "headers": {"operation": "insert"},
-            }
-        )
-    return run_id
-
-
-def submit(ns: str, run_id: str, message: dict[str, Any]) -> None:
-    with StreamClient(timeout=10) as client:
-        inbox = client.stream(f"{ns}/runs/{run_id}/inbox", content_type="application/json")
-        try:
-            inbox.append_json(message)
-        except StreamNotFound:
-            inbox.create_json()
-            inbox.append_json(message)
-
-
 def at(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -98,7 +71,7 @@ def test_deadlines_wake_the_run_on_time(server: EmbeddedServer) -> None:
     worker = WorkerThread(ns, registry, "deadlines")
     worker.start()
     try:
-        run_id = request_run(ns, "deadlines", unique("tag"))
+        run_id = start(ns, "deadlines", unique("tag"))
         wait_until(lambda: read_history(ns, run_id)[1], 20, "the run ends")
     finally:
         worker.stop()
@@ -124,7 +97,7 @@ def test_deadlines_wake_the_run_on_time(server: EmbeddedServer) -> None:
 def test_causes_missed_while_no_worker_ran_are_acted_on_at_start(server: EmbeddedServer) -> None:
     ns = f"{server.stream_base}/{unique('missed')}"
     # A run requested while no worker is up starts when one comes up.
-    run_id = request_run(ns, "ask-then-nap", None)
+    run_id = start(ns, "ask-then-nap", None)
     first = WorkerThread(ns, registry, "first")
     first.start()
     try:
@@ -132,7 +105,7 @@ def test_causes_missed_while_no_worker_ran_are_acted_on_at_start(server: Embedde
     finally:
         first.stop()
     # The answer arrives while no worker runs ...
-    submit(ns, run_id, submission("s-1", "q", 42))
+    to_inbox(ns, run_id, submission("s-1", "q", 42))
     second = WorkerThread(ns, registry, "second")
     second.start()
     try:
