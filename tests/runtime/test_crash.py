@@ -35,6 +35,7 @@ from .engine_support import (
     pending_inputs,
     read_history,
     spawn,
+    start,
     submission,
     wait_until,
 )
@@ -86,20 +87,6 @@ def answer_inputs(ns: str, run_id: str, stop: threading.Event) -> None:
             time.sleep(0.05)
 
 
-def start_run(ns: str, run_id: str) -> None:
-    with StreamClient(timeout=10) as client:
-        index = client.stream(f"{ns}/index", content_type="application/json")
-        index.create_json()
-        index.append_json(
-            {
-                "type": "start",
-                "key": run_id,
-                "value": {"run_id": run_id, "workflow": "crash-50", "input": {}},
-                "headers": {"operation": "insert"},
-            }
-        )
-
-
 def worker(ns: str, log: Path) -> Process:
     return spawn(
         ["worker", "--url", ns, "--workflows", "tests.runtime.test_crash", "--name", "crash"],
@@ -130,7 +117,7 @@ def test_run_survives_twenty_kills_with_the_same_output(
         helper.start()
     try:
         # The uninterrupted run.
-        start_run(ns, "calm")
+        start(ns, "crash-50", {}, "calm")
         began = time.monotonic()
         calm = worker(ns, log)
         try:
@@ -139,7 +126,7 @@ def test_run_survives_twenty_kills_with_the_same_output(
             calm.stop()
         print(f"uninterrupted run: {time.monotonic() - began:.2f} s (seed {seed})")
         # The same workflow, killed again and again.
-        start_run(ns, "crashy")
+        start(ns, "crash-50", {}, "crashy")
         kills = 0
         while kills < KILLS:
             victim = worker(ns, log)

@@ -155,16 +155,7 @@ def test_input_resumes_the_run_within_milliseconds(served: str) -> None:
 def test_early_submission_is_kept_until_the_request(served: str) -> None:
     run_id = unique("ask")
     to_inbox(served, run_id, submission("early", "q", 7))  # before the run exists
-    with StreamClient(timeout=10) as client:
-        index = client.stream(f"{served}/index", content_type="application/json")
-        index.append_json(
-            {
-                "type": "start",
-                "key": run_id,
-                "value": {"run_id": run_id, "workflow": "ask", "input": None},
-                "headers": {"operation": "insert"},
-            }
-        )
+    start(served, "ask", None, run_id)
     run, events = final(served, run_id)
     assert run["output"] == 70
     assert "run-suspended" not in events  # INPUT-021: accepted without suspending
