@@ -51,8 +51,6 @@ class Claim:
     token: str
     lease_ttl_ms: int
     pending: tuple[PendingStream, ...]
-    #: the same streams by their stream-root-relative path, as acks name them
-    root_paths: dict[str, str]
 
 
 class PullWake:
@@ -109,14 +107,12 @@ class PullWake:
         response.raise_for_status()
         data = response.json()
         pending: list[PendingStream] = []
-        root_paths: dict[str, str] = {}
         prefix = self.ns_path + "/"
         for info in data.get("streams") or []:
             path = str(info.get("path", "")).strip("/")
             if not info.get("has_pending") or not path.startswith(prefix):
                 continue
             relative = path[len(prefix) :]
-            root_paths[relative] = path
             pending.append(
                 PendingStream(
                     relative, str(info.get("acked_offset") or "-1"), str(info["tail_offset"])
@@ -128,7 +124,6 @@ class PullWake:
             token=str(data["token"]),
             lease_ttl_ms=int(data.get("lease_ttl_ms") or self.lease_ttl_ms),
             pending=tuple(pending),
-            root_paths=root_paths,
         )
 
     async def ack(self, claim: Claim, done: dict[str, str] | None = None) -> bool:
@@ -138,7 +133,7 @@ class PullWake:
         body: dict[str, Any] = {"wake_id": claim.wake_id, "generation": claim.generation}
         if done is not None:
             body["acks"] = [
-                {"stream": claim.root_paths[path], "offset": offset}
+                {"stream": f"{self.ns_path}/{path}", "offset": offset}
                 for path, offset in sorted(done.items())
             ]
             body["done"] = True
