@@ -21,6 +21,7 @@ there does not matter.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,34 @@ def attempt_error(op: Mapping[str, Any], attempt: int) -> dict[str, Any] | None:
     return None
 
 
+#: The engine limits of security.md (a scenario's ``limits`` replace them, ADAPT-021).
+DEFAULT_LIMITS = {
+    "submission_bytes": 65_536,
+    "submissions_per_run": 1_000,
+    "result_bytes": 1_048_576,
+    "history_messages": 50_000,
+}
+#: Errors of a returned result, never retried (EVT-052, SEC-009).
+RESULT_ERRORS = frozenset({"InvalidResult", "ResultTooLarge"})
+
+
+def compact_bytes(value: Any) -> int:
+    """UTF-8 bytes of ``value`` as JSON without insignificant whitespace."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def result_error(op: Mapping[str, Any], limits: Mapping[str, int]) -> dict[str, Any] | None:
+    """The error of an attempt whose body returns (scrubbed: the engine words the
+    message and chooses the details), or None when its result is recorded: a value with
+    no JSON encoding fails with ``InvalidResult`` (EVT-052), a result longer than the
+    result size limit with ``ResultTooLarge`` (SEC-009)."""
+    if op.get("unencodable"):
+        return {"type": "InvalidResult", "message": None, "details": None}
+    if compact_bytes(op.get("result")) > limits["result_bytes"]:
+        return {"type": "ResultTooLarge", "message": None, "details": None}
+    return None
+
+
 def final_attempt(op: Mapping[str, Any]) -> tuple[int, dict[str, Any] | None]:
     """The last attempt a step operation makes and its error (None: it completes)."""
     retry = op.get("retry") or {}
@@ -149,6 +178,8 @@ class _Model:
         self.history: list[dict[str, Any]] = []
         self.inbox: list[Submission] = []
         self.decided: set[int] = set()  # inbox positions decided (or duplicates)
+        self.counted: set[int] = set()  # submissions past checks 1 and 2 (INPUT-033)
+        self.limits = {**DEFAULT_LIMITS, **(scenario.limits or {})}
         self.inputs: dict[str, _Input] = {}
         self.variables: dict[str, Any] = {"input": copy.deepcopy(scenario.input)}
         self.delivered: set[int] = set()
@@ -227,6 +258,11 @@ class _Model:
                     self.reject(sub, "run-finished")
                     continue
                 raise _Cancelled(sub)
+            self.counted.add(position)
+            if self.too_large(sub, position):  # check 4
+                self.decided.add(position)
+                self.reject(sub, "too-large")
+                continue
             if ending:
                 self.decided.add(position)
                 self.reject(sub, "run-finished")
@@ -247,6 +283,16 @@ class _Model:
                 self.emit("input", request.key, "update", self.input_value(request, sub.id), sub.id)
                 progressed = True
         return progressed
+
+    def too_large(self, sub: Submission, position: int) -> bool:
+        """Check 4 of INPUT-017: the value is longer than the submission size limit
+        (INPUT-031), or the submission is beyond the run's submission count limit,
+        counting in inbox order the submissions that passed checks 1 and 2 (INPUT-033)."""
+        number = sum(1 for p in self.counted if p <= position)
+        return (
+            number > self.limits["submissions_per_run"]
+            or compact_bytes(sub.value) > self.limits["submission_bytes"]
+        )
 
     def input_value(self, request: _Input, submission_id: str | None) -> dict[str, Any]:
         value = dict(self.input_values[request.key])
@@ -402,10 +448,12 @@ class _Model:
     def run_step(self, key: str, op: Mapping[str, Any], value: dict[str, Any]) -> Any:
         """Run the attempts of a step whose ``step-started`` is recorded."""
         retry = op.get("retry") or {}
-        non_retryable = set(retry.get("non_retryable") or [])
+        non_retryable = set(retry.get("non_retryable") or []) | RESULT_ERRORS
         attempt = 1
         while True:
             recorded = attempt_error(op, attempt)
+            if recorded is None:
+                recorded = result_error(op, self.limits)
             if recorded is None:
                 value.update(status="completed", attempt=attempt, result=op.get("result"))
                 value["error"] = None

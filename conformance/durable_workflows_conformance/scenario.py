@@ -95,6 +95,8 @@ class Scenario:
     faults: tuple[Mapping[str, Any], ...] = ()
     always_replay: bool = False
     workers: int = 1
+    #: the adapter's ``limits`` run option (ADAPT-021): engine limits for this run
+    limits: Mapping[str, int] | None = None
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -104,10 +106,12 @@ class Scenario:
             out["always_replay"] = True
         if self.workers != 1:
             out["workers"] = self.workers
+        if self.limits:
+            out["limits"] = dict(self.limits)
         return out
 
     def without_faults(self) -> Scenario:
-        return Scenario(self.program, self.input, self.submissions)
+        return Scenario(self.program, self.input, self.submissions, limits=self.limits)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -11,7 +11,8 @@ What is kept of each entity (what is dropped is listed beside it):
   set), output, error (see :func:`scrub_run_error`); drops run id, workflow name,
   ``started_at``, ``finished_at``.
 - ``step``: name, seq, status, attempt, max_attempts, timeout_ms, result, error (a
-  ``StepTimeout``'s message is dropped: the engine words it); drops ``started_at``,
+  ``StepTimeout``'s message is dropped: the engine words it; of an ``InvalidResult`` or
+  ``ResultTooLarge`` only the type is kept); drops ``started_at``,
   ``retry_at``, ``finished_at``.
 - ``sleep``: name, seq, status, duration_ms; drops the three timestamps.
 - ``input``: name, seq, status, prompt, schema, whether ``expires_at`` is set, value,
@@ -41,6 +42,9 @@ def scrub_error(error: Any) -> Any:
     if not isinstance(error, Mapping):
         return error
     kind = error.get("type")
+    if kind in ("InvalidResult", "ResultTooLarge"):
+        # EVT-052, SEC-009: the engine words the message and chooses the details.
+        return {"type": kind, "message": None, "details": None}
     return {
         "type": kind,
         "message": None if kind == "StepTimeout" else error.get("message"),

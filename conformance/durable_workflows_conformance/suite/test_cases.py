@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -11,7 +11,7 @@ import yaml
 
 from durable_workflows_conformance import checks
 from durable_workflows_conformance.driver import Driver, IndexMessage
-from durable_workflows_conformance.scenario import Scenario, Submission
+from durable_workflows_conformance.scenario import TERMINAL, Scenario, Submission
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -38,7 +38,27 @@ def scenario_of(case: Mapping[str, Any]) -> Scenario:
         )
         for s in case.get("submissions", [])
     )
-    return Scenario(case["program"], case.get("input"), subs, workers=case.get("workers", 1))
+    return Scenario(
+        case["program"],
+        case.get("input"),
+        subs,
+        workers=case.get("workers", 1),
+        limits=case.get("limits"),
+    )
+
+
+def within_history_limit(history: Sequence[Mapping[str, Any]], limit: int) -> None:
+    """SEC-010: only the terminal run event and the rejections of the ending after it
+    (MODEL-033/034) may take a history past its length limit."""
+    ends = [
+        i
+        for i, m in enumerate(history)
+        if m.get("type") == "run" and (m.get("value") or {}).get("status") in TERMINAL
+    ]
+    before = ends[0] if ends else len(history)
+    assert before <= limit, (
+        f"{before} history messages before the terminal run event, limit {limit} (SEC-010)"
+    )
 
 
 def matches(message: Mapping[str, Any], pattern: Mapping[str, Any]) -> bool:
@@ -99,7 +119,12 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
             )
         checks.messages_validate(obs)
         checks.only_specified_fields(obs)
-        checks.matches_model(obs)
+        if case.get("model") == "skip":  # the model cannot place it (cases README)
+            assert obs.history_closed, "the history of a finished run is closed (MODEL-034)"
+        else:
+            checks.matches_model(obs)
+        if (case.get("limits") or {}).get("history_messages"):
+            within_history_limit(obs.history, case["limits"]["history_messages"])
         # Rules every history keeps, whatever the case is about.
         checks.fixed_fields_hold(obs)
         checks.resumed_before_new_primitives(obs)

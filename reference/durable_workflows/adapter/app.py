@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .. import PROTOCOL_VERSIONS, __version__
-from ..core import WorkflowRegistry
+from ..core import Limits, WorkflowRegistry
 from ..engine.namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from ..schemas import validator
 from ..streams import AsyncStreamClient, StreamNotFound
@@ -38,6 +40,7 @@ FEATURES = (
     "cancellation",
     "concurrent-workers",
     "crash-injection",
+    "limits",
     "parallel",
     "patches",
     "records",
@@ -86,8 +89,14 @@ class ConformanceAdapter:
     builds the adapter's two workers (ADAPT-014) with it.
     """
 
-    def __init__(self, namespace_url: str, base: WorkflowRegistry) -> None:
+    def __init__(
+        self, namespace_url: str, base: WorkflowRegistry, *, limits: Limits | None = None
+    ) -> None:
         self.namespace_url = namespace_url
+        #: The engine's limits for a run armed without ``limits`` (SEC-011).
+        self.default_limits = limits or Limits()
+        self._run_limits: dict[str, Limits] = {}
+        self._limits_lock = threading.Lock()
         self.namespace = Namespace(namespace_url)
         self.clock = VirtualClock()
         self.faults = FaultPlan()
@@ -106,10 +115,30 @@ class ConformanceAdapter:
             from .workers import WorkerPool
 
             self._pool = WorkerPool(
-                self.namespace_url, self.registry, self.faults, self.clock, self.transport
+                self.namespace_url,
+                self.registry,
+                self.faults,
+                self.clock,
+                self.transport,
+                limits=self.limits_for,
             )
             self.faults.workers = list(self._pool.threads)
         return list(self._pool.threads)
+
+    def limits_for(self, run_id: str) -> Limits:
+        """The limits of ``run_id``: those armed with its ``limits`` option (ADAPT-021),
+        each member left out taking the engine's value. Give it as ``limits`` to every
+        worker, runner and handler that serves the namespace."""
+        with self._limits_lock:
+            return self._run_limits.get(run_id, self.default_limits)
+
+    def arm_limits(self, run_id: str, limits: dict[str, int] | None) -> None:
+        """Arm (or, with None, clear) the limits of ``run_id``."""
+        with self._limits_lock:
+            if limits:
+                self._run_limits[run_id] = replace(self.default_limits, **limits)
+            else:
+                self._run_limits.pop(run_id, None)
 
     def serve_with(self, worker: WorkerThread) -> None:
         """A worker that serves the runs (built elsewhere): a fault wakes it for a
@@ -291,6 +320,7 @@ class ConformanceAdapter:
         if workers != 1 and (self._pool is None or len(self._pool.threads) < workers):
             raise AdapterError("unsupported", f"this adapter runs no {workers} workers")
         self.faults.arm(run_id, body.get("faults") or [], bool(body.get("always_replay")))
+        self.arm_limits(run_id, body.get("limits"))
         if self._pool is not None:
             self._pool.set_concurrent(run_id, workers == 2)
         return 204, None

@@ -35,6 +35,15 @@ _error_classes: dict[str, type[Exception]] = {}
 _error_lock = threading.Lock()
 
 
+class Unencodable:
+    """What the body of a step with ``unencodable`` true returns: an object of a class
+    that has no JSON encoding, so the engine must fail the attempt with
+    ``InvalidResult`` (EVT-052)."""
+
+    def __repr__(self) -> str:
+        return "Unencodable()"
+
+
 def scripted_error(error: Mapping[str, Any]) -> Exception:
     """An exception whose class name is the program's ``type`` (ADAPT-011): the engine
     records ``type(exc).__name__`` and ``str(exc)``."""
@@ -222,7 +231,7 @@ class _Interpreter:
         fail_attempts = int(op.get("fail_attempts", 0))
         hang = set(op.get("hang_attempts") or ())
         error = op.get("error") or DEFAULT_ERROR
-        result = op.get("result")
+        result: Any = Unencodable() if op.get("unencodable") else op.get("result")
 
         async def body() -> Any:
             info = current_step()

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..core import WorkflowRegistry
+from ..core import Limits, WorkflowRegistry
 from ..engine.app import WorkerThread
 from ..engine.worker import Worker
 from .clock import VirtualClock
@@ -69,6 +69,7 @@ class WorkerPool:
         plan: FaultPlan,
         clock: VirtualClock | None,
         first_transport: FaultTransport | None = None,
+        limits: Callable[[str], Limits] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._concurrent: set[str] = set()
@@ -84,6 +85,7 @@ class WorkerPool:
                     transport,
                     clock=None if clock is None else clock.now,
                     worker_factory=self._factory(index),
+                    limits=limits,
                 )
             )
 

@@ -23,10 +23,11 @@ from typing import Any
 
 import httpx
 
-from ..core import WorkflowRegistry
+from ..core import Limits, WorkflowRegistry
 from ..streams.server import build_app
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
+from .runner import LimitsOption
 from .worker import WakeMode, Worker, load_registry
 
 __all__ = ["DEFAULT_WORKFLOWS", "ServeApp", "WorkerThread", "run_serve"]
@@ -54,8 +55,10 @@ class WorkerThread:
         clock: Callable[[], datetime] | None = None,
         wake: WakeMode = "auto",
         worker_factory: Callable[..., Worker] | None = None,
+        limits: LimitsOption = None,
     ) -> None:
         self.worker: Worker | None = None
+        self._limits = limits
         self._factory: Callable[..., Worker] = worker_factory or Worker
         self._wake: WakeMode = wake
         self._args = (namespace_url, registry, name)
@@ -76,6 +79,8 @@ class WorkerThread:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
+            if self._limits is not None:
+                options["limits"] = self._limits
             self.worker = self._factory(
                 url, registry, name=name, transport=self._transport, wake=self._wake, **options
             )
@@ -148,6 +153,7 @@ class ServeApp:
         long_poll_timeout: float = 30.0,
         subscription: str | None = None,
         conformance: bool = False,
+        limits: Limits | None = None,
     ) -> None:
         self.streams = build_app(data_dir, long_poll_timeout=long_poll_timeout)
         self.base_url = base_url
@@ -161,14 +167,21 @@ class ServeApp:
         if conformance:  # a test interface (adapter.md, SEC-017): never in production
             from ..adapter import ConformanceAdapter
 
-            adapter = ConformanceAdapter(self.namespace_url, registry)
+            adapter = ConformanceAdapter(self.namespace_url, registry, limits=limits)
             self.adapter, registry, self.clock = adapter, adapter.registry, adapter.clock.now
+            run_limits: LimitsOption = adapter.limits_for  # ADAPT-021: set per run
             if worker:
                 self.worker, *self.more_workers = adapter.worker_threads()
-        elif worker:
-            self.worker = WorkerThread(self.namespace_url, registry, "worker")
+        else:
+            run_limits = limits
+            if worker:
+                self.worker = WorkerThread(self.namespace_url, registry, "worker", limits=limits)
         self.handler = WakeHandler(
-            self.namespace_url, registry, name="handler", subscription_id=subscription
+            self.namespace_url,
+            registry,
+            name="handler",
+            subscription_id=subscription,
+            limits=run_limits,
         )
         self._subscribing: asyncio.Future[None] | None = None
         self._streams_lifespan = _Lifespan(self.streams)
@@ -230,6 +243,7 @@ def run_serve(
     long_poll_timeout: float = 30.0,
     subscription: str | None = None,
     conformance: bool = False,
+    limits: Limits | None = None,
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening."""
     import uvicorn
@@ -261,6 +275,7 @@ def run_serve(
         long_poll_timeout=long_poll_timeout,
         subscription=subscription,
         conformance=conformance,
+        limits=limits,
     )
     if conformance:
         print(

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..core import WorkflowRegistry
 from ..streams import AsyncStreamClient
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
-from .runner import ActivationOutcome, Runner, utc_now
+from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
 
 __all__ = ["SIGNATURE_TOLERANCE_SECONDS", "WakeHandler", "verify_signature"]
 
@@ -111,8 +111,10 @@ class WakeHandler:
         subscription_id: str | None = None,
         name: str = "handler",
         clock: Callable[[], float] = time.time,
+        limits: LimitsOption = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self.limits = limits
         self.registry = registry
         self.subscription_id = subscription_id
         self.name = name
@@ -126,7 +128,9 @@ class WakeHandler:
     async def start(self) -> None:
         self._http = httpx.AsyncClient()
         self.io = NamespaceIO(self.namespace, AsyncStreamClient(timeout=30, http=self._http))
-        self.runner = Runner(self.io, self.registry, worker=self.name, clock=utc_now)
+        self.runner = Runner(
+            self.io, self.registry, worker=self.name, clock=utc_now, limits=self.limits
+        )
 
     async def stop(self) -> None:
         for timer in self._timers.values():

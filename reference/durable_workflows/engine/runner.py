@@ -25,6 +25,7 @@ from typing import Any, Literal
 from ..core import (
     Activation,
     HistoryError,
+    Limits,
     StepErrored,
     StepOutcome,
     StepSucceeded,
@@ -39,6 +40,9 @@ from .writer import Fenced, FencedWriter, WriterError, finish_run
 __all__ = ["ActivationOutcome", "Runner", "run_step", "utc_now"]
 
 log = logging.getLogger("durable_workflows.engine")
+
+#: The engine limits of a run (security.md): one set for every run, or one per run id.
+LimitsOption = Limits | Callable[[str], Limits] | None
 
 OutcomeKind = Literal["suspended", "ended", "fenced", "absent", "unknown-workflow", "error"]
 
@@ -121,14 +125,26 @@ class Runner:
         rng: random.Random | None = None,
         start_unknown: bool = True,
         max_step_threads: int = 64,
+        limits: LimitsOption = None,
     ) -> None:
         self.io = io
+        #: The engine's limits (SEC-011): a :class:`Limits`, or ``limits(run_id)`` for
+        #: limits set per run (the conformance adapter's ``limits`` option, ADAPT-021).
+        self.limits = limits
         self.registry = registry
         self.worker = worker
         self.clock = clock
         self.rng = rng or random.Random()
         self.start_unknown = start_unknown
         self.executor = ThreadPoolExecutor(max_step_threads, thread_name_prefix="dwf-step")
+
+    def limits_for(self, run_id: str) -> Limits:
+        """The limits that apply to ``run_id`` (the defaults of security.md if none set)."""
+        if self.limits is None:
+            return Limits()
+        if isinstance(self.limits, Limits):
+            return self.limits
+        return self.limits(run_id)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -188,7 +204,10 @@ class Runner:
         inbox: list[Any] = list(inbox_read.items) if inbox_read else []
         inbox_offset = inbox_read.next_offset if inbox_read else "-1"
         act = Activation(
-            self.registry, history.items, request=request if not history.items else None
+            self.registry,
+            history.items,
+            request=request if not history.items else None,
+            limits=self.limits_for(run_id),
         )
         writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}

@@ -41,7 +41,7 @@ from ..core import WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
-from .runner import ActivationOutcome, Runner, utc_now
+from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
 
 __all__ = ["Worker", "load_registry", "run_worker"]
 
@@ -113,8 +113,10 @@ class Worker:
         transport: httpx.AsyncBaseTransport | None = None,
         wake: WakeMode = "auto",
         lease_ttl_ms: int = LEASE_TTL_MS,
+        limits: LimitsOption = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self.limits = limits
         self.wake_mode: WakeMode = wake
         self._lease_ttl_ms = lease_ttl_ms
         self._pull: PullWake | None = None
@@ -147,7 +149,9 @@ class Worker:
             self._live = LivePool(self._headers)
             self.io = NamespaceIO(self.namespace, client)
             self._sem = asyncio.Semaphore(self._concurrency)
-            self.runner = Runner(self.io, self.registry, worker=self.name, clock=self.clock)
+            self.runner = Runner(
+                self.io, self.registry, worker=self.name, clock=self.clock, limits=self.limits
+            )
             background: list[asyncio.Task[None]] = []
             try:
                 offset = await self._startup(http)
