@@ -9,11 +9,17 @@ requirement of level MUST or SHOULD, the checks that cite it:
 - or a written reason for exclusion in ``conformance/exclusions.yaml`` (a mapping of
   requirement id to reason).
 
-It prints the gap (requirements with none of the three) by area. It also reports ids
-that checks cite but the spec does not define or has withdrawn, and exclusions of
-requirements that checks do cover (stale exclusions). ``--strict`` exits 1 when there is a gap, an
-unknown id or a stale exclusion; without it the exit status is 0 unless an input
-cannot be read (2). ``--json`` prints the whole mapping for scripts.
+A requirement's status is ``conformance`` when a conformance check cites it, else
+``excluded`` when it has a reason (project tests may prove it too: the reason says why
+the language-neutral suite cannot), else ``project`` when only project tests cite it,
+else ``gap``. A MUST whose status is ``project`` is a gap of the suite: an engine in
+another language could not run its proof.
+
+It prints the gaps by area. It also reports ids that checks cite but the spec does not
+define or has withdrawn, and exclusions of requirements that conformance checks do
+cover (stale exclusions). ``--strict`` exits 1 when there is a gap, a MUST proven by
+project tests only, an unknown id or a stale exclusion; without it the exit status is 0
+unless an input cannot be read (2). ``--json`` prints the whole mapping for scripts.
 """
 
 from __future__ import annotations
@@ -106,10 +112,10 @@ class Trace:
             status = (
                 "conformance"
                 if conformance
-                else "project"
-                if project
                 else "excluded"
                 if excluded
+                else "project"
+                if project
                 else "gap"
             )
             self.rows.append(
@@ -129,6 +135,12 @@ class Trace:
         return [r for r in self.rows if r["status"] == "gap"]
 
     @property
+    def must_without_suite_check(self) -> list[dict[str, Any]]:
+        """MUSTs that only this project's tests prove, with no reason why the suite
+        cannot: each needs a conformance check or case (or an exclusion)."""
+        return [r for r in self.rows if r["level"] == "MUST" and r["status"] == "project"]
+
+    @property
     def unknown(self) -> list[str]:
         cited = set(self.conformance) | set(self.project) | set(self.exclusions)
         return sorted(cited - set(self.requirements) - self.withdrawn)
@@ -140,9 +152,7 @@ class Trace:
 
     @property
     def stale_exclusions(self) -> list[str]:
-        return sorted(
-            r["id"] for r in self.rows if r["exclusion"] and (r["conformance"] or r["project"])
-        )
+        return sorted(r["id"] for r in self.rows if r["exclusion"] and r["conformance"])
 
     def counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -183,13 +193,18 @@ def render(result: Trace) -> str:
     for level, counts in result.counts().items():
         lines.append(
             f"{level}: {counts['total']} requirements; {counts['conformance']} by conformance "
-            f"checks, {counts['project']} by project tests only, {counts['excluded']} excluded, "
-            f"{counts['gap']} uncovered"
+            f"checks, {counts['excluded']} excluded from the suite with a reason, "
+            f"{counts['project']} by project tests only, {counts['gap']} uncovered"
         )
     gap = result.gap
     if gap:
         lines.append("uncovered (no check, no exclusion):")
         for area, ids in sorted(_areas(r["id"] for r in gap).items()):
+            lines.append(f"  {area} ({len(ids)}): {' '.join(ids)}")
+    without = result.must_without_suite_check
+    if without:
+        lines.append("MUST proven by project tests only (needs a conformance check or case):")
+        for area, ids in sorted(_areas(r["id"] for r in without).items()):
             lines.append(f"  {area} ({len(ids)}): {' '.join(ids)}")
     if result.unknown:
         lines.append("cited but not in the spec: " + " ".join(result.unknown))
@@ -227,11 +242,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "unknown": result.unknown,
             "withdrawn": result.cites_withdrawn,
             "stale_exclusions": result.stale_exclusions,
+            "must_without_suite_check": [r["id"] for r in result.must_without_suite_check],
         }
         print(json.dumps(document, indent=2))
     else:
         print(render(result))
-    problems = result.gap or result.unknown or result.cites_withdrawn or result.stale_exclusions
+    problems = (
+        result.gap
+        or result.must_without_suite_check
+        or result.unknown
+        or result.cites_withdrawn
+        or result.stale_exclusions
+    )
     if args.strict and problems:
         return 1
     return 0

@@ -4,8 +4,12 @@ message that names what the specification expects and what the engine did."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
 from . import schemas
 from .driver import Observation, Target, parse_time
@@ -26,6 +30,14 @@ def context(obs: Observation | None, target: Target | None) -> str:
     return "\n".join(parts)
 
 
+def without_offset(message: Any) -> Any:
+    """EVT-097: a reader removes ``headers.offset`` before it validates a message."""
+    headers = message.get("headers") if isinstance(message, Mapping) else None
+    if not isinstance(headers, Mapping) or "offset" not in headers:
+        return message
+    return {**message, "headers": {k: v for k, v in headers.items() if k != "offset"}}
+
+
 def messages_validate(obs: Observation) -> None:
     """Every history message is a valid history event; every well-formed inbox message
     the suite wrote is a valid inbox event."""
@@ -34,12 +46,12 @@ def messages_validate(obs: Observation) -> None:
             schemas.identify(message, "history")
         except schemas.SchemaError as error:
             raise AssertionError(f"history message {index} is not valid: {error}") from None
+    broken = [s.message() for s in obs.scenario.submissions if s.broken]
     for index, message in enumerate(obs.inbox):
-        value = message.get("value") if isinstance(message, Mapping) else None
-        if isinstance(value, Mapping) and value.get("submission_id") != message.get("key"):
+        if message in broken:
             continue  # a malformed message the suite sent on purpose
         try:
-            schemas.identify(message, "inbox")
+            schemas.identify(without_offset(message), "inbox")
         except schemas.SchemaError as error:
             raise AssertionError(f"inbox message {index} is not valid: {error}") from None
 
@@ -286,3 +298,195 @@ def resumed_before_new_primitives(obs: Observation) -> None:
                 f"history message {index} inserts {kind} {message.get('key')!r} while the run "
                 f"is suspended (run-suspended at message {suspended}, no run-resumed since)"
             )
+
+
+#: Traces and host paths that EVT-018 keeps out of recorded errors: Python and
+#: JavaScript stack frames, file:line references and absolute paths.
+_DIAGNOSTICS = re.compile(
+    r"Traceback \(most recent call last\)"
+    r'|File "[^"]*", line \d+'
+    r"|\bat \S+ \(\S+:\d+:\d+\)"
+    r"|\.(?:py|js|mjs|ts|java|go|rs|rb|cs|kt):\d+"
+    r"|(?<![\w.])/(?:home|usr|tmp|var|opt|srv|root|Users|private|etc|nix)/\S"
+    r"|\b[A-Za-z]:\\\S"
+)
+
+
+def _scripted_messages(program: Any) -> set[str]:
+    """Every error message a program scripts (the engine records those as given)."""
+    found: set[str] = set()
+    if isinstance(program, Mapping):
+        error = program.get("error")
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            found.add(error["message"])
+        for value in program.values():
+            found |= _scripted_messages(value)
+    elif isinstance(program, list):
+        for item in program:
+            found |= _scripted_messages(item)
+    return found
+
+
+def errors_carry_no_diagnostics(obs: Observation) -> None:
+    """EVT-018: no recorded error (a run's, a step's, a rejection's) holds a stack trace
+    or a path of the engine's host; messages the program scripted are the program's."""
+    scripted = _scripted_messages(obs.scenario.program)
+
+    def texts(item: Any) -> list[str]:
+        if isinstance(item, str):
+            return [] if item in scripted else [item]
+        if isinstance(item, Mapping):
+            return [t for v in item.values() for t in texts(v)]
+        if isinstance(item, list):
+            return [t for v in item for t in texts(v)]
+        return []
+
+    for index, message in enumerate(obs.history):
+        value = message.get("value")
+        if not isinstance(value, Mapping):
+            continue
+        recorded: list[Any] = [value.get("error")]
+        if message.get("type") == "submission":
+            recorded.append(value.get("message"))
+        for text in texts(recorded):
+            found = _DIAGNOSTICS.search(text)
+            assert found is None, (
+                f"history message {index} ({message.get('type')} {message.get('key')!r}) "
+                f"records host diagnostics in an error: {found.group(0)!r} in {text[:200]!r}"
+            )
+
+
+def txids_where_specified(obs: Observation) -> None:
+    """EVT-019: ``headers.txid`` appears only on run-started, input-received,
+    input-rejected and run-cancelled."""
+    for index, message in enumerate(obs.history):
+        headers = message.get("headers") or {}
+        if "txid" not in headers:
+            continue
+        value = message.get("value") or {}
+        kind, status = message.get("type"), value.get("status")
+        allowed = (
+            (kind == "run" and headers.get("operation") == "insert")
+            or (kind == "run" and status == "cancelled")
+            or (kind == "input" and status == "received")
+            or kind == "submission"
+        )
+        assert allowed, (
+            f"history message {index} ({kind} {message.get('key')!r}, status {status!r}) "
+            f"carries headers.txid {headers['txid']!r}; only run-started, input-received, "
+            "input-rejected and run-cancelled do"
+        )
+
+
+def _lets_the_run_proceed(message: Mapping[str, Any]) -> bool:
+    value = message.get("value") or {}
+    kind, status = message.get("type"), value.get("status")
+    return (
+        (kind == "sleep" and status == "completed")
+        or (kind == "input" and status in ("received", "expired"))
+        or (kind == "step" and status == "running" and value.get("attempt", 1) > 1)
+    )
+
+
+def resumed_after_its_cause(obs: Observation) -> None:
+    """EVT-030: ``run-resumed`` comes after a message that let the run proceed (a sleep
+    completed, an input received or expired, a retried attempt started), recorded since
+    the run suspended. (That both travel in one append is not visible to a reader.)"""
+    suspended: int | None = None
+    cause = False
+    for index, message in enumerate(obs.history):
+        status = (message.get("value") or {}).get("status")
+        if message.get("type") == "run":
+            if status in ("sleeping", "waiting"):
+                suspended, cause = index, False
+            elif status == "running" and suspended is not None:
+                assert cause, (
+                    f"history message {index} resumes the run suspended at message "
+                    f"{suspended}, but nothing recorded since let it proceed"
+                )
+                suspended = None
+        elif suspended is not None and _lets_the_run_proceed(message):
+            cause = True
+
+
+def until_is_the_earliest_deadline(obs: Observation) -> None:
+    """MODEL-024: a suspended run's ``waiting_for.until`` is the earliest deadline among
+    what it waits on (a scheduled sleep's ``wake_at``, a pending input's ``expires_at``,
+    a retrying step's ``retry_at``), or null when there is none. A scripted workflow
+    awaits every primitive it has issued, so every pending one counts."""
+    deadlines: dict[str, str | None] = {}
+    for index, message in enumerate(obs.history):
+        value = message.get("value") or {}
+        kind, status = message.get("type"), value.get("status")
+        entity = f"{kind}/{message.get('key')}"
+        if kind == "sleep":
+            deadlines[entity] = value.get("wake_at") if status == "scheduled" else None
+        elif kind == "input":
+            deadlines[entity] = value.get("expires_at") if status == "pending" else None
+        elif kind == "step":
+            deadlines[entity] = value.get("retry_at") if status == "retrying" else None
+        elif kind == "run" and status in ("sleeping", "waiting"):
+            pending = [parse_time(d) for d in deadlines.values() if d is not None]
+            until = (value.get("waiting_for") or {}).get("until")
+            if not pending:
+                assert until is None, f"history message {index}: until {until}, expected null"
+                continue
+            assert until is not None and parse_time(until) == min(pending), (
+                f"history message {index}: waiting_for.until is {until}, expected the "
+                f"earliest pending deadline {min(pending).isoformat()}"
+            )
+
+
+def final_rejections(obs: Observation) -> list[str]:
+    """The inbox ids rejected after the terminal run event (the final append)."""
+    ended = ("completed", "failed", "cancelled")
+    terminal = next(
+        (
+            i
+            for i, m in enumerate(obs.history)
+            if m.get("type") == "run" and (m.get("value") or {}).get("status") in ended
+        ),
+        None,
+    )
+    if terminal is None:
+        return []
+    return [str(m.get("key")) for m in obs.history[terminal + 1 :] if m.get("type") == "submission"]
+
+
+def final_rejections_in_inbox_order(obs: Observation) -> None:
+    """MODEL-037: the rejections of the final append follow the inbox order."""
+    order: dict[str, int] = {}
+    for position, message in enumerate(obs.inbox):
+        order.setdefault(str(message.get("key")), position)
+    ending = final_rejections(obs)
+    positions = [order.get(key, -1) for key in ending]
+    assert positions == sorted(positions), (
+        f"the final append rejects {ending}, not in inbox order "
+        f"({sorted(ending, key=lambda k: order.get(k, -1))})"
+    )
+
+
+def recorded_schemas_are_valid(obs: Observation) -> None:
+    """EVT-068: the ``schema`` of every input request is a valid JSON Schema 2020-12."""
+    for index, message in enumerate(obs.history):
+        value = message.get("value") or {}
+        if message.get("type") != "input" or "schema" not in value:
+            continue
+        try:
+            Draft202012Validator.check_schema(value["schema"])
+        except SchemaError as error:
+            raise AssertionError(
+                f"history message {index} (input {message.get('key')!r}) records a schema "
+                f"that is not valid 2020-12: {error.message}"
+            ) from None
+
+
+def history_rules(obs: Observation) -> None:
+    """The rules every history keeps that a reader can check message by message:
+    EVT-018, EVT-019, EVT-030, EVT-068, MODEL-024 and MODEL-037."""
+    errors_carry_no_diagnostics(obs)
+    txids_where_specified(obs)
+    resumed_after_its_cause(obs)
+    recorded_schemas_are_valid(obs)
+    until_is_the_earliest_deadline(obs)
+    final_rejections_in_inbox_order(obs)

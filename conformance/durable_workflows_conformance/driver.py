@@ -27,6 +27,8 @@ from .scenario import Scenario, Submission, due, early, state_of
 from .scrub import scrub_all
 
 SETTLE_TIMEOUT_MS = 30_000
+#: How long the suite lets an engine act on a run it must leave alone, per wake.
+PREPARED_WAIT_MS = 1_500
 
 
 class HarnessError(Exception):
@@ -174,6 +176,16 @@ class Target:
         schemas.check("run-report", report)
         return dict(report)
 
+    def settle_status(self, run_id: str, timeout_ms: int) -> int:
+        """Ask the adapter to settle a run that may never settle; the status only
+        (200, or 504 when it did not settle in ``timeout_ms``)."""
+        response = self.http.request(
+            "POST", self.adapter(f"runs/{run_id}/settle"), body={"timeout_ms": timeout_ms}
+        )
+        if response.status_code not in (200, 504):
+            raise AssertionError(f"settle answered {response.status_code}: {response.text}")
+        return response.status_code
+
     def report(self, run_id: str) -> dict[str, Any]:
         response = self.http.request("GET", self.adapter(f"runs/{run_id}"))
         self._expect(response, (200,), "run report")
@@ -258,6 +270,17 @@ class Target:
         response = self.append(f"{self.namespace}/index", messages)
         if response.status_code not in (200, 204):
             raise AssertionError(f"appending to the run index answered {response.status_code}")
+
+
+@dataclass
+class Untouched:
+    """What the suite saw of a run whose history it prepared itself (VER-003/005/006)."""
+
+    run_id: str
+    prepared: list[Any]
+    history: list[Any]
+    history_closed: bool
+    settles: list[int]
 
 
 @dataclass
@@ -353,12 +376,45 @@ class Driver:
         after, _ = self.target.read(url)
         obs.batches.append(_order(scenario.submissions, indexes, after[len(before) :]))
 
-    def advance(self, run_id: str, until_text: str, obs: Observation) -> None:
+    def run_prepared(
+        self,
+        program: Mapping[str, Any],
+        history: Sequence[Mapping[str, Any]],
+        *,
+        wait_ms: int = PREPARED_WAIT_MS,
+    ) -> Untouched:
+        """Give the engine a run whose history the suite wrote (a test fixture: no
+        client writes a history, SEC-001): create the inbox and the history, append
+        ``history`` (``$run_id`` and ``$workflow`` filled in), request the run, let the
+        engine act on it for ``wait_ms``, wake it again with an inbox message, wait
+        again, and read the history back."""
+        target = self.target
+        workflow, run_id = new_id("wf"), new_id("run")
+        target.put_workflow(workflow, program)
+        target.create(target.inbox_url(run_id))
+        target.create(target.history_url(run_id))
+        prepared = [IndexMessage("before", m).render(run_id, workflow) for m in history]
+        response = target.append(target.history_url(run_id), prepared)
+        if response.status_code not in (200, 204):
+            raise AssertionError(f"writing the prepared history answered {response.status_code}")
+        target.request_run(run_id, workflow, None)
+        settles = [target.settle_status(run_id, wait_ms)]
+        nudge = Submission(new_id("s"), "nothing", None).message()
+        target.append(target.inbox_url(run_id), [nudge])
+        settles.append(target.settle_status(run_id, wait_ms))
+        after, closed = target.read(target.history_url(run_id))
+        return Untouched(run_id, prepared, after, closed, settles)
+
+    def advance(
+        self, run_id: str, until_text: str, obs: Observation, *, probe: bool = True
+    ) -> None:
+        """Move the clock to ``until``; with ``probe`` first to a millisecond before it,
+        letting the run settle there, to catch a deadline that fires early."""
         until = parse_time(until_text)
         if self.target.virtual_clock:
             now = self.target.clock()
             delta = max(0, int((until - now).total_seconds() * 1000 + 0.999))
-            if delta >= 2:
+            if delta >= 2 and probe:
                 length = len(self.target.read(self.target.history_url(run_id))[0])
                 self.target.advance(delta - 1)
                 self.target.settle(run_id)
@@ -382,13 +438,16 @@ class Driver:
         workflow: str | None = None,
         index: Sequence[IndexMessage] = (),
         request_extra: Mapping[str, Any] | None = None,
+        register: bool = True,
     ) -> Observation:
         """Run ``scenario`` to its end; ``index`` adds messages to the run index and
-        ``request_extra`` members to the value of the suite's ``run-requested``."""
+        ``request_extra`` members to the value of the suite's ``run-requested``; without
+        ``register`` the workflow is never given to the adapter (MODEL-019)."""
         target = self.target
         workflow = workflow or new_id("wf")
         run_id = new_id("run")
-        target.put_workflow(workflow, scenario.program)
+        if register:
+            target.put_workflow(workflow, scenario.program)
         if scenario.options():
             target.put_run(run_id, scenario.options())
         obs = Observation(scenario, run_id, workflow, [], False, [], {})
@@ -425,6 +484,11 @@ class Driver:
             if indexes and not state.finished:
                 delivered.update(indexes)
                 self.deliver(run_id, scenario, indexes, obs)
+                beside = any(scenario.submissions[i].when == "at-deadline" for i in indexes)
+                if beside and state.until:  # the deadline passes with the answer unread
+                    last_run = [m for m in history if m.get("type") == "run"][-1]
+                    until = last_run["value"]["waiting_for"]["until"]
+                    self.advance(run_id, until, obs, probe=False)
                 continue
             if state.status in ("sleeping", "waiting") and state.until:
                 last_run = [m for m in history if m.get("type") == "run"][-1]

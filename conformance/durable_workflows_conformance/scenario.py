@@ -6,6 +6,9 @@ inbox at each point where the run is at rest:
 
 - ``early`` submissions are appended before the run is requested;
 - ``waiting`` ones when the run is suspended waiting for their request;
+- ``at-deadline`` ones likewise, but the driver then moves the clock to the run's
+  ``until`` at once, without letting the run settle in between, so that the engine
+  finds the answer and the deadline together (INPUT-035);
 - ``late`` ones once their request has been decided (received or expired);
 - ``suspended`` ones (cancels) once the run has suspended ``at`` times, at the first
   point where it is at rest and suspended;
@@ -18,12 +21,13 @@ clients have submissions due at the same point, their appends are sent at once.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-When = Literal["early", "waiting", "late", "suspended"]
+When = Literal["early", "waiting", "late", "suspended", "at-deadline"]
 Kind = Literal["submission", "cancel"]
 
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
@@ -39,7 +43,10 @@ class Submission:
     ``malformed`` sends a ``value.submission_id`` (``value.cancel_id``) that differs from
     the key (check 2 of INPUT-017); ``client`` (0 or 1) says which of two clients sends
     it; ``reason`` is a cancel's reason; ``at`` is, for ``when`` ``suspended``, the
-    number of suspensions after which it is delivered.
+    number of suspensions after which it is delivered. ``headers`` are members added to
+    the message's ``headers`` (a ``txid``, a ``timestamp``, or the ``offset`` a reader
+    must remove, EVT-097); ``raw``, when set, is the whole message sent instead, for a
+    message that breaks the inbox schema (the engine must reject it as ``malformed``).
     """
 
     id: str
@@ -51,25 +58,35 @@ class Submission:
     kind: Kind = "submission"
     reason: str | None = None
     at: int = 0
+    headers: Mapping[str, Any] | None = None
+    raw: Mapping[str, Any] | None = None
 
     @property
     def cancel(self) -> bool:
         return self.kind == "cancel"
 
+    @property
+    def broken(self) -> bool:
+        """Whether check 2 of INPUT-017 rejects the message as ``malformed``."""
+        return self.malformed or self.raw is not None
+
     def message(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return copy.deepcopy(dict(self.raw))
         inbox_id = self.id + "-other" if self.malformed else self.id
+        headers = {"operation": "insert", **(self.headers or {})}
         if self.cancel:
             return {
                 "type": "cancel",
                 "key": self.id,
                 "value": {"cancel_id": inbox_id, "reason": self.reason},
-                "headers": {"operation": "insert"},
+                "headers": headers,
             }
         return {
             "type": "submission",
             "key": self.id,
             "value": {"submission_id": inbox_id, "request": self.request, "value": self.value},
-            "headers": {"operation": "insert"},
+            "headers": headers,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +101,10 @@ class Submission:
         if self.cancel:
             out = {"id": self.id, "kind": "cancel", "reason": self.reason, "when": self.when}
             out.update(client=self.client, malformed=self.malformed, at=self.at)
+        if self.headers:
+            out["headers"] = dict(self.headers)
+        if self.raw is not None:
+            out["raw"] = dict(self.raw)
         return out
 
 
@@ -176,7 +197,7 @@ def due(submissions: Sequence[Submission], delivered: set[int], state: RunState)
             continue
         if (
             state.finished
-            or (sub.when == "waiting" and sub.request in state.waiting)
+            or (sub.when in ("waiting", "at-deadline") and sub.request in state.waiting)
             or (sub.when == "late" and sub.request in state.decided)
             or (sub.when == "suspended" and state.suspended and state.suspensions >= sub.at)
         ):

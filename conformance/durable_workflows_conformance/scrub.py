@@ -33,7 +33,9 @@ from typing import Any
 RUN = "<run>"
 
 #: Run error types whose ``message`` the engine words itself (so it is not compared).
-ENGINE_WORDED = frozenset({"StepFailed", "InputExpired", "NonDeterminism", "StepTimeout"})
+ENGINE_WORDED = frozenset(
+    {"StepFailed", "InputExpired", "NonDeterminism", "StepTimeout", "InvalidPrimitive"}
+)
 
 
 def scrub_error(error: Any) -> Any:

@@ -39,7 +39,11 @@ def _fixture(tmp_path: Path, *, exclude: bool = True) -> list[str]:
         "from pytest import mark\n\n@mark.req('AREA-002')\ndef test_b():\n    pass\n"
     )
     exclusions = tmp_path / "exclusions.yaml"
-    exclusions.write_text("AREA-003: a client requirement\n" if exclude else "{}\n")
+    exclusions.write_text(
+        "AREA-002: not observable through the adapter\nAREA-003: a client requirement\n"
+        if exclude
+        else "AREA-002: not observable through the adapter\n"
+    )
     return [
         "--requirements", str(tmp_path / "requirements.json"),
         "--conformance-dir", str(conformance),
@@ -54,11 +58,30 @@ def test_every_must_and_should_maps_to_a_check_or_a_reason(
     args = _fixture(tmp_path)
     assert traceability.main([*args, "--strict"]) == 0
     out = capsys.readouterr().out
-    assert "MUST: 2 requirements; 1 by conformance checks, 1 by project tests only" in out
     assert (
-        "SHOULD: 1 requirements; 0 by conformance checks, 0 by project tests only, 1 excluded"
-        in out
+        "MUST: 2 requirements; 1 by conformance checks, 1 excluded from the suite with a "
+        "reason, 0 by project tests only, 0 uncovered" in out
     )
+    assert (
+        "SHOULD: 1 requirements; 0 by conformance checks, 1 excluded from the suite with a "
+        "reason, 0 by project tests only" in out
+    )
+
+
+def test_a_must_proven_only_by_project_tests_fails_strict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deliverable of the suite: a MUST needs a language-neutral check, or a reason."""
+    args = _fixture(tmp_path)
+    (tmp_path / "exclusions.yaml").write_text("AREA-003: a client requirement\n")
+    assert traceability.main(args) == 0
+    out = capsys.readouterr().out
+    assert "1 by project tests only" in out
+    assert "needs a conformance check or case" in out and "AREA (1): AREA-002" in out
+    assert traceability.main([*args, "--strict"]) == 1
+    capsys.readouterr()
+    assert traceability.main([*args, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["must_without_suite_check"] == ["AREA-002"]
 
 
 def test_the_gap_is_printed_and_fails_only_under_strict(
@@ -74,7 +97,7 @@ def test_unknown_withdrawn_and_stale_ids_are_reported(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = _fixture(tmp_path)
-    (tmp_path / "tests" / "test_c.py").write_text(
+    (tmp_path / "conformance" / "test_c.py").write_text(
         "import pytest\n\n@pytest.mark.req('AREA-009', 'AREA-005', 'AREA-003')\n"
         "def test_c():\n    pass\n"
     )
@@ -114,7 +137,10 @@ def test_every_must_and_should_of_the_spec_is_covered_or_excluded() -> None:
     assert not closed, f"covered or excluded now, remove them from PENDING: {closed}"
     assert report["unknown"] == [], f"checks cite ids the spec does not define: {report}"
     assert report["withdrawn"] == [], "checks cite withdrawn ids"
-    assert report["stale_exclusions"] == [], "excluded ids that checks cover"
+    assert report["stale_exclusions"] == [], "excluded ids that conformance checks cover"
+    assert report["must_without_suite_check"] == [], (
+        "MUSTs proven only by project tests: add a conformance check or case, or a reason"
+    )
 
 
 def test_strict_fails_exactly_when_something_is_pending() -> None:

@@ -26,18 +26,36 @@ def load_cases() -> list[dict[str, Any]]:
     return cases
 
 
-def scenario_of(case: Mapping[str, Any]) -> Scenario:
-    subs = tuple(
-        Submission(
-            id=s["id"],
-            request=s["request"],
-            value=s.get("value"),
-            when=s.get("when", "waiting"),
-            client=s.get("client", 0),
-            malformed=s.get("malformed", False),
+def submission_of(entry: Mapping[str, Any]) -> Submission:
+    """One entry of a case's ``submissions`` (see the cases README)."""
+    raw = entry.get("raw")
+    if raw is not None:
+        value = raw.get("value") if isinstance(raw.get("value"), Mapping) else {}
+        request = value.get("request")
+        return Submission(
+            id=str(raw.get("key")),
+            request=request if isinstance(request, str) else "",
+            value=None,
+            when=entry.get("when", "waiting"),
+            client=entry.get("client", 0),
+            raw=raw,
         )
-        for s in case.get("submissions", [])
+    return Submission(
+        id=entry["id"],
+        request=entry.get("request", ""),
+        value=entry.get("value"),
+        when=entry.get("when", "waiting"),
+        client=entry.get("client", 0),
+        malformed=entry.get("malformed", False),
+        kind=entry.get("kind", "submission"),
+        reason=entry.get("reason"),
+        at=entry.get("at", 0),
+        headers=entry.get("headers"),
     )
+
+
+def scenario_of(case: Mapping[str, Any]) -> Scenario:
+    subs = tuple(submission_of(s) for s in case.get("submissions", []))
     return Scenario(
         case["program"],
         case.get("input"),
@@ -86,11 +104,34 @@ def _params() -> list[Any]:
     ]
 
 
+def untouched_history(driver: Driver, case: dict[str, Any]) -> None:
+    """A case with ``prepared_history``: the engine must append nothing to it."""
+    seen = driver.run_prepared(case["program"], case["prepared_history"])
+    try:
+        assert seen.history == seen.prepared, (
+            "the engine appended to a history it must leave alone: "
+            f"{seen.history[len(seen.prepared) :]!r}"
+        )
+        assert not seen.history_closed, "the engine closed a history it must leave alone"
+    except AssertionError as error:
+        raise AssertionError(
+            f"case {case['id']} ({case['file']}): {case['description']}\n{error}\n"
+            f"run {seen.run_id}; settle answers {seen.settles}\n"
+            + checks.context(None, driver.target)
+        ) from None
+
+
 @pytest.mark.parametrize("case", _params())
 def test_case(driver: Driver, case: dict[str, Any]) -> None:
+    if "prepared_history" in case:
+        untouched_history(driver, case)
+        return
     scenario = scenario_of(case)
     index = [IndexMessage(m["when"], m["message"]) for m in case.get("index", [])]
-    obs = driver.run(scenario, index=index, request_extra=case.get("request_extra"))
+    register = case.get("register", True)
+    obs = driver.run(
+        scenario, index=index, request_extra=case.get("request_extra"), register=register
+    )
     try:
         expect = case["expect"]
         run = [m for m in obs.history if m.get("type") == "run"]
@@ -117,9 +158,26 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
             assert answers and all(a == (409, True) for a in answers), (
                 f"submission {sid} got {answers}, expected 409 with Stream-Closed: true"
             )
+        if "history_length" in expect:
+            assert len(obs.history) == expect["history_length"], (
+                f"the history holds {len(obs.history)} messages, expected "
+                f"{expect['history_length']}"
+            )
+        if "final_rejections" in expect:
+            ending = checks.final_rejections(obs)
+            assert ending == expect["final_rejections"], (
+                f"the final append rejects {ending}, expected {expect['final_rejections']}"
+            )
+        for run_id in expect.get("no_streams_for", []):
+            for url in (driver.target.history_url(run_id), driver.target.inbox_url(run_id)):
+                status = driver.target.http.request("HEAD", url).status_code
+                assert status == 404, f"HEAD {url} answered {status}: the stream exists"
         checks.messages_validate(obs)
         checks.only_specified_fields(obs)
-        if case.get("model") == "skip":  # the model cannot place it (cases README)
+        checks.history_rules(obs)
+        # The model knows only workflows the adapter was given, and cannot place what
+        # depends on how an engine batches appends (cases README: `model: skip`).
+        if not register or case.get("model") == "skip":
             assert obs.history_closed, "the history of a finished run is closed (MODEL-034)"
         else:
             checks.matches_model(obs)

@@ -13,7 +13,7 @@ import inspect
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..core import (
@@ -230,6 +230,7 @@ class _Interpreter:
     def _body(self, op: Mapping[str, Any], activation: str) -> Callable[[], Awaitable[Any]]:
         fail_attempts = int(op.get("fail_attempts", 0))
         hang = set(op.get("hang_attempts") or ())
+        timeout_ms = op.get("timeout_ms")
         error = op.get("error") or DEFAULT_ERROR
         result: Any = Unencodable() if op.get("unencodable") else op.get("result")
 
@@ -248,7 +249,12 @@ class _Interpreter:
                 self.log.began(info.run_id, info.key, info.attempt, activation, known)
                 self.log.faults.occurred(info.run_id, "in-step-body")
                 if info.attempt in hang:
-                    await asyncio.Event().wait()  # until cancelled or timed out
+                    # Past the attempt's timeout; an engine that does not stop the body
+                    # must still record nothing from it (RETRY-016).
+                    if timeout_ms is None:
+                        await asyncio.Event().wait()
+                    else:
+                        await asyncio.sleep(2 * timeout_ms / 1000)
                 failed = info.attempt <= fail_attempts  # ADAPT-010: by attempt number only
                 self.log.faults.occurred(info.run_id, "after-step-body")
                 if failed:
@@ -302,6 +308,9 @@ class _Interpreter:
         if kind == "step":
             return self._step(ctx, activation, op)
         if kind == "sleep":
+            if "until" in op:  # an absolute time, possibly already past (EVT-060)
+                until = datetime.fromisoformat(op["until"].replace("Z", "+00:00"))
+                return ctx.sleep_until(op["name"], until)
             return ctx.sleep(op["name"], timedelta(milliseconds=op["duration_ms"]))
         if kind == "input":
             return self._input(ctx, op)
