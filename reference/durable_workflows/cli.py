@@ -14,6 +14,10 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .core import Limits
 
 from . import __version__
 
@@ -51,6 +55,39 @@ def _run_conformance(argv: Sequence[str]) -> int:
     return conformance_main(list(argv))
 
 
+LIMIT_NAMES = ("submission_bytes", "submissions_per_run", "result_bytes", "history_messages")
+
+
+def _limit(text: str) -> tuple[str, int]:
+    """One ``--limit NAME=N``: an engine limit of security.md (SEC-011)."""
+    name, _, number = text.partition("=")
+    if name not in LIMIT_NAMES or not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=N with NAME one of {', '.join(LIMIT_NAMES)} and N >= 1, got {text!r}"
+        )
+    return name, int(number)
+
+
+def _limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--limit",
+        type=_limit,
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="change an engine limit (SEC-011; repeatable): " + ", ".join(LIMIT_NAMES),
+    )
+
+
+def _limits(values: list[tuple[str, int]]) -> Limits | None:
+    """The engine's limits with the ``--limit`` options applied, or None for the defaults."""
+    if not values:
+        return None
+    from .core import Limits
+
+    return Limits(**dict(values))
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .engine.app import run_serve
 
@@ -64,6 +101,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         long_poll_timeout=args.long_poll_timeout,
         subscription=args.subscribe,
         conformance=args.conformance,
+        limits=_limits(args.limit),
     )
 
 
@@ -76,6 +114,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         name=args.name,
         stats_every=args.stats_every,
         wake=args.wake,
+        limits=_limits(args.limit),
     )
 
 
@@ -219,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also serve the conformance adapter (a test interface: never in production)",
     )
+    _limit_option(serve)
     serve.set_defaults(handler=_cmd_serve)
 
     worker = commands.add_parser("worker", help="a long-running worker for a namespace")
@@ -242,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         "shared by the pool, or a long-poll per inbox (auto: the subscription when the "
         "stream server offers it)",
     )
+    _limit_option(worker)
     worker.set_defaults(handler=_cmd_worker)
 
     start = commands.add_parser("start", help="request a run (append run-requested to the index)")

@@ -78,3 +78,35 @@ def test_the_runner_takes_one_set_of_limits_or_one_per_run() -> None:
         io, WorkflowRegistry(), limits=lambda run_id: Limits(submissions_per_run=len(run_id))
     )
     assert per_run.limits_for("abc") == Limits(submissions_per_run=3)
+
+
+@pytest.mark.req("SEC-011")
+def test_the_operator_sets_limits_with_dwf_serve_and_dwf_worker() -> None:
+    from durable_workflows.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(
+        ["serve", "--limit", "history_messages=10", "--limit", "result_bytes=64"]
+    )
+    assert args.limit == [("history_messages", 10), ("result_bytes", 64)]
+    args = parser.parse_args(["worker", "--workflows", "m", "--limit", "submission_bytes=9"])
+    assert args.limit == [("submission_bytes", 9)]
+    for bad in ("history_messages=0", "inbox=3", "result_bytes", "result_bytes=x"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["serve", "--limit", bad])
+
+
+@pytest.mark.req("SEC-011", "ADAPT-021")
+def test_dwf_serve_gives_its_limits_to_the_worker_the_handler_and_the_adapter() -> None:
+    from durable_workflows.engine.app import ServeApp
+
+    limits = Limits(history_messages=10)
+    plain = ServeApp("http://127.0.0.1:9", WorkflowRegistry(), limits=limits)
+    assert plain.handler.limits == limits
+    assert plain.worker is not None and plain.worker._limits == limits
+    tested = ServeApp("http://127.0.0.1:9", WorkflowRegistry(), limits=limits, conformance=True)
+    adapter = tested.adapter
+    assert isinstance(adapter, ConformanceAdapter)
+    assert adapter.limits_for("any-run") == limits
+    assert tested.handler.limits == adapter.limits_for
+    assert tested.worker is not None and tested.worker._limits == adapter.limits_for

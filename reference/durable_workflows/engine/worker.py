@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ..core import WorkflowRegistry
+from ..core import Limits, WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
@@ -559,6 +559,7 @@ def run_worker(
     name: str = "worker",
     stats_every: float = 0.0,
     wake: WakeMode = "auto",
+    limits: Limits | None = None,
 ) -> int:
     """``dwf worker``: serve a namespace until SIGINT/SIGTERM.
 
@@ -575,7 +576,7 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(namespace.url, registry, name=name, wake=wake)
+        worker = Worker(namespace.url, registry, name=name, wake=wake, limits=limits)
         task = asyncio.ensure_future(worker.run(stop))
         ready = asyncio.ensure_future(worker.ready.wait())
         await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
