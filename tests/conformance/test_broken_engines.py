@@ -122,6 +122,33 @@ BUGS = [
         ),
         id="accept-schema-invalid-caught-by-case-schema-invalid-then-valid",
     ),
+    pytest.param(
+        Bug(
+            "append-to-later-versions",
+            ("VER-003",),
+            CASES + "[later-major-history-is-left-alone]",
+            "the engine appended to a history it must leave alone",
+        ),
+        id="append-to-later-versions-caught-by-case-later-major-history-is-left-alone",
+    ),
+    pytest.param(
+        Bug(
+            "traceback-in-errors",
+            ("EVT-018",),
+            CASES + "[errors-carry-no-host-diagnostics]",
+            "records host diagnostics in an error",
+        ),
+        id="traceback-in-errors-caught-by-case-errors-carry-no-host-diagnostics",
+    ),
+    pytest.param(
+        Bug(
+            "final-rejections-reversed",
+            ("MODEL-037",),
+            CASES + "[final-rejections-follow-inbox-order]",
+            "not in inbox order",
+        ),
+        id="final-rejections-reversed-caught-by-case-final-rejections-follow-inbox-order",
+    ),
 ]
 
 

@@ -164,6 +164,7 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
                 f"{expect['history_length']}"
             )
         if "final_rejections" in expect:
+            checks.final_rejections_in_inbox_order(obs)
             ending = checks.final_rejections(obs)
             assert ending == expect["final_rejections"], (
                 f"the final append rejects {ending}, expected {expect['final_rejections']}"

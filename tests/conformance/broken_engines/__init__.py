@@ -159,6 +159,47 @@ def _accept_schema_invalid() -> None:
     activation.schema_problem = no_problem  # type: ignore[attr-defined]
 
 
+def _append_to_later_versions() -> None:
+    """The engine does not check the protocol a history records, so it goes on appending
+    to a history of a major (or a later minor) it does not implement (VER-003, VER-005)."""
+    from durable_workflows.core import history
+
+    def any_protocol(version: object, implemented: str) -> None:
+        return None
+
+    history.check_protocol = any_protocol  # type: ignore[assignment]
+
+
+def _traceback_in_errors() -> None:
+    """A failing body's recorded error message carries the Python traceback (EVT-018)."""
+    import traceback
+
+    from durable_workflows.core.decisions import StepErrored
+
+    original = StepErrored.from_exception.__func__  # type: ignore[attr-defined]
+
+    def from_exception(cls: Any, exc: BaseException) -> Any:
+        error = original(cls, exc)
+        trace = "".join(traceback.format_exception(exc))
+        return cls(error.type, f"{error.message}\n{trace}", error.details, error.retryable)
+
+    StepErrored.from_exception = classmethod(from_exception)  # type: ignore[assignment]
+
+
+def _final_rejections_reversed() -> None:
+    """The rejections of a run's final append come in reverse inbox order (MODEL-037)."""
+    from datetime import datetime
+
+    from durable_workflows.core.activation import Activation
+
+    original = Activation.closing
+
+    def closing(self: Any, inbox_final: Sequence[Any], now: datetime) -> list[dict[str, Any]]:
+        return list(reversed(original(self, inbox_final, now)))
+
+    Activation.closing = closing  # type: ignore[method-assign]
+
+
 #: Bug name -> the patch that introduces it.
 BUGS: dict[str, Callable[[], None]] = {
     "rerun-completed-steps": _rerun_completed_steps,
@@ -168,6 +209,9 @@ BUGS: dict[str, Callable[[], None]] = {
     "drop-early-submissions": _drop_early_submissions,
     "out-of-order": _out_of_order,
     "accept-schema-invalid": _accept_schema_invalid,
+    "append-to-later-versions": _append_to_later_versions,
+    "traceback-in-errors": _traceback_in_errors,
+    "final-rejections-reversed": _final_rejections_reversed,
 }
 
 
