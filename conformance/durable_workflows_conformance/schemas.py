@@ -25,6 +25,7 @@ ADAPTER_SCHEMAS = (
     "clock",
     "error",
     "report",
+    "cases",
 )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from durable_workflows_conformance import checks
+from durable_workflows_conformance import checks, schemas
 from durable_workflows_conformance.driver import Driver, IndexMessage
 from durable_workflows_conformance.scenario import TERMINAL, Scenario, Submission
 
@@ -20,6 +20,9 @@ def load_cases() -> list[dict[str, Any]]:
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
             loaded = yaml.safe_load(entry.read_text(encoding="utf-8")) or []
+            found = schemas.problems("cases", loaded)  # conformance/cases.json
+            if found:
+                raise ValueError(f"cases/{entry.name} is not a valid case file: {found[:5]}")
             for case in loaded:
                 case["file"] = entry.name
                 cases.append(case)
