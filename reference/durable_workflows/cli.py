@@ -335,7 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_conformance(arguments[1:])
     args = build_parser().parse_args(arguments)
     handler = args.handler
-    result: int = handler(args)
+    try:
+        result: int = handler(args)
+    except KeyboardInterrupt:
+        # Ctrl-C: servers have shut down gracefully by now; 130 is the shell's
+        # status for a command ended by SIGINT.
+        return 130
     return result
 
 

@@ -12,6 +12,7 @@ The namespace is ``http://HOST:PORT/v1/stream/workflows`` by default.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import sys
@@ -24,6 +25,7 @@ from typing import Any
 import httpx
 
 from ..core import Limits, WorkflowRegistry
+from ..streams.serve import graceful_server
 from ..streams.server import build_app
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
@@ -108,9 +110,12 @@ class WorkerThread:
             self.call_soon(self.worker.wake, run_id)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the worker and wait for its thread (a second call only waits)."""
         if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self.thread.join(timeout)
+            with contextlib.suppress(RuntimeError):  # the loop closed: already stopped
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self.thread.is_alive():
+            self.thread.join(timeout)
 
 
 class _Lifespan:
@@ -220,6 +225,13 @@ class ServeApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    async def before_shutdown(self) -> None:
+        """While the server still serves: stop the in-process workers (so their last
+        appends and claim releases get answers), then end every live read."""
+        for thread in self._worker_threads():
+            await asyncio.to_thread(thread.stop)
+        self.streams.end_live_reads()
+
     def _worker_threads(self) -> list[WorkerThread]:
         return ([] if self.worker is None else [self.worker]) + self.more_workers
 
@@ -293,5 +305,5 @@ def run_serve(
         flush=True,
     )
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
-    uvicorn.Server(config).run(sockets=[sock])
+    graceful_server(config, app.before_shutdown).run(sockets=[sock])
     return 0

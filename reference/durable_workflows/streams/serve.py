@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .server import DEFAULT_MAX_BODY_BYTES, build_app
+
+log = logging.getLogger(__name__)
+
+#: How long the server waits for its ``before_shutdown`` work when it stops.
+BEFORE_SHUTDOWN_SECONDS = 10.0
+
+
+if TYPE_CHECKING:
+    import uvicorn
+
+
+def graceful_server(
+    config: uvicorn.Config, before_shutdown: Callable[[], Awaitable[None]]
+) -> uvicorn.Server:
+    """A uvicorn server that awaits ``before_shutdown`` while it still serves, then
+    shuts down: the place to end live reads (and stop in-process clients) so that
+    no request is cancelled mid-response by the graceful-shutdown timeout."""
+    import uvicorn
+
+    class Graceful(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            try:
+                await asyncio.wait_for(before_shutdown(), BEFORE_SHUTDOWN_SECONDS)
+            except Exception:
+                log.exception("before shutdown")
+            await super().shutdown(sockets)
+
+    return Graceful(config)
 
 
 def run_server(
@@ -50,10 +81,15 @@ def run_server(
         app,
         log_level="warning",
         lifespan="on",
-        # Live readers are ended by cancellation on shutdown; do not wait for them.
+        # Live reads are ended before shutdown (end_live_reads); anything still open
+        # after a second is cancelled.
         timeout_graceful_shutdown=1,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+
+    async def before_shutdown() -> None:
+        app.end_live_reads()
+
+    graceful_server(config, before_shutdown).run(sockets=[sock])
     return 0
 
 

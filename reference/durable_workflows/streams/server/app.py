@@ -160,6 +160,11 @@ class Waiters:
     def count(self) -> int:
         return sum(len(events) for events in self._by_path.values())
 
+    def wake_all(self) -> None:
+        for events in self._by_path.values():
+            for event in events:
+                event.set()
+
 
 class Connection:
     """Watches one live request for a client disconnect while we wait for data."""
@@ -209,7 +214,16 @@ class StreamsApp:
         self.sse_max_seconds = sse_max_seconds
         self.waiters = Waiters()
         self._clock = clock
+        #: Set on shutdown: live reads end as if their timeout had passed.
+        self._ending = False
         core.set_listener(self._on_change)
+
+    def end_live_reads(self) -> None:
+        """End every long-poll and SSE response now, as their timeouts would (a
+        long-poll answers 204 up to date), and every later one at once: called when
+        the server is about to stop, so that no reader is cut off mid-response."""
+        self._ending = True
+        self.waiters.wake_all()
 
     def _on_change(self, path: str, appended: bool) -> None:
         self.waiters.notify(path)
@@ -481,7 +495,7 @@ class StreamsApp:
                     reply_cursor = p.response_cursor(cursor, self._clock())
                     return self._data_reply(request, offset, result, reply_cursor)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if result.closed or remaining <= 0:
+                if result.closed or remaining <= 0 or self._ending:
                     return _poll_end_reply(result, p.response_cursor(cursor, self._clock()))
                 await connection.wait(remaining)
                 if connection.disconnected:
@@ -505,7 +519,7 @@ class StreamsApp:
         ends_at = loop.time() + self.sse_max_seconds
         need_control = True  # the first event, and one after each idle timeout
         try:
-            while not connection.disconnected and loop.time() < ends_at:
+            while not connection.disconnected and loop.time() < ends_at and not self._ending:
                 connection.wake.clear()
                 try:
                     result = self.core.read(path, current)
