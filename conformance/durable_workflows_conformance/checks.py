@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unus
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
 from . import schemas
-from .driver import Observation, Target, parse_time
+from .driver import Observation, Target, parse_time, without_offset
 from .model import Prediction, predict
 from .scrub import differences
 
@@ -30,14 +30,6 @@ def context(obs: Observation | None, target: Target | None) -> str:
     return "\n".join(parts)
 
 
-def without_offset(message: Any) -> Any:
-    """EVT-097: a reader removes ``headers.offset`` before it validates a message."""
-    headers = message.get("headers") if isinstance(message, Mapping) else None
-    if not isinstance(headers, Mapping) or "offset" not in headers:
-        return message
-    return {**message, "headers": {k: v for k, v in headers.items() if k != "offset"}}
-
-
 def messages_validate(obs: Observation) -> None:
     """Every history message is a valid history event; every well-formed inbox message
     the suite wrote is a valid inbox event."""
@@ -46,12 +38,12 @@ def messages_validate(obs: Observation) -> None:
             schemas.identify(message, "history")
         except schemas.SchemaError as error:
             raise AssertionError(f"history message {index} is not valid: {error}") from None
-    broken = [s.message() for s in obs.scenario.submissions if s.broken]
+    broken = [without_offset(s.message()) for s in obs.scenario.submissions if s.broken]
     for index, message in enumerate(obs.inbox):
         if message in broken:
             continue  # a malformed message the suite sent on purpose
         try:
-            schemas.identify(without_offset(message), "inbox")
+            schemas.identify(message, "inbox")
         except schemas.SchemaError as error:
             raise AssertionError(f"inbox message {index} is not valid: {error}") from None
 
@@ -106,7 +98,7 @@ def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
     if terminal is not None:
         after = [m for m in obs.history[terminal + 1 :] if m.get("type") != "submission"]
         assert not after, f"messages after the terminal run event: {after}"
-    ours = [s.message() for s in obs.scenario.submissions]
+    ours = [without_offset(s.message()) for s in obs.scenario.submissions]
     foreign = [m for m in obs.inbox if m not in ours]
     assert not foreign, f"the inbox holds messages the suite did not write: {foreign}"
 
