@@ -482,3 +482,100 @@ def history_rules(obs: Observation) -> None:
     recorded_schemas_are_valid(obs)
     until_is_the_earliest_deadline(obs)
     final_rejections_in_inbox_order(obs)
+
+
+def _entry(index: int, request: Mapping[str, Any]) -> str:
+    return f"request {index} ({request['method']} {request['stream']})"
+
+
+def streams_created_in_order(requests: Sequence[Mapping[str, Any]]) -> None:
+    """MODEL-016 and FENCE-001 from the engine's request log: it creates the inbox, then
+    the history, empty (a ``PUT`` with no body), then appends ``run-started``; it puts
+    messages into the history only by ``POST`` appends."""
+
+    def first(stream: str, method: str, with_messages: bool | None = None) -> int | None:
+        return next(
+            (
+                i
+                for i, r in enumerate(requests)
+                if r["stream"] == stream
+                and r["method"] == method
+                and (with_messages is None or (r["messages"] > 0) == with_messages)
+            ),
+            None,
+        )
+
+    inbox, history = first("inbox", "PUT"), first("history", "PUT")
+    append = first("history", "POST", with_messages=True)
+    assert inbox is not None, "the engine never created the run's inbox (MODEL-016)"
+    assert history is not None, "the engine never created the run's history (FENCE-001)"
+    assert inbox < history, (
+        f"the engine created the history (request {history}) before the inbox "
+        f"(request {inbox}); MODEL-016 orders inbox, history, run-started"
+    )
+    assert append is None or history < append, (
+        f"the engine appended to the history (request {append}) before it created it "
+        f"(request {history})"
+    )
+    for index, request in enumerate(requests):
+        if request["stream"] != "history":
+            continue
+        if request["method"] == "PUT":
+            assert request["messages"] == 0, (
+                f"{_entry(index, request)} creates the history with {request['messages']} "
+                "message(s); FENCE-001 creates it empty"
+            )
+        elif request["messages"] > 0:
+            assert request["method"] == "POST", (
+                f"{_entry(index, request)} puts messages into the history other than by an append"
+            )
+
+
+def appends_follow_the_producer_rules(requests: Sequence[Mapping[str, Any]]) -> None:
+    """FENCE-006 and FENCE-008: every history append that carries messages names its
+    activation's producer (``Producer-Id``, ``Producer-Epoch: 0``, ``Producer-Seq`` 0
+    for its first append and one more for each later one; a resend of an append whose
+    outcome is unknown repeats its number, FENCE-014), and an activation sends its next
+    append only once the previous one has an answer."""
+    last: dict[str, tuple[int, Mapping[str, Any]]] = {}
+    for index, request in enumerate(requests):
+        if request["stream"] != "history" or request["method"] != "POST":
+            continue
+        if request["messages"] == 0:
+            continue  # a close-only POST carries no messages
+        headers = request["headers"]
+        producer, epoch, seq = (
+            headers.get("Producer-Id"),
+            headers.get("Producer-Epoch"),
+            headers.get("Producer-Seq"),
+        )
+        assert producer, f"{_entry(index, request)} carries no Producer-Id (FENCE-006)"
+        assert epoch == "0", f"{_entry(index, request)} has Producer-Epoch {epoch!r}, not '0'"
+        assert seq is not None and seq.isdigit(), (
+            f"{_entry(index, request)} has Producer-Seq {seq!r}, not a number"
+        )
+        number = int(seq)
+        previous = last.get(producer)
+        if previous is None:
+            assert number == 0, (
+                f"{_entry(index, request)} is the first append of producer {producer} "
+                f"with Producer-Seq {number}, not 0"
+            )
+        else:
+            before, earlier = previous
+            assert number in (before, before + 1), (
+                f"{_entry(index, request)}: producer {producer} goes from Producer-Seq "
+                f"{before} to {number}; FENCE-006 counts up by one"
+            )
+            resend = (earlier["headers"].get("Stream-Seq"), earlier["messages"])
+            assert number != before or resend == (headers.get("Stream-Seq"), request["messages"]), (
+                f"{_entry(index, request)} reuses Producer-Seq {number} of producer {producer} "
+                "for other messages; only a resend of the same append may (FENCE-014)"
+            )
+            answered = earlier["answered_ms"]
+            assert answered is not None and request["sent_ms"] >= answered, (
+                f"{_entry(index, request)} was sent at {request['sent_ms']} ms while the "
+                f"previous append of producer {producer} had no answer (answered at "
+                f"{answered}); FENCE-008 allows one append in flight"
+            )
+        last[producer] = (number, request)

@@ -186,6 +186,14 @@ class Target:
             raise AssertionError(f"settle answered {response.status_code}: {response.text}")
         return response.status_code
 
+    def requests(self, run_id: str) -> list[dict[str, Any]]:
+        """The engine's writes to the run's streams (feature ``request-log``)."""
+        response = self.http.request("GET", self.adapter(f"runs/{run_id}/requests"))
+        self._expect(response, (200,), "request log")
+        log = _json(response, "request log")
+        schemas.check("request-log", log)
+        return list(log["requests"])
+
     def report(self, run_id: str) -> dict[str, Any]:
         response = self.http.request("GET", self.adapter(f"runs/{run_id}"))
         self._expect(response, (200,), "run report")

@@ -26,6 +26,7 @@ ADAPTER_SCHEMAS = (
     "error",
     "report",
     "cases",
+    "request-log",
 )
 
 

@@ -149,6 +149,16 @@ BUGS = [
         ),
         id="final-rejections-reversed-caught-by-case-final-rejections-follow-inbox-order",
     ),
+    pytest.param(
+        Bug(
+            "history-before-inbox",
+            ("MODEL-016",),
+            "test_properties.py::test_the_engine_writes_its_streams_as_fencing_requires",
+            "before the inbox",
+            feature="request-log",
+        ),
+        id="history-before-inbox-caught-by-the-request-log-property",
+    ),
 ]
 
 

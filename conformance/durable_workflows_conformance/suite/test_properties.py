@@ -219,6 +219,28 @@ def test_two_workers_never_both_record(driver: Driver, example: Count) -> None:
     check()
 
 
+@pytest.mark.req("FENCE-001", "FENCE-006", "FENCE-008", "MODEL-016", "ADAPT-022")
+@pytest.mark.feature("request-log")
+def test_the_engine_writes_its_streams_as_fencing_requires(driver: Driver, example: Count) -> None:
+    """From the adapter's request log: streams created in order and empty, and every
+    append carrying its activation's producer, one at a time; with faults when the
+    adapter offers them, so that several activations write."""
+    features = _features(driver.target)
+    faults = features.has("crash-injection") or features.has("restart-injection")
+
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        example()
+        scenario = data.draw(scenarios(features, faults=faults, concurrent=False))
+        obs = _run(driver, scenario)
+        log = driver.target.requests(obs.run_id)
+        note(f"request log: {log}")
+        _checked(obs, driver, lambda: checks.streams_created_in_order(log))
+        _checked(obs, driver, lambda: checks.appends_follow_the_producer_rules(log))
+
+    check()
+
+
 @pytest.mark.req("INPUT-034", "INPUT-036", "RETRY-006", "WAKE-003", "WAKE-004", "EVT-064")
 def test_sleeps_timeouts_and_retries_never_fire_early(driver: Driver, example: Count) -> None:
     @given(st.data())

@@ -25,6 +25,7 @@ from ..streams import AsyncStreamClient, StreamNotFound
 from .clock import VirtualClock
 from .faults import FaultPlan, FaultTransport
 from .interpreter import BodyLog, ProgramRegistry
+from .requestlog import RequestLog
 
 if TYPE_CHECKING:
     from ..engine.app import WorkerThread
@@ -44,6 +45,7 @@ FEATURES = (
     "parallel",
     "patches",
     "records",
+    "request-log",
     "restart-injection",
     "step-timeouts",
     "virtual-clock",
@@ -102,8 +104,10 @@ class ConformanceAdapter:
         self.faults = FaultPlan()
         self.log = BodyLog(self.faults)
         self.registry = ProgramRegistry(base, self.log, self._known_history)
+        #: The engine's writes to each run's streams (ADAPT-022).
+        self.requests = RequestLog()
         #: The first worker's HTTP transport: where the append faults fire.
-        self.transport = FaultTransport(namespace_url, self.faults)
+        self.transport = FaultTransport(namespace_url, self.faults, self.requests)
         self._pool: WorkerPool | None = None
         self._ios: dict[int, NamespaceIO] = {}
 
@@ -121,6 +125,7 @@ class ConformanceAdapter:
                 self.clock,
                 self.transport,
                 limits=self.limits_for,
+                requests=self.requests,
             )
             self.faults.workers = list(self._pool.threads)
         return list(self._pool.threads)
@@ -303,6 +308,10 @@ class ConformanceAdapter:
                 if not await self._requested(run_id):
                     raise AdapterError("not-found", f"run {run_id} was never requested")
                 return 200, await self.report(run_id)
+            if parts[2:] == ["requests"] and method == "GET":
+                if not await self._requested(run_id):
+                    raise AdapterError("not-found", f"run {run_id} was never requested")
+                return 200, {"run_id": run_id, "requests": self.requests.of(run_id)}
             if parts[2:] == ["settle"] and method == "POST":
                 problems = _problems("settle", body)
                 if problems:

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from .requestlog import RequestLog
+
 if TYPE_CHECKING:
     from ..engine.app import WorkerThread
 
@@ -195,12 +197,40 @@ def _messages(request: httpx.Request) -> list[Any]:
 class FaultTransport(httpx.AsyncBaseTransport):
     """The worker's HTTP transport: sees every ``POST`` to a run's history."""
 
-    def __init__(self, namespace_url: str, plan: FaultPlan) -> None:
+    def __init__(
+        self, namespace_url: str, plan: FaultPlan, requests: RequestLog | None = None
+    ) -> None:
         self._inner = httpx.AsyncHTTPTransport(
             limits=httpx.Limits(max_connections=32, keepalive_expiry=1.0)
         )
         self._root = urlsplit(namespace_url).path.rstrip("/") + "/runs/"
         self.plan = plan
+        self.requests = requests
+
+    def _run_stream(self, request: httpx.Request) -> tuple[str, str] | None:
+        """``(run_id, stream)`` of a request to a run's inbox or history."""
+        path = request.url.path
+        if not path.startswith(self._root):
+            return None
+        rest = path[len(self._root) :].split("/")
+        if len(rest) == 2 and rest[1] in ("inbox", "history"):
+            return rest[0], rest[1]
+        return None
+
+    async def _logged(self, request: httpx.Request) -> httpx.Response:
+        """Send a request, noting it in the request log (ADAPT-022) when it writes to a
+        run's inbox or history."""
+        target = None if request.method in ("GET", "HEAD") else self._run_stream(request)
+        if self.requests is None or target is None:
+            return await self._inner.handle_async_request(request)
+        entry = self.requests.sent(target[0], target[1], request)
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            self.requests.answered(entry, None)
+            raise
+        self.requests.answered(entry, response.status_code)
+        return response
 
     def _history_run(self, request: httpx.Request, method: str = "POST") -> str | None:
         path = request.url.path
@@ -230,12 +260,12 @@ class FaultTransport(httpx.AsyncBaseTransport):
             return await self._read(request)
         run_id = self._history_run(request)
         if run_id is None:
-            return await self._inner.handle_async_request(request)
+            return await self._logged(request)
         producer = request.headers.get("Producer-Id")
         seq = request.headers.get("Producer-Seq")
         key = (producer, seq) if producer and seq else ("request", str(id(request)))
         self.plan.occurred(run_id, "before-append", key)
-        response = await self._inner.handle_async_request(request)
+        response = await self._logged(request)
         if 200 <= response.status_code < 300:
             seq = request.headers.get("Stream-Seq")
             if seq is not None and seq.isdigit():

@@ -25,6 +25,7 @@ from ..engine.app import WorkerThread
 from ..engine.worker import Worker
 from .clock import VirtualClock
 from .faults import FaultPlan, FaultTransport
+from .requestlog import RequestLog
 
 __all__ = ["AdapterWorker", "WorkerPool"]
 
@@ -70,13 +71,14 @@ class WorkerPool:
         clock: VirtualClock | None,
         first_transport: FaultTransport | None = None,
         limits: Callable[[str], Limits] | None = None,
+        requests: RequestLog | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self._concurrent: set[str] = set()
         self.threads: list[WorkerThread] = []
         for index in range(MAX_WORKERS):
             transport = first_transport if index == 0 and first_transport else None
-            transport = transport or FaultTransport(namespace_url, plan)
+            transport = transport or FaultTransport(namespace_url, plan, requests)
             self.threads.append(
                 WorkerThread(
                     namespace_url,

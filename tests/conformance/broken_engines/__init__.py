@@ -200,6 +200,20 @@ def _final_rejections_reversed() -> None:
     Activation.closing = closing  # type: ignore[method-assign]
 
 
+def _history_before_inbox() -> None:
+    """A new run's history is created before its inbox (MODEL-016): the streams still
+    end up as they should, so only the engine's request log shows it."""
+    from durable_workflows.engine.namespace import NamespaceIO
+
+    original = NamespaceIO.ensure_inbox
+
+    async def ensure_inbox(self: Any, run_id: str) -> None:
+        await self.create_history(run_id)
+        await original(self, run_id)
+
+    NamespaceIO.ensure_inbox = ensure_inbox  # type: ignore[method-assign]
+
+
 #: Bug name -> the patch that introduces it.
 BUGS: dict[str, Callable[[], None]] = {
     "rerun-completed-steps": _rerun_completed_steps,
@@ -212,6 +226,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "append-to-later-versions": _append_to_later_versions,
     "traceback-in-errors": _traceback_in_errors,
     "final-rejections-reversed": _final_rejections_reversed,
+    "history-before-inbox": _history_before_inbox,
 }
 
 
