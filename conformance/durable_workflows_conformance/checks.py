@@ -86,15 +86,7 @@ def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
     assert protocol in versions, f"run-started records protocol {protocol}, not in {versions}"
     for message in runs:
         assert message["value"]["protocol"] == protocol, "every run message repeats protocol"
-    ended = ("completed", "failed", "cancelled")
-    terminal = next(
-        (
-            i
-            for i, m in enumerate(obs.history)
-            if m.get("type") == "run" and m["value"]["status"] in ended
-        ),
-        None,
-    )
+    terminal = _terminal(obs.history)
     if terminal is not None:
         after = [m for m in obs.history[terminal + 1 :] if m.get("type") != "submission"]
         assert not after, f"messages after the terminal run event: {after}"
@@ -429,17 +421,22 @@ def until_is_the_earliest_deadline(obs: Observation) -> None:
             )
 
 
-def final_rejections(obs: Observation) -> list[str]:
-    """The inbox ids rejected after the terminal run event (the final append)."""
+def _terminal(history: Sequence[Mapping[str, Any]]) -> int | None:
+    """The position of the terminal run event, if the history has one."""
     ended = ("completed", "failed", "cancelled")
-    terminal = next(
+    return next(
         (
             i
-            for i, m in enumerate(obs.history)
+            for i, m in enumerate(history)
             if m.get("type") == "run" and (m.get("value") or {}).get("status") in ended
         ),
         None,
     )
+
+
+def final_rejections(obs: Observation) -> list[str]:
+    """The inbox ids rejected after the terminal run event (the final append)."""
+    terminal = _terminal(obs.history)
     if terminal is None:
         return []
     return [str(m.get("key")) for m in obs.history[terminal + 1 :] if m.get("type") == "submission"]

@@ -329,16 +329,18 @@ class IndexMessage:
     message: Mapping[str, Any]
 
     def render(self, run_id: str, workflow: str) -> Any:
-        def fill(item: Any) -> Any:
-            if isinstance(item, str):
-                return item.replace("$run_id", run_id).replace("$workflow", workflow)
-            if isinstance(item, Mapping):
-                return {key: fill(value) for key, value in item.items()}
-            if isinstance(item, list):
-                return [fill(value) for value in item]
-            return item
+        return fill_in(self.message, run_id, workflow)
 
-        return fill(self.message)
+
+def fill_in(item: Any, run_id: str, workflow: str) -> Any:
+    """``item`` with the strings ``$run_id`` and ``$workflow`` replaced throughout."""
+    if isinstance(item, str):
+        return item.replace("$run_id", run_id).replace("$workflow", workflow)
+    if isinstance(item, Mapping):
+        return {key: fill_in(value, run_id, workflow) for key, value in item.items()}
+    if isinstance(item, list):
+        return [fill_in(value, run_id, workflow) for value in item]
+    return item
 
 
 #: Real time the suite leaves an engine to read index messages appended to a
@@ -401,7 +403,7 @@ class Driver:
         target.put_workflow(workflow, program)
         target.create(target.inbox_url(run_id))
         target.create(target.history_url(run_id))
-        prepared = [IndexMessage("before", m).render(run_id, workflow) for m in history]
+        prepared = [fill_in(m, run_id, workflow) for m in history]
         response = target.append(target.history_url(run_id), prepared)
         if response.status_code not in (200, 204):
             raise AssertionError(f"writing the prepared history answered {response.status_code}")
