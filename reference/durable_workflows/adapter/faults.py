@@ -233,11 +233,8 @@ class FaultTransport(httpx.AsyncBaseTransport):
         return response
 
     def _history_run(self, request: httpx.Request, method: str = "POST") -> str | None:
-        path = request.url.path
-        if request.method != method or not path.startswith(self._root):
-            return None
-        rest = path[len(self._root) :].split("/")
-        return rest[0] if len(rest) == 2 and rest[1] == "history" else None
+        target = self._run_stream(request) if request.method == method else None
+        return target[0] if target is not None and target[1] == "history" else None
 
     async def _read(self, request: httpx.Request) -> httpx.Response:
         """A history read: count what the activation now knows (KNOWN_HISTORY)."""
