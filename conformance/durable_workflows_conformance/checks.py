@@ -14,6 +14,7 @@ from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, un
 from . import schemas
 from .driver import Observation, Target, parse_time, without_offset
 from .model import Prediction, predict
+from .scenario import TERMINAL
 from .scrub import differences
 
 
@@ -86,7 +87,7 @@ def run_messages_agree(obs: Observation, versions: Sequence[str]) -> None:
     assert protocol in versions, f"run-started records protocol {protocol}, not in {versions}"
     for message in runs:
         assert message["value"]["protocol"] == protocol, "every run message repeats protocol"
-    terminal = _terminal(obs.history)
+    terminal = terminal_position(obs.history)
     if terminal is not None:
         after = [m for m in obs.history[terminal + 1 :] if m.get("type") != "submission"]
         assert not after, f"messages after the terminal run event: {after}"
@@ -421,14 +422,13 @@ def until_is_the_earliest_deadline(obs: Observation) -> None:
             )
 
 
-def _terminal(history: Sequence[Mapping[str, Any]]) -> int | None:
+def terminal_position(history: Sequence[Mapping[str, Any]]) -> int | None:
     """The position of the terminal run event, if the history has one."""
-    ended = ("completed", "failed", "cancelled")
     return next(
         (
             i
             for i, m in enumerate(history)
-            if m.get("type") == "run" and (m.get("value") or {}).get("status") in ended
+            if m.get("type") == "run" and (m.get("value") or {}).get("status") in TERMINAL
         ),
         None,
     )
@@ -436,7 +436,7 @@ def _terminal(history: Sequence[Mapping[str, Any]]) -> int | None:
 
 def final_rejections(obs: Observation) -> list[str]:
     """The inbox ids rejected after the terminal run event (the final append)."""
-    terminal = _terminal(obs.history)
+    terminal = terminal_position(obs.history)
     if terminal is None:
         return []
     return [str(m.get("key")) for m in obs.history[terminal + 1 :] if m.get("type") == "submission"]

@@ -496,13 +496,10 @@ class Driver:
                 self.deliver(run_id, scenario, indexes, obs)
                 beside = any(scenario.submissions[i].when == "at-deadline" for i in indexes)
                 if beside and state.until:  # the deadline passes with the answer unread
-                    last_run = [m for m in history if m.get("type") == "run"][-1]
-                    until = last_run["value"]["waiting_for"]["until"]
-                    self.advance(run_id, until, obs, probe=False)
+                    self.advance(run_id, _until(history), obs, probe=False)
                 continue
             if state.status in ("sleeping", "waiting") and state.until:
-                last_run = [m for m in history if m.get("type") == "run"][-1]
-                self.advance(run_id, last_run["value"]["waiting_for"]["until"], obs)
+                self.advance(run_id, _until(history), obs)
                 continue
             if state.status == "running" or not history:
                 # On a real clock a deadline may pass between the settle and the read.
@@ -527,6 +524,12 @@ class Driver:
         obs.inbox, _ = target.read(target.inbox_url(run_id))
         obs.report = target.report(run_id)
         return obs
+
+
+def _until(history: Sequence[Any]) -> str:
+    """The ``waiting_for.until`` of a suspended run's last run message."""
+    last_run = [m for m in history if m.get("type") == "run"][-1]
+    return str(last_run["value"]["waiting_for"]["until"])
 
 
 def without_offset(message: Any) -> Any:

@@ -11,7 +11,7 @@ import yaml
 
 from durable_workflows_conformance import checks, schemas
 from durable_workflows_conformance.driver import Driver, IndexMessage
-from durable_workflows_conformance.scenario import TERMINAL, Scenario, Submission
+from durable_workflows_conformance.scenario import Scenario, Submission
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -71,12 +71,8 @@ def scenario_of(case: Mapping[str, Any]) -> Scenario:
 def within_history_limit(history: Sequence[Mapping[str, Any]], limit: int) -> None:
     """SEC-010: only the terminal run event and the rejections of the ending after it
     (MODEL-033/034) may take a history past its length limit."""
-    ends = [
-        i
-        for i, m in enumerate(history)
-        if m.get("type") == "run" and (m.get("value") or {}).get("status") in TERMINAL
-    ]
-    before = ends[0] if ends else len(history)
+    terminal = checks.terminal_position(history)
+    before = len(history) if terminal is None else terminal
     assert before <= limit, (
         f"{before} history messages before the terminal run event, limit {limit} (SEC-010)"
     )
