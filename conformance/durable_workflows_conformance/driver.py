@@ -166,9 +166,12 @@ class Target:
         url = self.adapter("runs/" + run_id)
         self._expect(self.http.request("PUT", url, body=dict(options)), (200, 201, 204), "arm run")
 
-    def settle(self, run_id: str, timeout_ms: int = SETTLE_TIMEOUT_MS) -> dict[str, Any]:
+    def _settle(self, run_id: str, timeout_ms: int) -> httpx.Response:
         url = self.adapter(f"runs/{run_id}/settle")
-        response = self.http.request("POST", url, body={"timeout_ms": timeout_ms})
+        return self.http.request("POST", url, body={"timeout_ms": timeout_ms})
+
+    def settle(self, run_id: str, timeout_ms: int = SETTLE_TIMEOUT_MS) -> dict[str, Any]:
+        response = self._settle(run_id, timeout_ms)
         if response.status_code == 504:
             raise AssertionError(f"run {run_id} did not settle within {timeout_ms} ms")
         self._expect(response, (200,), "settle")
@@ -179,9 +182,7 @@ class Target:
     def settle_status(self, run_id: str, timeout_ms: int) -> int:
         """Ask the adapter to settle a run that may never settle; the status only
         (200, or 504 when it did not settle in ``timeout_ms``)."""
-        response = self.http.request(
-            "POST", self.adapter(f"runs/{run_id}/settle"), body={"timeout_ms": timeout_ms}
-        )
+        response = self._settle(run_id, timeout_ms)
         if response.status_code not in (200, 504):
             raise AssertionError(f"settle answered {response.status_code}: {response.text}")
         return response.status_code
