@@ -28,6 +28,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return run_validate(args.files, as_json=args.json)
 
 
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """``--keys``, ``--insecure-no-auth`` and ``--cors-origin``, shared by both servers."""
+    parser.add_argument(
+        "--keys",
+        metavar="FILE",
+        default=None,
+        help="signing keys (JWKS) that credentials are checked with; created if missing "
+        "(default: keys.json in the --data directory, or a new temporary file)",
+    )
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="no authentication at all: anyone may write any stream (tests only; "
+        "loopback addresses only)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a web origin (https://app.example) that browsers may call the server from; "
+        "repeatable (default: none)",
+    )
+
+
 def _cmd_streams_serve(args: argparse.Namespace) -> int:
     from .streams.serve import run_server
     from .streams.server import DEFAULT_MAX_BODY_BYTES
@@ -38,6 +63,9 @@ def _cmd_streams_serve(args: argparse.Namespace) -> int:
         data_dir=None if args.memory else args.data,
         long_poll_timeout=args.long_poll_timeout,
         max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        key_file=args.keys,
+        insecure_no_auth=args.insecure_no_auth,
+        cors_origins=args.cors_origin,
     )
 
 
@@ -102,6 +130,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         subscription=args.subscribe,
         conformance=args.conformance,
         limits=_limits(args.limit),
+        key_file=args.keys,
+        insecure_no_auth=args.insecure_no_auth,
+        cors_origins=args.cors_origin,
     )
 
 
@@ -115,6 +146,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         stats_every=args.stats_every,
         wake=args.wake,
         limits=_limits(args.limit),
+        token=args.token,
+        keys=args.keys,
     )
 
 
@@ -129,6 +162,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
             url=args.url,
             as_json=args.json,
             wait=args.wait,
+            auth=c.Auth(args.token, args.keys),
         )
     )
 
@@ -145,6 +179,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             url=args.url,
             as_json=args.json,
             wait=args.wait,
+            auth=c.Auth(args.token, args.keys),
         )
     )
 
@@ -160,6 +195,7 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
             url=args.url,
             as_json=args.json,
             wait=args.wait,
+            auth=c.Auth(args.token, args.keys),
         )
     )
 
@@ -167,7 +203,11 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .engine import commands as c
 
-    return c.run_command(lambda: c.inspect(args.run, url=args.url, as_json=args.json))
+    return c.run_command(
+        lambda: c.inspect(
+            args.run, url=args.url, as_json=args.json, auth=c.Auth(args.token, args.keys)
+        )
+    )
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -176,11 +216,27 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return run_replay(args.history, args.workflow, as_json=args.json)
 
 
+def _credential_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="bearer credential for the stream server (default: $DWF_TOKEN)",
+    )
+    parser.add_argument(
+        "--keys",
+        default=None,
+        metavar="FILE",
+        help="without a token: mint an engine credential from this key file "
+        "(default: $DWF_KEYS, else .dwf/keys.json when it exists)",
+    )
+
+
 def _client_options(parser: argparse.ArgumentParser, wait: bool = True) -> None:
     parser.add_argument(
         "--url", default=None, help="namespace URL or server base (default: $DWF_URL)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    _credential_options(parser)
     if wait:
         parser.add_argument(
             "--wait",
@@ -227,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="BYTES",
         help="largest request body accepted, 413 above it (default 8 MiB)",
     )
+    add_access_options(sserve)
     sserve.set_defaults(handler=_cmd_streams_serve)
 
     serve = commands.add_parser("serve", help="streams server, wake handler and worker on one port")
@@ -259,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also serve the conformance adapter (a test interface: never in production)",
     )
     _limit_option(serve)
+    add_access_options(serve)
     serve.set_defaults(handler=_cmd_serve)
 
     worker = commands.add_parser("worker", help="a long-running worker for a namespace")
@@ -283,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "stream server offers it)",
     )
     _limit_option(worker)
+    _credential_options(worker)
     worker.set_defaults(handler=_cmd_worker)
 
     start = commands.add_parser("start", help="request a run (append run-requested to the index)")
@@ -319,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--workflow", required=True, metavar="MODULE:FUNCTION")
     replay.add_argument("--json", action="store_true", help="print a JSON report")
     replay.set_defaults(handler=_cmd_replay)
+
+    from .access.commands import add_commands
+
+    add_commands(commands)
 
     # Listed for --help only: main() hands everything after the word to the suite's runner.
     commands.add_parser(

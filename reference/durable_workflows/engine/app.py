@@ -17,16 +17,18 @@ import logging
 import socket
 import sys
 import threading
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from ..access import Credential, KeySet, Refusal
+from ..access.guard import AccessGuard
 from ..core import Limits, WorkflowRegistry
-from ..streams.serve import graceful_server
-from ..streams.server import build_app
+from ..streams.serve import NO_AUTH_WARNING, SetupError, graceful_server, setup_access
+from ..streams.server import Cors, build_app
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
 from .runner import LimitsOption
@@ -58,8 +60,10 @@ class WorkerThread:
         wake: WakeMode = "auto",
         worker_factory: Callable[..., Worker] | None = None,
         limits: LimitsOption = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.worker: Worker | None = None
+        self._auth = auth
         self._limits = limits
         self._factory: Callable[..., Worker] = worker_factory or Worker
         self._wake: WakeMode = wake
@@ -83,6 +87,8 @@ class WorkerThread:
             options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
             if self._limits is not None:
                 options["limits"] = self._limits
+            if self._auth is not None:
+                options["auth"] = self._auth
             self.worker = self._factory(
                 url, registry, name=name, transport=self._transport, wake=self._wake, **options
             )
@@ -159,10 +165,17 @@ class ServeApp:
         subscription: str | None = None,
         conformance: bool = False,
         limits: Limits | None = None,
+        keys: KeySet | None = None,
+        cors: Cors | None = None,
     ) -> None:
-        self.streams = build_app(data_dir, long_poll_timeout=long_poll_timeout)
+        self.streams = build_app(
+            data_dir, long_poll_timeout=long_poll_timeout, keys=keys, cors=cors
+        )
         self.base_url = base_url
         self.namespace_url = f"{base_url}{STREAM_ROOT_PATH}/{namespace}"
+        # The in-process engine presents an engine credential minted from the server's
+        # own keys, like any other worker would (security.md).
+        auth = None if keys is None else Credential.engine(keys, namespace).auth()
         self.adapter: ASGIApp | None = None
         #: The engine's clock in conformance mode (the adapter's virtual clock).
         self.clock: Callable[[], datetime] | None = None
@@ -180,13 +193,17 @@ class ServeApp:
         else:
             run_limits = limits
             if worker:
-                self.worker = WorkerThread(self.namespace_url, registry, "worker", limits=limits)
+                self.worker = WorkerThread(
+                    self.namespace_url, registry, "worker", limits=limits, auth=auth
+                )
         self.handler = WakeHandler(
             self.namespace_url,
             registry,
             name="handler",
             subscription_id=subscription,
             limits=run_limits,
+            auth=auth,
+            wake_gate=None if keys is None else _wake_gate(AccessGuard(keys), namespace),
         )
         self._subscribing: asyncio.Future[None] | None = None
         self._streams_lifespan = _Lifespan(self.streams)
@@ -245,6 +262,19 @@ class ServeApp:
                 await asyncio.sleep(0.2)
 
 
+def _wake_gate(guard: AccessGuard, namespace: str) -> Callable[[str | None, str], None]:
+    """SEC-015: a plain wake needs the engine's credential or a client's for the run."""
+
+    def check(authorization: str | None, run_id: str) -> None:
+        grant = guard.grant(authorization)
+        if grant is None:
+            raise Refusal(401, "unauthorized", "a wake needs a credential: Authorization: Bearer")
+        if not grant.covers_namespace(namespace) or not grant.covers_run(run_id):
+            raise Refusal(403, "forbidden", f"the credential does not name run {run_id!r}")
+
+    return check
+
+
 def run_serve(
     host: str,
     port: int,
@@ -256,10 +286,23 @@ def run_serve(
     subscription: str | None = None,
     conformance: bool = False,
     limits: Limits | None = None,
+    key_file: str | Path | None = None,
+    insecure_no_auth: bool = False,
+    cors_origins: Sequence[str] = (),
 ) -> int:
-    """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening."""
+    """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening.
+
+    Requests to the streams need a credential unless ``insecure_no_auth`` (or
+    ``conformance``, a test interface that lets anyone run code anyway)."""
     import uvicorn
 
+    try:
+        access = setup_access(
+            host, data_dir, key_file, insecure_no_auth or conformance, cors_origins
+        )
+    except SetupError as exc:
+        print(f"dwf serve: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     modules = list(DEFAULT_WORKFLOWS) if workflows is None else workflows
     try:
@@ -288,7 +331,11 @@ def run_serve(
         subscription=subscription,
         conformance=conformance,
         limits=limits,
+        keys=access.keys,
+        cors=access.cors,
     )
+    if access.keys is None and not conformance:
+        print(NO_AUTH_WARNING.format(url=base_url), file=sys.stderr, flush=True)
     if conformance:
         print(
             "WARNING: dwf serve --conformance exposes the conformance adapter under "
@@ -301,7 +348,8 @@ def run_serve(
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
     names = ", ".join(registry.names()) or "none"
     print(
-        f"ready {base_url} namespace {app.namespace_url} ({storage}; workflows: {names})",
+        f"ready {base_url} namespace {app.namespace_url} ({storage}; workflows: {names}) "
+        + access.ready_suffix(),
         flush=True,
     )
     config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)

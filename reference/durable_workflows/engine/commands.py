@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from ..schemas import SchemaError, identify
 from ..streams import StreamClient, StreamClosed, StreamError, StreamNotFound
+from ..streams.errors import StreamHTTPError
 from .namespace import Namespace, is_run_id, resolve_namespace_url, strip_read_annotations
 
 __all__ = [
@@ -50,6 +51,27 @@ def namespace_from(url: str | None) -> Namespace:
         raise CommandError(str(exc)) from exc
 
 
+@dataclass(frozen=True)
+class Auth:
+    """The credential options of a command: ``--token`` and ``--keys`` (see
+    :func:`~durable_workflows.access.resolve_credential` for the fallbacks)."""
+
+    token: str | None = None
+    keys: str | None = None
+
+
+def _client(ns: Namespace, auth: Auth | None) -> StreamClient:
+    """A stream client that presents the command's credential, if it has one."""
+    from ..access import KeyFileError, resolve_credential
+
+    auth = auth or Auth()
+    try:
+        credential = resolve_credential(ns.url, token=auth.token, keys=auth.keys)
+    except KeyFileError as exc:
+        raise CommandError(str(exc)) from exc
+    return StreamClient(timeout=10, auth=None if credential is None else credential.auth())
+
+
 def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
@@ -78,9 +100,13 @@ def _append_to_inbox(client: StreamClient, ns: Namespace, run_id: str, message: 
     inbox = client.stream(ns.inbox_url(run_id), content_type="application/json")
     try:
         inbox.append_json(message)
-    except StreamNotFound:
-        inbox.create_json()  # INPUT-011: create (same config as the engine's) and retry
-        inbox.append_json(message)
+    except StreamNotFound as exc:
+        # A client never creates an inbox: the engine does when the run starts.
+        raise NotStarted(f"run {run_id} has not started: it has no inbox yet") from exc
+
+
+class NotStarted(Exception):
+    """The run has no inbox: not started (yet), or no such run (exit 1)."""
 
 
 def _send_to_inbox(
@@ -116,6 +142,7 @@ def start(
     as_json: bool,
     wait: float = 0.0,
     out: TextIO | None = None,
+    auth: Auth | None = None,
 ) -> int:
     """Append ``run-requested`` to the index (model.md, starting a run)."""
     ns = namespace_from(url)
@@ -128,13 +155,18 @@ def start(
         "headers": {"operation": "insert"},
     }
     identify(message, "index")
-    with StreamClient(timeout=10) as client:
+    with _client(ns, auth) as client:
         index = client.stream(ns.index_url, content_type="application/json")
         try:
             index.append_json(message)
-        except StreamNotFound:
-            index.create_json()  # MODEL-004: same configuration as the engine's
-            index.append_json(message)
+        except StreamNotFound as exc:  # the engine creates it (MODEL-011); clients never do
+            raise CommandError(
+                f"there is no run index at {ns.index_url}: no engine serves this namespace"
+            ) from exc
+        except StreamClosed as exc:
+            raise CommandError(
+                f"the run index {ns.index_url} is closed: no run can be requested there"
+            ) from exc
         data: dict[str, Any] = {"run_id": run_id, "workflow": workflow, "requested": True}
         text = f"requested run {run_id} of {workflow}"
         if wait > 0:
@@ -165,6 +197,7 @@ def submit(
     as_json: bool,
     wait: float = 0.0,
     out: TextIO | None = None,
+    auth: Auth | None = None,
 ) -> int:
     """Append ``input-submitted`` to the run's inbox (inputs.md, submissions).
 
@@ -182,7 +215,7 @@ def submit(
         "headers": {"operation": "insert"},
     }
     data: dict[str, Any] = {"run_id": run_id, "submission_id": submission_id, "request": request}
-    with StreamClient(timeout=10) as client:
+    with _client(ns, auth) as client:
         if not _send_to_inbox(client, ns, run_id, message, data, out, as_json):
             return EXIT_REFUSED
         if wait <= 0:
@@ -277,6 +310,7 @@ def cancel(
     as_json: bool,
     wait: float = 0.0,
     out: TextIO | None = None,
+    auth: Auth | None = None,
 ) -> int:
     """Append ``cancel-requested`` to the run's inbox (retries.md, cancellation)."""
     ns = namespace_from(url)
@@ -290,7 +324,7 @@ def cancel(
         "headers": {"operation": "insert"},
     }
     data: dict[str, Any] = {"run_id": run_id, "cancel_id": cancel_id}
-    with StreamClient(timeout=10) as client:
+    with _client(ns, auth) as client:
         if not _send_to_inbox(client, ns, run_id, message, data, out, as_json):
             return EXIT_REFUSED
         text = f"sent cancel {cancel_id}"
@@ -465,11 +499,18 @@ def render(summary: Summary) -> str:
     return "\n".join(lines)
 
 
-def inspect(run_id: str, *, url: str | None, as_json: bool, out: TextIO | None = None) -> int:
+def inspect(
+    run_id: str,
+    *,
+    url: str | None,
+    as_json: bool,
+    out: TextIO | None = None,
+    auth: Auth | None = None,
+) -> int:
     """Read the run's history and show its timeline and what it waits for."""
     ns = namespace_from(url)
     _check_id(run_id, "run id")
-    with StreamClient(timeout=10) as client:
+    with _client(ns, auth) as client:
         history = client.stream(ns.history_url(run_id), content_type="application/json")
         try:
             result = history.read()
@@ -491,6 +532,15 @@ def run_command(fn: Any, *args: Any, **kwargs: Any) -> int:
     try:
         result: int = fn(*args, **kwargs)
     except (CommandError, SchemaError) as exc:
+        print(f"dwf: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except NotStarted as exc:
+        print(f"dwf: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except StreamHTTPError as exc:
+        if exc.status in (401, 403):
+            print(f"dwf: the stream server refused it ({exc.status}): {exc.body}", file=sys.stderr)
+            return EXIT_ERROR if exc.status == 401 else EXIT_REFUSED
         print(f"dwf: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except StreamError as exc:

@@ -112,8 +112,14 @@ class WakeHandler:
         name: str = "handler",
         clock: Callable[[], float] = time.time,
         limits: LimitsOption = None,
+        auth: httpx.Auth | None = None,
+        wake_gate: Callable[[str | None, str], None] | None = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self.auth = auth
+        #: Checks a plain wake's Authorization header for its run (SEC-015); raises
+        #: :class:`~durable_workflows.access.Refusal`. None: wakes need no credential.
+        self.wake_gate = wake_gate
         self.limits = limits
         self.registry = registry
         self.subscription_id = subscription_id
@@ -126,7 +132,7 @@ class WakeHandler:
         self.runner: Runner | None = None
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient()
+        self._http = httpx.AsyncClient(auth=self.auth)
         self.io = NamespaceIO(self.namespace, AsyncStreamClient(timeout=30, http=self._http))
         self.runner = Runner(
             self.io, self.registry, worker=self.name, clock=utc_now, limits=self.limits
@@ -154,20 +160,23 @@ class WakeHandler:
             if not message.get("more_body"):
                 break
         path = scope["path"].rstrip("/")
+        raw = scope.get("headers", [])
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         if scope["method"] != "POST":
             await _reply(send, 405, {"error": "use POST"})
         elif path.endswith("/wake"):
-            await _reply(send, *await self.wake_request(body))
+            await _reply(send, *await self.wake_request(body, headers.get("authorization")))
         elif path.endswith("/webhook"):
-            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
             await _reply(send, *await self.webhook(headers.get("webhook-signature"), body))
         else:
             await _reply(send, 404, {"error": "not found"})
 
     # ------------------------------------------------------------------ plain wakes
 
-    async def wake_request(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """WAKE-014."""
+    async def wake_request(
+        self, body: bytes, authorization: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """WAKE-014; with a ``wake_gate``, only for a credential that names the run."""
         try:
             data = json.loads(body)
         except ValueError:
@@ -175,6 +184,13 @@ class WakeHandler:
         if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
             return 400, {"error": 'the body must be a JSON object {"run_id": "..."}'}
         run_id = data["run_id"]
+        if self.wake_gate is not None:
+            from ..access import Refusal
+
+            try:
+                self.wake_gate(authorization, run_id)
+            except Refusal as refusal:
+                return refusal.status, {"error": refusal.message, "code": refusal.code}
         if not is_run_id(run_id):
             return 404, {"error": "no such run", "run_id": run_id}  # SEC-006
         outcome = await self.activate(run_id)

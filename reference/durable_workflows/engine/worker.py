@@ -114,8 +114,11 @@ class Worker:
         wake: WakeMode = "auto",
         lease_ttl_ms: int = LEASE_TTL_MS,
         limits: LimitsOption = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        #: The engine's credential on every request (SEC-002 servers refuse others).
+        self._auth = auth
         self.limits = limits
         self.wake_mode: WakeMode = wake
         self._lease_ttl_ms = lease_ttl_ms
@@ -144,9 +147,11 @@ class Worker:
         # Idle connections are dropped after 1 s, well before a server's keep-alive
         # timeout (uvicorn: 5 s), so a request never races the server's close.
         limits = httpx.Limits(max_connections=32, keepalive_expiry=1.0)
-        async with httpx.AsyncClient(limits=limits, transport=self._transport) as http:
+        async with httpx.AsyncClient(
+            limits=limits, transport=self._transport, auth=self._auth
+        ) as http:
             client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
-            self._live = LivePool(self._headers)
+            self._live = LivePool(self._headers, auth=self._auth)
             self.io = NamespaceIO(self.namespace, client)
             self._sem = asyncio.Semaphore(self._concurrency)
             self.runner = Runner(
@@ -503,8 +508,11 @@ class LivePool:
     per re-poll; small shards keep that bounded.
     """
 
-    def __init__(self, headers: dict[str, str] | None, per_client: int = 64) -> None:
+    def __init__(
+        self, headers: dict[str, str] | None, per_client: int = 64, auth: httpx.Auth | None = None
+    ) -> None:
         self.headers = headers
+        self.auth = auth
         self.per_client = per_client
         self.shards: list[_Shard] = []
 
@@ -514,7 +522,7 @@ class LivePool:
             limits = httpx.Limits(
                 max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0
             )
-            http = httpx.AsyncClient(limits=limits)
+            http = httpx.AsyncClient(limits=limits, auth=self.auth)
             client = AsyncStreamClient(
                 headers=self.headers, timeout=30, live_timeout=300, http=http
             )
@@ -560,23 +568,30 @@ def run_worker(
     stats_every: float = 0.0,
     wake: WakeMode = "auto",
     limits: Limits | None = None,
+    token: str | None = None,
+    keys: str | None = None,
 ) -> int:
     """``dwf worker``: serve a namespace until SIGINT/SIGTERM.
 
-    With ``stats_every`` > 0 it prints ``stats {json}`` lines that often.
+    With ``stats_every`` > 0 it prints ``stats {json}`` lines that often. The engine's
+    credential is ``token`` (or ``$DWF_TOKEN``), else minted from the key file ``keys``
+    (or ``$DWF_KEYS``, or ``.dwf/keys.json``).
     """
+    from ..access import resolve_credential
     from .commands import namespace_from
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     namespace = namespace_from(url)
     registry = load_registry(workflows)
+    credential = resolve_credential(namespace.url, token=token, keys=keys)
+    auth = None if credential is None else credential.auth()
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(namespace.url, registry, name=name, wake=wake, limits=limits)
+        worker = Worker(namespace.url, registry, name=name, wake=wake, limits=limits, auth=auth)
         task = asyncio.ensure_future(worker.run(stop))
         ready = asyncio.ensure_future(worker.ready.wait())
         await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .server import DEFAULT_MAX_BODY_BYTES, build_app
+from .server import DEFAULT_MAX_BODY_BYTES, Cors, build_app
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,72 @@ BEFORE_SHUTDOWN_SECONDS = 10.0
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from ..access import KeySet
+
+NO_AUTH_WARNING = (
+    "WARNING: authentication is OFF (--insecure-no-auth): any HTTP client that reaches "
+    "{url} can create, append to, close and delete every stream, forge any run's "
+    "history and delete its inbox. For tests only; never expose this server."
+)
+
+
+class SetupError(Exception):
+    """A server option that cannot be honoured (exit status 2)."""
+
+
+@dataclass
+class Access:
+    """How a server started by a ``serve`` command authenticates requests."""
+
+    keys: KeySet | None  # None: no authentication
+    key_file: Path | None
+    cors: Cors
+
+    def ready_suffix(self) -> str:
+        """The end of the ``ready`` line: where the keys are, or that there are none."""
+        return "auth off" if self.key_file is None else f"keys {self.key_file}"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def setup_access(
+    host: str,
+    data_dir: str | Path | None,
+    key_file: str | Path | None,
+    insecure_no_auth: bool,
+    cors_origins: Sequence[str] = (),
+) -> Access:
+    """The keys a server verifies credentials with: ``key_file``, else ``keys.json`` in
+    the data directory, else (memory storage) a new file in a fresh temporary
+    directory; each is created with one new key when missing. ``insecure_no_auth``
+    turns authentication off, on a loopback address only."""
+    from ..access import KeyFileError, KeySet
+
+    cors = Cors(frozenset(cors_origins)) if cors_origins else Cors(frozenset())
+    if insecure_no_auth:
+        if not is_loopback(host):
+            raise SetupError(
+                f"refusing --insecure-no-auth on {host}: without authentication the server "
+                "may listen on a loopback address only"
+            )
+        # A test server: any origin, as the official conformance suite expects.
+        return Access(None, None, Cors(frozenset(cors_origins)) if cors_origins else Cors())
+    if key_file is None:
+        base = Path(data_dir) if data_dir is not None else Path(tempfile.mkdtemp(prefix="dwf-"))
+        key_file = base / "keys.json"
+    try:
+        keys = KeySet.load_or_create(key_file)
+    except (KeyFileError, OSError) as exc:
+        raise SetupError(f"cannot use the key file {key_file}: {exc}") from exc
+    return Access(keys, Path(key_file), cors)
 
 
 def graceful_server(
@@ -48,17 +117,29 @@ def run_server(
     data_dir: str | Path | None,
     long_poll_timeout: float,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    *,
+    key_file: str | Path | None = None,
+    insecure_no_auth: bool = False,
+    cors_origins: Sequence[str] = (),
 ) -> int:
     """Serve ``/v1/stream/*`` on host:port until SIGINT/SIGTERM; returns the exit code.
 
     ``data_dir`` selects durable SQLite storage there; None keeps streams in memory.
+    Requests need a credential (:func:`setup_access`) unless ``insecure_no_auth``.
     """
     import uvicorn
 
+    try:
+        access = setup_access(host, data_dir, key_file, insecure_no_auth, cors_origins)
+    except SetupError as exc:
+        print(f"dwf streams serve: {exc}", file=sys.stderr)
+        return 2
     app = build_app(
         None if data_dir is None else Path(data_dir),
         long_poll_timeout=long_poll_timeout,
         max_body_bytes=max_body_bytes,
+        keys=access.keys,
+        cors=access.cors,
     )
     # Bind first so port 0 works and the printed URL is the real one; a parent
     # process (tests, tools) waits for the "ready" line.
@@ -76,7 +157,10 @@ def run_server(
     bound_port = sock.getsockname()[1]
     storage = "memory" if data_dir is None else f"sqlite in {data_dir}"
     shown = f"[{host}]" if ":" in host else host
-    print(f"ready http://{shown}:{bound_port} ({storage})", flush=True)
+    url = f"http://{shown}:{bound_port}"
+    if access.keys is None:
+        print(NO_AUTH_WARNING.format(url=url), file=sys.stderr, flush=True)
+    print(f"ready {url} ({storage}) {access.ready_suffix()}", flush=True)
     config = uvicorn.Config(
         app,
         log_level="warning",
@@ -105,9 +189,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, metavar="BYTES"
     )
+    from ..cli import add_access_options
+
+    add_access_options(parser)
     args = parser.parse_args(argv)
     data_dir = None if args.memory else args.data
-    return run_server(args.host, args.port, data_dir, args.long_poll_timeout, args.max_body_bytes)
+    return run_server(
+        args.host,
+        args.port,
+        data_dir,
+        args.long_poll_timeout,
+        args.max_body_bytes,
+        key_file=args.keys,
+        insecure_no_auth=args.insecure_no_auth,
+        cors_origins=args.cors_origin,
+    )
 
 
 if __name__ == "__main__":

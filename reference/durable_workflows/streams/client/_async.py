@@ -78,10 +78,13 @@ class AsyncStreamClient(HTTPClient[httpx.AsyncClient]):
         timeout: float = DEFAULT_TIMEOUT,
         live_timeout: float = DEFAULT_LIVE_TIMEOUT,
         http: httpx.AsyncClient | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
+        # ``auth`` (a credential, :mod:`durable_workflows.access`) applies to the
+        # client this one creates; a given ``http`` brings its own.
         super().__init__(
             base_url,
-            http if http is not None else httpx.AsyncClient(),
+            http if http is not None else httpx.AsyncClient(auth=auth),
             owned=http is None,
             headers=headers,
             timeout=timeout,

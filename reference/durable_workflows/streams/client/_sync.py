@@ -64,10 +64,13 @@ class StreamClient(HTTPClient[httpx.Client]):
         timeout: float = DEFAULT_TIMEOUT,
         live_timeout: float = DEFAULT_LIVE_TIMEOUT,
         http: httpx.Client | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
+        # ``auth`` (a credential, :mod:`durable_workflows.access`) applies to the
+        # client this one creates; a given ``http`` brings its own.
         super().__init__(
             base_url,
-            http if http is not None else httpx.Client(),
+            http if http is not None else httpx.Client(auth=auth),
             owned=http is None,
             headers=headers,
             timeout=timeout,

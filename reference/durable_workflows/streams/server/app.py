@@ -81,15 +81,51 @@ _EXPOSE_HEADERS = ", ".join(
         "Content-Type",
     ]
 )
-#: Sent on every response: CORS for browsers, and the section 12.7 headers.
+#: Sent on every response: the section 12.7 headers. CORS headers come from :class:`Cors`.
 COMMON_HEADERS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
-    "access-control-allow-headers": _ALLOW_HEADERS,
-    "access-control-expose-headers": _EXPOSE_HEADERS,
     "x-content-type-options": "nosniff",
     "cross-origin-resource-policy": "cross-origin",
 }
+_PRIVATE = "private, max-age=60, stale-while-revalidate=300"
+
+
+@dataclass(frozen=True)
+class Cors:
+    """Which web origins may call the server from a browser.
+
+    ``origins`` None answers every origin with ``*`` and no credentials (a public
+    server, and what the official conformance suite expects); a set answers only the
+    origins listed, with credentials allowed, and leaves every other origin without a
+    grant, so its browser refuses to hand the page the response.
+    """
+
+    origins: frozenset[str] | None = None
+    max_age: int = 600
+
+    def headers(self, origin: str | None) -> dict[str, str]:
+        grant = {
+            "access-control-allow-methods": "GET, POST, PUT, DELETE, HEAD, OPTIONS",
+            "access-control-allow-headers": _ALLOW_HEADERS,
+            "access-control-expose-headers": _EXPOSE_HEADERS,
+            "access-control-max-age": str(self.max_age),
+        }
+        if self.origins is None:
+            return {"access-control-allow-origin": "*", **grant}
+        if origin is None or origin not in self.origins:
+            return {"vary": "Origin"}
+        return {
+            "access-control-allow-origin": origin,
+            "access-control-allow-credentials": "true",
+            "vary": "Origin",
+            **grant,
+        }
+
+
+class Gate(Protocol):
+    """Decides whether a request may go on (:mod:`durable_workflows.access`): called
+    after the body is read and before anything is stored; raises ProtocolError."""
+
+    def check(self, request: Request) -> None: ...
 
 
 class Disconnected(Exception):
@@ -206,8 +242,14 @@ class StreamsApp:
         subscriptions: SubscriptionHandler | None = None,
         sse_max_seconds: float = SSE_MAX_SECONDS,
         clock: Callable[[], float] = time.time,
+        gate: Gate | None = None,
+        cors: Cors | None = None,
     ) -> None:
         self.core = core
+        self.gate = gate
+        self.cors = cors or Cors()
+        #: PRIV-006: reads that needed a credential stay out of shared caches.
+        self.cacheable = _CACHEABLE if gate is None else _PRIVATE
         self.long_poll_timeout = long_poll_timeout
         self.max_body_bytes = max_body_bytes
         self.subscriptions = subscriptions
@@ -241,6 +283,7 @@ class StreamsApp:
             return
         if scope["type"] != "http":
             return
+        send = _with_headers(send, self.cors.headers(_origin(scope)))
         request = Request(
             method=scope["method"].upper(),
             path="",
@@ -302,6 +345,8 @@ class StreamsApp:
             # Read (or drain) the body before any check can refuse the request, so
             # every refusal reaches the client instead of a reset connection.
             request.body = await self.read_body(request)
+        if self.gate is not None:
+            self.gate.check(request)  # before anything is stored, touched or routed
         if request.path == "__ds" or request.path.startswith("__ds/"):
             if self.subscriptions is None:
                 raise ProtocolError(404, "Subscriptions are not enabled")
@@ -464,7 +509,7 @@ class StreamsApp:
         headers = {
             p.CONTENT_TYPE: meta.content_type,
             p.STREAM_NEXT_OFFSET: result.next_offset,
-            "cache-control": _CACHEABLE,
+            "cache-control": self.cacheable,
         }
         if result.up_to_date:
             headers[p.STREAM_UP_TO_DATE] = "true"
@@ -509,7 +554,8 @@ class StreamsApp:
     ) -> None:
         path = request.path
         current = meta.tail if offset == p.OFFSET_NOW else offset
-        headers = {p.CONTENT_TYPE: "text/event-stream", "cache-control": "no-cache"}
+        cache = "no-cache" if self.gate is None else "private, no-cache"
+        headers = {p.CONTENT_TYPE: "text/event-stream", "cache-control": cache}
         if not p.sse_is_text(meta.content_type):
             headers[p.STREAM_SSE_DATA_ENCODING] = "base64"
         await _start(send, 200, headers)
@@ -565,6 +611,25 @@ def _headers(scope: Scope) -> dict[str, str]:
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
     return headers
+
+
+def _origin(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"origin":
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _with_headers(send: Send, extra: dict[str, str]) -> Send:
+    """``send`` with ``extra`` added to the response's headers (CORS)."""
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), *encoded]}
+        await send(message)
+
+    return sending
 
 
 def _stream_path(value: str) -> str:

@@ -380,6 +380,12 @@ class SubscriptionManager:
             return self._claim(self._get(sub_id), _json_body(request))
         raise SubscriptionError(404, "SUBSCRIPTION_NOT_FOUND", "Control route not found")
 
+    def paths_of(self, sub_id: str) -> list[str] | None:
+        """The streams a subscription names (pattern, streams, wake stream), for an
+        access check; None when there is no such subscription."""
+        sub = self._subs.get(sub_id)
+        return None if sub is None else config_paths(sub.config)
+
     def _get(self, sub_id: str) -> Subscription:
         sub = self._subs.get(sub_id)
         if sub is None:
@@ -754,6 +760,12 @@ def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SubscriptionError(400, "INVALID_REQUEST", "Body must be a JSON object")
     return value
+
+
+def config_paths(config: dict[str, Any]) -> list[str]:
+    """Every stream path or pattern a subscription body or config names."""
+    paths = [config.get("pattern"), config.get("wake_stream"), *(config.get("streams") or [])]
+    return [p.strip("/") for p in paths if isinstance(p, str) and p]
 
 
 def _normalise_config(body: dict[str, Any]) -> dict[str, Any]:
