@@ -105,7 +105,16 @@ def measure(
     n: int, idle_seconds: float, probes: int, long_poll: float, wake: str
 ) -> dict[str, Any]:
     server, server_log = spawn(
-        ["streams", "serve", "--port", "0", "--memory", "--long-poll-timeout", str(long_poll)]
+        [
+            "streams",
+            "serve",
+            "--port",
+            "0",
+            "--memory",
+            "--insecure-no-auth",
+            "--long-poll-timeout",
+            str(long_poll),
+        ]
     )
     worker = None
     try:

@@ -103,6 +103,11 @@ class Process:
     def url(self) -> str:
         return self.ready_line.split()[1]
 
+    @property
+    def keys(self) -> str | None:
+        """The server's key file (``keys PATH`` ends the ready line), None without auth."""
+        return self.ready_line.split(" keys ")[1].strip() if " keys " in self.ready_line else None
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
@@ -154,9 +159,12 @@ def spawn(args: list[str], env: dict[str, str] | None = None, wait_ready: bool =
 
 
 @contextmanager
-def dwf_serve(*extra: str) -> Iterator[Process]:
-    """``dwf serve`` on a free 127.0.0.1 port; stopped on exit."""
-    running = spawn(["serve", "--port", "0", "--long-poll-timeout", "2", *extra])
+def dwf_serve(*extra: str, auth: bool = False) -> Iterator[Process]:
+    """``dwf serve`` on a free 127.0.0.1 port; stopped on exit. Without ``auth`` anyone
+    may write any stream (the engine tests drive streams directly); with it, clients
+    need credentials minted from ``Process.keys``."""
+    options = [] if auth else ["--insecure-no-auth"]
+    running = spawn(["serve", "--port", "0", "--long-poll-timeout", "2", *options, *extra])
     try:
         yield running
     finally:
@@ -189,11 +197,20 @@ def wait_until(condition: Any, seconds: float, what: str = "condition") -> Any:
         time.sleep(0.05)
 
 
+def client_for(namespace_url: str) -> Any:
+    """A StreamClient with the credential the CLI would use here ($DWF_KEYS, ...)."""
+    from durable_workflows.access import resolve_credential
+    from durable_workflows.streams import StreamClient
+
+    credential = resolve_credential(namespace_url)
+    return StreamClient(timeout=10, auth=None if credential is None else credential.auth())
+
+
 def read_history(namespace_url: str, run_id: str) -> tuple[list[Any], bool]:
     from durable_workflows.engine.namespace import strip_read_annotations
-    from durable_workflows.streams import StreamClient, StreamNotFound
+    from durable_workflows.streams import StreamNotFound
 
-    with StreamClient(timeout=10) as client:
+    with client_for(namespace_url) as client:
         try:
             result = client.stream(f"{namespace_url}/runs/{run_id}/history").read()
         except StreamNotFound:
@@ -218,10 +235,8 @@ def pending_inputs(namespace_url: str, run_id: str) -> list[str]:
 
 def start(ns: str, workflow_name: str, value: Any, run_id: str | None = None) -> str:
     """Request a run (append ``run-requested`` to the index); returns its run id."""
-    from durable_workflows.streams import StreamClient
-
     run_id = run_id or unique(workflow_name)
-    with StreamClient(timeout=10) as client:
+    with client_for(ns) as client:
         index = client.stream(f"{ns}/index", content_type="application/json")
         index.create_json()
         index.append_json(
@@ -237,12 +252,12 @@ def start(ns: str, workflow_name: str, value: Any, run_id: str | None = None) ->
 
 def to_inbox(ns: str, run_id: str, message: dict[str, Any]) -> None:
     """Append to a run's inbox as a client does, creating it first if need be."""
-    from durable_workflows.streams import StreamClient, StreamNotFound
+    from durable_workflows.streams import StreamNotFound
 
-    with StreamClient(timeout=10) as client:
+    with client_for(ns) as client:
         inbox = client.stream(f"{ns}/runs/{run_id}/inbox", content_type="application/json")
         try:
             inbox.append_json(message)
-        except StreamNotFound:  # INPUT-011: create it, then append
+        except StreamNotFound:  # the harness creates it as the engine would (clients never do)
             inbox.create_json()
             inbox.append_json(message)

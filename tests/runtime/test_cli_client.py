@@ -7,6 +7,7 @@ import io
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from durable_workflows.cli import main
@@ -29,10 +30,18 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, capsys.readouterr().out
 
 
+def engine_creates(*urls: str) -> None:
+    """Create streams as the engine does (clients never create them)."""
+    with StreamClient(timeout=10) as client:
+        for url in urls:
+            client.stream(url, content_type="application/json").create_json()
+
+
 def test_start_appends_a_valid_run_request(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ns = f"{server.stream_base}/{unique('cli')}"
+    engine_creates(f"{ns}/index")
     code, out = run_cli(
         [
             "start",
@@ -58,17 +67,19 @@ def test_url_from_environment_and_server_base(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DWF_URL", server.base_url)
+    engine_creates(f"{server.stream_base}/workflows/index")
     code, _ = run_cli(["start", "wf", "--run-id", unique("r")], capsys)
     assert code == 0
     with StreamClient(timeout=10) as client:
         assert client.stream(f"{server.stream_base}/workflows/index").read().items
 
 
-@pytest.mark.req("EVT-090", "INPUT-011", "INPUT-040", "EVT-093")
+@pytest.mark.req("EVT-090", "INPUT-040", "EVT-093")
 def test_submit_and_cancel_append_to_the_inbox_and_a_closed_inbox_refuses(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ns = f"{server.stream_base}/{unique('cli')}"
+    engine_creates(f"{ns}/runs/r-2/inbox")
     code, out = run_cli(
         [
             "submit",
@@ -105,6 +116,29 @@ def test_submit_and_cancel_append_to_the_inbox_and_a_closed_inbox_refuses(
         "status": "refused",
         "reason": "run-finished",
     }
+
+
+def test_submit_to_a_run_without_an_inbox_exits_1_and_creates_nothing(
+    server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns = f"{server.stream_base}/{unique('cli')}"
+    for argv in (["submit", "r-3", "approval", "--value", "1"], ["cancel", "r-3"]):
+        assert main([*argv, "--url", ns]) == 1
+        assert "has not started" in capsys.readouterr().err
+    assert httpx.head(f"{ns}/runs/r-3/inbox").status_code == 404  # never created
+
+
+def test_start_without_a_run_index_or_with_a_closed_one_exits_2(
+    server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ns = f"{server.stream_base}/{unique('cli')}"
+    assert main(["start", "wf", "--url", ns]) == 2
+    assert "no run index" in capsys.readouterr().err
+    engine_creates(f"{ns}/index")
+    with StreamClient(timeout=10) as client:
+        client.stream(f"{ns}/index").close()
+    assert main(["start", "wf", "--url", ns]) == 2
+    assert "is closed" in capsys.readouterr().err
 
 
 def test_bad_arguments_exit_2(server: EmbeddedServer, capsys: pytest.CaptureFixture[str]) -> None:

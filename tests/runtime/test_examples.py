@@ -30,7 +30,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def serve() -> Iterator[Process]:
-    with dwf_serve() as running:
+    """``dwf serve`` as ``make run`` runs it, authentication on: the commands find its
+    key file as they find ``.dwf/keys.json`` after ``make run`` (here: $DWF_KEYS)."""
+    with dwf_serve(auth=True) as running, pytest.MonkeyPatch.context() as patch:
+        assert running.keys is not None
+        patch.setenv("DWF_KEYS", running.keys)
         yield running
 
 
@@ -281,11 +285,25 @@ def test_cancel_ends_a_waiting_run(serve: Process) -> None:
     assert data["error"]["message"] == "changed my mind"
 
 
+@pytest.mark.req("SEC-015")
 def test_plain_wake_endpoint(serve: Process) -> None:
     import httpx
 
-    assert httpx.post(f"{serve.url}/wake", json={"run_id": "nobody"}).status_code == 404
-    assert httpx.post(f"{serve.url}/wake", content=b"[1]").status_code == 400
+    from durable_workflows.access import KeySet, mint_client_token, mint_engine_token
+
+    assert serve.keys is not None
+    keys = KeySet.load(serve.keys)
+    engine = {"authorization": f"Bearer {mint_engine_token(keys)}"}
+    other = {"authorization": f"Bearer {mint_client_token(keys, runs=['someone-else'])}"}
+    # A wake needs a credential that names the run (SEC-015).
+    assert httpx.post(f"{serve.url}/wake", json={"run_id": "nobody"}).status_code == 401
+    refused = httpx.post(f"{serve.url}/wake", json={"run_id": "nobody"}, headers=other)
+    assert refused.status_code == 403 and refused.json()["code"] == "forbidden"
+    assert (
+        httpx.post(f"{serve.url}/wake", json={"run_id": "nobody"}, headers=engine).status_code
+        == 404
+    )
+    assert httpx.post(f"{serve.url}/wake", content=b"[1]", headers=engine).status_code == 400
     cli(
         "start",
         "agent-confirm",
@@ -297,7 +315,8 @@ def test_plain_wake_endpoint(serve: Process) -> None:
         serve.url,
     )
     waiting_for(serve, "agent-w", "confirm")
-    reply = httpx.post(f"{serve.url}/wake", json={"run_id": "agent-w"})
+    own = {"authorization": f"Bearer {mint_client_token(keys, runs=['agent-w'], rights=['read'])}"}
+    reply = httpx.post(f"{serve.url}/wake", json={"run_id": "agent-w"}, headers=own)
     assert reply.status_code == 200 and reply.json()["status"] == "waiting"
     assert reply.json()["appends"] == 0  # WAKE-002: nothing new, nothing appended
 

@@ -27,8 +27,14 @@ def _long_poll(url: str, out: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("args", "stream"),
     [
-        (["serve", "--port", "0", "--long-poll-timeout", "30"], "/v1/stream/workflows/index"),
-        (["streams", "serve", "--port", "0", "--long-poll-timeout", "30"], "/v1/stream/s"),
+        (
+            ["serve", "--port", "0", "--long-poll-timeout", "30", "--insecure-no-auth"],
+            "/v1/stream/workflows/index",
+        ),
+        (
+            ["streams", "serve", "--port", "0", "--long-poll-timeout", "30", "--insecure-no-auth"],
+            "/v1/stream/s",
+        ),
     ],
     ids=["dwf-serve", "dwf-streams-serve"],
 )

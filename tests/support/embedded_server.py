@@ -46,6 +46,8 @@ class EmbeddedServer:
 
     base_url: str
     process: subprocess.Popen[bytes]
+    #: The key file credentials are checked with; None when authentication is off.
+    keys: str | None = None
 
     @property
     def pid(self) -> int:
@@ -77,10 +79,15 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _command(
-    data_dir: str | os.PathLike[str] | None, long_poll_timeout: float, max_body_bytes: int | None
+    data_dir: str | os.PathLike[str] | None,
+    long_poll_timeout: float,
+    max_body_bytes: int | None,
+    auth: bool,
 ) -> list[str]:
     storage = ["--memory"] if data_dir is None else ["--data", os.fspath(data_dir)]
     options = ["--host", "127.0.0.1", "--port", "0", *storage]
+    if not auth:  # a bare Durable Streams server, as the protocol tests expect
+        options.append("--insecure-no-auth")
     options += ["--long-poll-timeout", str(long_poll_timeout)]
     if max_body_bytes is not None:
         options += ["--max-body-bytes", str(max_body_bytes)]
@@ -93,26 +100,30 @@ def embedded_server(
     data_dir: str | os.PathLike[str] | None = None,
     long_poll_timeout: float = 0.5,
     max_body_bytes: int | None = None,
+    auth: bool = False,
 ) -> Iterator[EmbeddedServer]:
-    """Start ``dwf streams serve`` (memory, or SQLite in ``data_dir``); stop it on exit."""
+    """Start ``dwf streams serve`` (memory, or SQLite in ``data_dir``); stop it on exit.
+    With ``auth`` it checks credentials (keys: ``EmbeddedServer.keys``); without, anyone
+    may do anything, as on a bare Durable Streams server."""
     with tempfile.TemporaryDirectory(prefix="dwf-streams-") as logs:
         out_path = Path(logs) / "stdout.log"
         err_path = Path(logs) / "stderr.log"
         with out_path.open("wb") as out, err_path.open("wb") as err:
             proc = subprocess.Popen(
-                _command(data_dir, long_poll_timeout, max_body_bytes),
+                _command(data_dir, long_poll_timeout, max_body_bytes, auth),
                 cwd=REPO_ROOT,
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
             )
         try:
-            url = ""
+            url, keys = "", None
             deadline = time.monotonic() + START_TIMEOUT
             while not url and time.monotonic() < deadline and proc.poll() is None:
                 for line in out_path.read_text(errors="replace").splitlines():
                     if line.startswith("ready "):
                         url = line.split()[1]
+                        keys = line.split(" keys ")[1].strip() if " keys " in line else None
                 if not url:
                     time.sleep(0.05)
             if not url:
@@ -120,7 +131,7 @@ def embedded_server(
                     f"dwf streams serve did not start (exit code {proc.poll()}); stderr: "
                     f"{err_path.read_text(errors='replace')[-2000:]!r}"
                 )
-            yield EmbeddedServer(base_url=url, process=proc)
+            yield EmbeddedServer(base_url=url, process=proc, keys=keys)
         finally:
             _stop(proc)
 

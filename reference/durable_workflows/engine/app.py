@@ -223,6 +223,7 @@ class ServeApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._streams_lifespan.startup()
+                self._create_index()
                 await self.handler.start()
                 if self.clock is not None and self.handler.runner is not None:
                     self.handler.runner.clock = self.clock
@@ -241,6 +242,21 @@ class ServeApp:
                 await self._streams_lifespan.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def _create_index(self) -> None:
+        """MODEL-011, before the first request is served: clients may not create the
+        index (security.md), so it must exist as soon as they can reach the server."""
+        path = self.namespace_url.split(STREAM_ROOT_PATH + "/", 1)[1] + "/index"
+        if self.streams.core.find(path) is None:
+            self.streams.core.create(
+                path,
+                content_type="application/json",
+                ttl_seconds=None,
+                expires_at=None,
+                expires_at_ts=None,
+                closed=False,
+                body=b"",
+            )
 
     async def before_shutdown(self) -> None:
         """While the server still serves: stop the in-process workers (so their last
