@@ -118,6 +118,7 @@ def test_submit_and_cancel_append_to_the_inbox_and_a_closed_inbox_refuses(
     }
 
 
+@pytest.mark.req("INPUT-041")
 def test_submit_to_a_run_without_an_inbox_exits_1_and_creates_nothing(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -128,6 +129,7 @@ def test_submit_to_a_run_without_an_inbox_exits_1_and_creates_nothing(
     assert httpx.head(f"{ns}/runs/r-3/inbox").status_code == 404  # never created
 
 
+@pytest.mark.req("SEC-031")
 def test_start_without_a_run_index_or_with_a_closed_one_exits_2(
     server: EmbeddedServer, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -477,3 +477,24 @@ def test_answers_are_decided_before_the_code_continues() -> None:
     names = events(d.append)
     assert names.index("input-rejected") < names.index("step-started")
     assert [t.key for t in d.steps] == ["after-a"]
+
+
+@pytest.mark.req("SEC-028")
+def test_a_closed_inbox_on_a_live_run_is_decided_then_fails_the_run() -> None:
+    act, _ = start(ask())
+    answer = submission("s-1", "approval", {"approved": True})
+    d = act.advance(T0 + timedelta(seconds=1), [answer], random.Random(0), inbox_closed=True)
+    assert [identify(m, "history") for m in d.append] == ["input-received", "run-failed"]
+    assert d.close_run
+    error = d.append[-1]["value"]["error"]
+    assert error["type"] == "InboxClosed" and d.append[-1]["value"]["status"] == "failed"
+    # A cancel in a closed inbox still wins: the run is cancelled, not failed.
+    act, _ = start(ask())
+    cancel = {
+        "type": "cancel",
+        "key": "c-1",
+        "value": {"cancel_id": "c-1", "reason": None},
+        "headers": {"operation": "insert"},
+    }
+    d = act.advance(T0 + timedelta(seconds=1), [cancel], random.Random(0), inbox_closed=True)
+    assert d.append[-1]["value"]["status"] == "cancelled"

@@ -91,7 +91,7 @@ PROTOCOL = "1.0"
 _SUSPENDED = ("sleeping", "waiting")
 
 #: Run failures that the engine decides, not the workflow code.
-_NOT_BY_CODE = frozenset({"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow"})
+_NOT_BY_CODE = frozenset({"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow", "InboxClosed"})
 
 
 class _Diverged(BaseException):
@@ -272,6 +272,7 @@ class Activation:
         rng: random.Random,
         *,
         inbox_at_tail: bool = True,
+        inbox_closed: bool = False,
     ) -> Decision:
         """Move the run as far as it can go at ``now``; return what to append and what to run.
 
@@ -285,6 +286,10 @@ class Activation:
         outcome is in ``append``), a duplicate, or kept for a request the run has not made
         yet (INPUT-020). A shell may acknowledge inbox offsets up to what it passed
         (WAKE-018) once the append is durable.
+
+        ``inbox_closed`` says the inbox read ended at a closed stream. The engine closes it
+        only after the run has ended, so on a live run someone else did, and no input or
+        cancel can reach the run any more: it is decided, then failed (SEC-028).
         """
         self._now = floor_ms(now)
         self._t = format_ts(self._now)
@@ -311,6 +316,16 @@ class Activation:
             # what precedes it in the inbox is decided first (INPUT-016). The run does not
             # resume in between: it goes straight to cancelled (model.md transitions).
             self._inbox_pass(entries, resume=False)
+        if not self.finished and inbox_closed:
+            self._inbox_pass(entries, resume=False)
+            self._end(
+                "failed",
+                error=error_object(
+                    "InboxClosed",
+                    "The run's inbox was closed before the run ended; "
+                    "no input or cancel can reach the run.",
+                ),
+            )
         if not self.finished and not self._replayed:
             self._replay()
         if not self.finished:

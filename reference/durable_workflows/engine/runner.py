@@ -33,6 +33,7 @@ from ..core import (
     StepTimedOut,
     WorkflowRegistry,
 )
+from ..schemas import SchemaError, identify
 from ..streams import StreamConfigConflict
 from .namespace import NamespaceIO, first_requests
 from .writer import Fenced, FencedWriter, WriterError, finish_run
@@ -44,8 +45,12 @@ log = logging.getLogger("durable_workflows.engine")
 #: The engine limits of a run (security.md): one set for every run, or one per run id.
 LimitsOption = Limits | Callable[[str], Limits] | None
 
-OutcomeKind = Literal["suspended", "ended", "fenced", "absent", "unknown-workflow", "error"]
+OutcomeKind = Literal[
+    "suspended", "ended", "fenced", "absent", "unknown-workflow", "untrusted", "error"
+]
 
+#: How many runs a runner remembers as checked (SEC-029); a forgotten one costs a read.
+TRUSTED_MEMORY = 10_000
 #: While step bodies run, the inbox is re-read at least this often (CANCEL-011).
 INBOX_POLL_SECONDS = 0.5
 
@@ -62,7 +67,8 @@ class ActivationOutcome:
     ``inbox_offset`` where the inbox read ended (follow it from there, WAKE-008).
     ``ended``: the history is closed. ``fenced``: another writer won (FENCE-011).
     ``absent``: no history and no ``run-requested``. ``unknown-workflow``: left for
-    another worker (MODEL-018). ``error``: the history or a request was refused.
+    another worker (MODEL-018). ``untrusted``: the history was not started from the
+    run's request (SEC-029): left alone. ``error``: the history or a request was refused.
     """
 
     run_id: str
@@ -137,6 +143,9 @@ class Runner:
         self.rng = rng or random.Random()
         self.start_unknown = start_unknown
         self.executor = ThreadPoolExecutor(max_step_threads, thread_name_prefix="dwf-step")
+        #: Runs whose history was checked against their request (SEC-029), so the
+        #: check costs one index read per run and process, not one per activation.
+        self._trusted: dict[str, None] = {}
 
     def limits_for(self, run_id: str) -> Limits:
         """The limits that apply to ``run_id`` (the defaults of security.md if none set)."""
@@ -200,9 +209,21 @@ class Runner:
                     raise WriterError(f"history of {run_id} vanished after creation")
         if history.closed:
             return ActivationOutcome(run_id, "ended")
+        if history.items and run_id not in self._trusted:
+            if request is None:
+                request = await self.find_request(run_id)
+            problem = _foreign(history.items[0], request)
+            if problem is not None:
+                # SEC-029/030: someone else wrote this history; never build on it.
+                log.error("run %s: history not trusted, left alone: %s", run_id, problem)
+                return ActivationOutcome(run_id, "untrusted", error=problem)
+            self._trusted[run_id] = None
+            if len(self._trusted) > TRUSTED_MEMORY:
+                del self._trusted[next(iter(self._trusted))]
         inbox_read = await self.io.read_inbox(run_id)
         inbox: list[Any] = list(inbox_read.items) if inbox_read else []
         inbox_offset = inbox_read.next_offset if inbox_read else "-1"
+        inbox_closed = inbox_read is not None and inbox_read.closed
         act = Activation(
             self.registry,
             history.items,
@@ -213,7 +234,7 @@ class Runner:
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}
         try:
             while True:
-                decision = act.advance(self.clock(), inbox, self.rng)
+                decision = act.advance(self.clock(), inbox, self.rng, inbox_closed=inbox_closed)
                 if decision.append:
                     await writer.append(decision.append)
                 if not decision.close_run:
@@ -255,8 +276,27 @@ class Runner:
                 if more is not None:
                     inbox += more.items
                     inbox_offset = more.next_offset
+                    inbox_closed = more.closed
         finally:
             _cancel(running)
+
+
+def _foreign(first: Any, request: Mapping[str, Any] | None) -> str | None:
+    """Why a history whose first message is ``first`` was not started by an engine from
+    ``request`` (the run's first ``run-requested``, when known), else None (SEC-029)."""
+    try:
+        if identify(first, "history") != "run-started":
+            return "its first message is not run-started"
+    except SchemaError:
+        return "its first message is not a valid run-started"
+    if request is None:
+        return "the run index holds no run-requested for it"
+    asked = request.get("value", request)
+    started = first["value"]
+    for name in ("workflow", "input"):
+        if started.get(name) != asked.get(name):
+            return f"its run-started {name} differs from the run's first run-requested"
+    return None
 
 
 def _ignore(offset: str) -> None:

@@ -229,7 +229,16 @@ class Worker:
                         if run_id not in seen:
                             seen.add(run_id)
                             self._add(run_id, request)
+                # SEC-033: only someone else closes the index; no run can be requested now.
+                log.error("the run index %s is closed: no new run can start", self.io.index().url)
                 return
+            except StreamNotFound:
+                # SEC-033: deleted under us. MODEL-011: create it again, read it anew.
+                log.error("the run index was deleted; creating it again")
+                offset = "-1"
+                with contextlib.suppress(StreamError):
+                    await self.io.ensure_index()
+                await asyncio.sleep(RETRY_SECONDS)
             except StreamError as exc:
                 log.warning("index follow failed, retrying: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
@@ -282,7 +291,7 @@ class Worker:
             self._schedule(entry, outcome.wake_at)
             if entry.follower is None and self._pull is None:
                 entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
-        elif outcome.kind in ("ended", "absent", "unknown-workflow"):
+        elif outcome.kind in ("ended", "absent", "unknown-workflow", "untrusted"):
             self._forget(entry)
             if outcome.kind == "ended":
                 self.stats.ended += 1
@@ -383,10 +392,30 @@ class Worker:
                     offset = batch.next_offset
                     if any(pull.is_ours(event) for event in batch.items):
                         await self._serve_claims(pull)
+                # SEC-032/033: closed by someone else; no wake will come through it again.
+                log.error("the wake stream %s is closed; following every inbox instead", stream.url)
+                self._without_wake_stream()
                 return
+            except StreamNotFound:
+                # SEC-032/033: deleted under us; create it (and the subscription) again.
+                log.error("the wake stream %s was deleted; creating it again", stream.url)
+                offset = None
+                with contextlib.suppress(Unsupported, StreamError, httpx.HTTPError):
+                    await pull.create()
+                await asyncio.sleep(RETRY_SECONDS)
             except (StreamError, httpx.HTTPError) as exc:
                 log.warning("wake stream follow failed, retrying: %s", exc)
                 await asyncio.sleep(RETRY_SECONDS)
+
+    def _without_wake_stream(self) -> None:
+        """Wake runs as a worker without a subscription does: follow the index and one
+        inbox per waiting run (WAKE-007/008), and serve every run once now."""
+        self._pull = None
+        self._spawn(self._follow_index("-1"))
+        for entry in list(self.runs.values()):
+            if entry.follower is None and not entry.finished:
+                entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
+            self.wake(entry.run_id)
 
     async def _serve_claims(self, pull: PullWake) -> None:
         while (claim := await pull.claim()) is not None:
