@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:  # the server harnesses live in tests/support
 from tests.support.embedded_server import embedded_server  # noqa: E402
 from tests.support.node_server import node_server  # noqa: E402
 
+from durable_workflows.access import KeySet, mint_engine_token  # noqa: E402
 from durable_workflows.streams import Stream, StreamClient  # noqa: E402
 
 METRICS = (
@@ -60,6 +61,8 @@ METRICS = (
 PAIRS = {
     "ours-memory": "node-memory",
     "ours-sqlite": "node-file",
+    # The cost of write permissions: the same server checking an engine credential.
+    "ours-sqlite-auth": "ours-sqlite",
 }
 
 
@@ -195,6 +198,9 @@ def servers(tmp: Path) -> dict[str, Callable[[], AbstractContextManager[Any]]]:
     return {
         "ours-memory": lambda: embedded_server(long_poll_timeout=1.0),
         "ours-sqlite": lambda: embedded_server(data_dir=tmp / "ours", long_poll_timeout=1.0),
+        "ours-sqlite-auth": lambda: embedded_server(
+            data_dir=tmp / "ours-auth", long_poll_timeout=1.0, auth=True
+        ),
         "node-memory": lambda: node_server(long_poll_timeout_ms=1000),
         "node-file": lambda: node_server(long_poll_timeout_ms=1000, data_dir=tmp / "node"),
     }
@@ -300,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         encodings: dict[str, str] = {}
         for name in names:
             server = stack.enter_context(factories[name]())
+            credential = {}
+            if getattr(server, "keys", None):  # authentication on: the engine's credential
+                token = mint_engine_token(KeySet.load(server.keys), namespace="*")
+                credential = {"Authorization": f"Bearer {token}"}
             client = stack.enter_context(
-                StreamClient(server.stream_base, headers=headers, timeout=60)
+                StreamClient(server.stream_base, headers={**headers, **credential}, timeout=60)
             )
             warm_up(client)
             probe, _ = prepare_read(client, Config(**{**cfg.__dict__, "read_messages": 50}))

@@ -119,6 +119,12 @@ def _limits(values: list[tuple[str, int]]) -> Limits | None:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from .engine.app import run_serve
 
+    harness = None
+    if args.conformance:  # a test interface, mounted only when asked for (SEC-017)
+        from .adapter import conformance_harness
+
+        harness = conformance_harness
+
     return run_serve(
         host=args.host,
         port=args.port,
@@ -128,7 +134,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         worker=not args.no_worker,
         long_poll_timeout=args.long_poll_timeout,
         subscription=args.subscribe,
-        conformance=args.conformance,
+        harness=harness,
         limits=_limits(args.limit),
         key_file=args.keys,
         insecure_no_auth=args.insecure_no_auth,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from durable_workflows.adapter import FEATURES, ConformanceAdapter
+from durable_workflows.adapter import FEATURES, ConformanceAdapter, conformance_harness
 from durable_workflows.adapter.app import AdapterError
 from durable_workflows.core import Limits, WorkflowRegistry
 from durable_workflows.engine.runner import Runner
@@ -104,8 +104,11 @@ def test_dwf_serve_gives_its_limits_to_the_worker_the_handler_and_the_adapter() 
     plain = ServeApp("http://127.0.0.1:9", WorkflowRegistry(), limits=limits)
     assert plain.handler.limits == limits
     assert plain.worker is not None and plain.worker._limits == limits
-    tested = ServeApp("http://127.0.0.1:9", WorkflowRegistry(), limits=limits, conformance=True)
-    adapter = tested.adapter
+    tested = ServeApp(
+        "http://127.0.0.1:9", WorkflowRegistry(), limits=limits, harness=conformance_harness
+    )
+    assert tested.harness is not None
+    adapter = tested.harness.app
     assert isinstance(adapter, ConformanceAdapter)
     assert adapter.limits_for("any-run") == limits
     assert tested.handler.limits == adapter.limits_for

@@ -228,3 +228,29 @@ def test_adding_import_time_to_the_core_fails_the_boundary(tmp_path: Path) -> No
     finally:
         bad.unlink()
     assert bad not in core_modules()
+
+
+def test_the_product_app_and_the_access_policy_import_no_test_interface() -> None:
+    """``dwf serve`` mounts the conformance adapter only when asked (SEC-017): the app,
+    the stream server and the permission rules never import it. The policy is sans-IO."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, durable_workflows.engine.app, durable_workflows.access.policy;"
+        "print(sorted(m for m in sys.modules if m.startswith('durable_workflows.adapter')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    policy = Path(durable_workflows.core.__file__).parent.parent / "access" / "policy.py"
+    imported = {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(ast.parse(policy.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level == 0
+    } | {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(policy.read_text()))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not imported & FORBIDDEN_MODULES - {"json"}, imported

@@ -3,7 +3,14 @@ mounted by ``dwf serve --conformance`` only. Never expose it in production (SEC-
 
 from __future__ import annotations
 
-from .app import FEATURES, PREFIX, ConformanceAdapter
+from .app import FEATURES, PREFIX, ConformanceAdapter, conformance_harness
 from .interpreter import BodyLog, ProgramRegistry
 
-__all__ = ["FEATURES", "PREFIX", "BodyLog", "ConformanceAdapter", "ProgramRegistry"]
+__all__ = [
+    "FEATURES",
+    "PREFIX",
+    "BodyLog",
+    "ConformanceAdapter",
+    "ProgramRegistry",
+    "conformance_harness",
+]

@@ -28,10 +28,10 @@ from .interpreter import BodyLog, ProgramRegistry
 from .requestlog import RequestLog
 
 if TYPE_CHECKING:
-    from ..engine.app import WorkerThread
+    from ..engine.app import Harness, WorkerThread
     from .workers import WorkerPool
 
-__all__ = ["FEATURES", "PREFIX", "ConformanceAdapter"]
+__all__ = ["FEATURES", "PREFIX", "ConformanceAdapter", "conformance_harness"]
 
 PREFIX = "/conformance/v1/"
 
@@ -77,6 +77,23 @@ class AdapterError(Exception):
 
 def _problems(name: str, document: Any) -> list[str]:
     return [e.message for e in validator(f"conformance/{name}").iter_errors(document)]
+
+
+def conformance_harness(
+    namespace_url: str, registry: WorkflowRegistry, limits: Limits | None
+) -> Harness:
+    """The adapter as ``dwf serve --conformance`` mounts it (a test interface)."""
+    from ..engine.app import Harness
+
+    adapter = ConformanceAdapter(namespace_url, registry, limits=limits)
+    return Harness(
+        prefix="/conformance",
+        app=adapter,
+        registry=adapter.registry,
+        clock=adapter.clock.now,
+        limits=adapter.limits_for,  # ADAPT-021: set per run
+        workers=adapter.worker_threads,
+    )
 
 
 def _parse_time(text: str) -> datetime:

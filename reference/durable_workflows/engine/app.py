@@ -18,11 +18,13 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.routing import Mount, Router
 
 from ..access import Credential, KeySet, Refusal
 from ..access.guard import AccessGuard
@@ -34,7 +36,14 @@ from .namespace import STREAM_ROOT_PATH
 from .runner import LimitsOption
 from .worker import WakeMode, Worker, load_registry
 
-__all__ = ["DEFAULT_WORKFLOWS", "ServeApp", "WorkerThread", "run_serve"]
+__all__ = [
+    "DEFAULT_WORKFLOWS",
+    "Harness",
+    "HarnessFactory",
+    "ServeApp",
+    "WorkerThread",
+    "run_serve",
+]
 
 log = logging.getLogger("durable_workflows.engine.app")
 
@@ -150,8 +159,29 @@ class _Lifespan:
             await self.task
 
 
+@dataclass
+class Harness:
+    """A test interface that the command asking for it mounts on ``dwf serve`` (the
+    conformance adapter, SEC-017): the product app never imports one. It brings its
+    ASGI app, the registry and clock the engine serves with, its per-run limits and
+    its own worker threads."""
+
+    prefix: str
+    app: ASGIApp
+    registry: WorkflowRegistry
+    clock: Callable[[], datetime]
+    limits: LimitsOption
+    workers: Callable[[], list[WorkerThread]]
+
+
+#: Builds a harness for (namespace URL, the workflows served, the engine's limits).
+HarnessFactory = Callable[[str, WorkflowRegistry, Limits | None], Harness]
+
+
 class ServeApp:
-    """The composed ASGI app of ``dwf serve``."""
+    """The composed ASGI app of ``dwf serve``: the streams server under ``/v1/stream``,
+    a test harness under its prefix when one is given, and the wake handler for the
+    rest (``/wake``, ``/webhook``)."""
 
     def __init__(
         self,
@@ -163,10 +193,10 @@ class ServeApp:
         worker: bool = True,
         long_poll_timeout: float = 30.0,
         subscription: str | None = None,
-        conformance: bool = False,
         limits: Limits | None = None,
         keys: KeySet | None = None,
         cors: Cors | None = None,
+        harness: HarnessFactory | None = None,
     ) -> None:
         self.streams = build_app(
             data_dir, long_poll_timeout=long_poll_timeout, keys=keys, cors=cors
@@ -176,26 +206,24 @@ class ServeApp:
         # The in-process engine presents an engine credential minted from the server's
         # own keys, like any other worker would (security.md).
         auth = None if keys is None else Credential.engine(keys, namespace).auth()
-        self.adapter: ASGIApp | None = None
-        #: The engine's clock in conformance mode (the adapter's virtual clock).
+        #: The engine's clock when a harness brings one (the adapter's virtual clock).
         self.clock: Callable[[], datetime] | None = None
         self.worker: WorkerThread | None = None
         #: Further worker threads (the conformance adapter's second worker).
         self.more_workers: list[WorkerThread] = []
-        if conformance:  # a test interface (adapter.md, SEC-017): never in production
-            from ..adapter import ConformanceAdapter
-
-            adapter = ConformanceAdapter(self.namespace_url, registry, limits=limits)
-            self.adapter, registry, self.clock = adapter, adapter.registry, adapter.clock.now
-            run_limits: LimitsOption = adapter.limits_for  # ADAPT-021: set per run
+        run_limits: LimitsOption = limits
+        routes = [Mount(STREAM_ROOT_PATH, app=self.streams)]
+        self.harness: Harness | None = None
+        if harness is not None:
+            self.harness = mounted = harness(self.namespace_url, registry, limits)
+            registry, self.clock, run_limits = mounted.registry, mounted.clock, mounted.limits
             if worker:
-                self.worker, *self.more_workers = adapter.worker_threads()
-        else:
-            run_limits = limits
-            if worker:
-                self.worker = WorkerThread(
-                    self.namespace_url, registry, "worker", limits=limits, auth=auth
-                )
+                self.worker, *self.more_workers = mounted.workers()
+            routes.append(Mount(mounted.prefix, app=mounted.app))
+        elif worker:
+            self.worker = WorkerThread(
+                self.namespace_url, registry, "worker", limits=limits, auth=auth
+            )
         self.handler = WakeHandler(
             self.namespace_url,
             registry,
@@ -205,18 +233,16 @@ class ServeApp:
             auth=auth,
             wake_gate=None if keys is None else _wake_gate(AccessGuard(keys), namespace),
         )
+        routes.append(Mount("", app=self.handler))
+        self._router = Router(routes=routes, redirect_slashes=False)
         self._subscribing: asyncio.Future[None] | None = None
         self._streams_lifespan = _Lifespan(self.streams)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif scope["type"] == "http" and scope["path"].startswith(STREAM_ROOT_PATH + "/"):
-            await self.streams(scope, receive, send)
-        elif scope["type"] == "http" and self.adapter and scope["path"].startswith("/conformance/"):
-            await self.adapter(scope, receive, send)
         elif scope["type"] == "http":
-            await self.handler(scope, receive, send)
+            await self._router(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -300,7 +326,7 @@ def run_serve(
     worker: bool = True,
     long_poll_timeout: float = 30.0,
     subscription: str | None = None,
-    conformance: bool = False,
+    harness: HarnessFactory | None = None,
     limits: Limits | None = None,
     key_file: str | Path | None = None,
     insecure_no_auth: bool = False,
@@ -308,8 +334,9 @@ def run_serve(
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening.
 
-    Requests to the streams need a credential unless ``insecure_no_auth`` (or
-    ``conformance``, a test interface that lets anyone run code anyway)."""
+    Requests to the streams need a credential unless ``insecure_no_auth``, or unless
+    a test ``harness`` is mounted (the conformance adapter lets anyone run code anyway)."""
+    conformance = harness is not None
     import uvicorn
 
     try:
@@ -345,7 +372,7 @@ def run_serve(
         worker=worker,
         long_poll_timeout=long_poll_timeout,
         subscription=subscription,
-        conformance=conformance,
+        harness=harness,
         limits=limits,
         keys=access.keys,
         cors=access.cors,
