@@ -261,3 +261,23 @@ def test_start_rights_follow_the_scope_and_the_workflows() -> None:
     assert refused(starter, StreamRequest("POST", index, body=body(start("u8-1")))) == 403
     assert refused(starter, StreamRequest("POST", index, body=body(start("u7-2", "other")))) == 403
     assert refused(starter, StreamRequest("POST", index, body=body(submission()))) == 403
+
+
+def test_anonymous_requests_get_only_what_the_operator_opened() -> None:
+    from durable_workflows.access.guard import AccessGuard
+
+    keys = KeySet.generate()
+    closed = AccessGuard(keys)
+    assert closed.grant(None) is None  # nothing: every request needs a credential
+    public = Grant("client", "ns", run_prefix="demo-", rights=frozenset({"read"}))
+    opened = AccessGuard(keys, anonymous=public)
+    grant = opened.grant(None)
+    assert refused(grant, StreamRequest("GET", "ns/runs/demo-1/history")) == 0
+    assert refused(grant, StreamRequest("GET", "ns/runs/other/history")) == 403
+    assert (
+        refused(grant, StreamRequest("POST", "ns/runs/demo-1/inbox", body=body(submission())))
+        == 403
+    )
+    with pytest.raises(Refusal) as caught:
+        opened.grant("Basic dXNlcjpwYXNz")  # a credential that is not a bearer token
+    assert caught.value.status == 401
