@@ -14,7 +14,16 @@ import pytest
 
 from durable_workflows.core.messages import run_started
 
-from .engine_support import Process, dwf_serve, read_history, run_status, start, unique, wait_until
+from .engine_support import (
+    Process,
+    cli,
+    dwf_serve,
+    read_history,
+    run_status,
+    start,
+    unique,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -91,6 +100,8 @@ def test_a_history_not_started_from_the_request_is_left_alone(served: Process) -
     reply = httpx.post(f"{served.url}/wake", json={"run_id": run_id})
     assert reply.status_code == 409 and "not trusted" in reply.json()["error"]
     assert read_history(namespace, run_id) == ([forged], False)
+    code, shown = cli("inspect", run_id, "--url", served.url)
+    assert code == 0 and "run-started input differs" in shown["untrusted"], shown
 
 
 @pytest.mark.req("SEC-032", "SEC-033")

@@ -18,7 +18,14 @@ from typing import Any, TextIO
 from ..schemas import SchemaError, identify
 from ..streams import StreamClient, StreamClosed, StreamError, StreamNotFound
 from ..streams.errors import StreamHTTPError
-from .namespace import Namespace, is_run_id, resolve_namespace_url, strip_read_annotations
+from .namespace import (
+    Namespace,
+    first_requests,
+    is_run_id,
+    resolve_namespace_url,
+    strip_read_annotations,
+    untrusted_reason,
+)
 
 __all__ = [
     "EXIT_ERROR",
@@ -348,6 +355,8 @@ class Summary:
     run: dict[str, Any] | None
     events: list[dict[str, Any]]
     closed: bool
+    #: Why the history is not the engine's (SEC-030), when the index could be checked.
+    untrusted: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         run = self.run or {}
@@ -359,6 +368,7 @@ class Summary:
             "output": run.get("output"),
             "error": run.get("error"),
             "closed": self.closed,
+            "untrusted": self.untrusted,
             "events": self.events,
         }
 
@@ -477,6 +487,8 @@ def render(summary: Summary) -> str:
         f"run {data['run_id']}  workflow {data['workflow']}  status {data['status']}"
         + ("  (history closed)" if summary.closed else "")
     ]
+    if summary.untrusted:
+        lines.append(f"NOT TRUSTED: the engine did not write this history: {summary.untrusted}")
     for event in summary.events:
         time_text = (event["time"] or "").replace("T", " ").rstrip("Z")
         lines.append(
@@ -522,9 +534,22 @@ def inspect(
                 f"run {run_id} has no history (not started yet, or unknown)",
             )
             return EXIT_REFUSED
-    summary = summarize(strip_read_annotations(result.items), result.closed)
+        items = strip_read_annotations(result.items)
+        summary = summarize(items, result.closed)
+        if items:
+            summary.untrusted = _check_trust(client, ns, run_id, items[0])
     _emit(out, as_json, summary.as_dict(), render(summary))
     return EXIT_OK
+
+
+def _check_trust(client: StreamClient, ns: Namespace, run_id: str, first: Any) -> str | None:
+    """SEC-030: compare the history's run-started with the run's first request, when
+    this credential may read the index (an engine's or operator's; a client's may not)."""
+    try:
+        index = client.stream(ns.index_url, content_type="application/json").read()
+    except StreamHTTPError:
+        return None
+    return untrusted_reason(first, first_requests(strip_read_annotations(index.items)).get(run_id))
 
 
 def run_command(fn: Any, *args: Any, **kwargs: Any) -> int:

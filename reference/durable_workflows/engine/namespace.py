@@ -8,6 +8,7 @@ of the engine is ``{ns}/`` + a relative path: ``index``, ``runs/{id}/history``,
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -25,6 +26,7 @@ __all__ = [
     "is_run_id",
     "resolve_namespace_url",
     "strip_read_annotations",
+    "untrusted_reason",
 ]
 
 #: The namespace used when a URL names only a server (``http://host:port``).
@@ -194,3 +196,21 @@ async def _read_or_none(stream: AsyncStream, offset: str = "-1") -> ReadResult |
 
 def _clean(result: ReadResult) -> ReadResult:
     return replace(result, items=strip_read_annotations(result.items))
+
+
+def untrusted_reason(first: Any, request: Mapping[str, Any] | None) -> str | None:
+    """Why a history whose first message is ``first`` was not started by an engine from
+    ``request`` (the run's first ``run-requested``, when known), else None (SEC-029)."""
+    try:
+        if identify(first, "history") != "run-started":
+            return "its first message is not run-started"
+    except SchemaError:
+        return "its first message is not a valid run-started"
+    if request is None:
+        return "the run index holds no run-requested for it"
+    asked = request.get("value", request)
+    started = first["value"]
+    for name in ("workflow", "input"):
+        if started.get(name) != asked.get(name):
+            return f"its run-started {name} differs from the run's first run-requested"
+    return None

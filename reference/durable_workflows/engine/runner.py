@@ -33,9 +33,8 @@ from ..core import (
     StepTimedOut,
     WorkflowRegistry,
 )
-from ..schemas import SchemaError, identify
 from ..streams import StreamConfigConflict
-from .namespace import NamespaceIO, first_requests
+from .namespace import NamespaceIO, first_requests, untrusted_reason
 from .writer import Fenced, FencedWriter, WriterError, finish_run
 
 __all__ = ["ActivationOutcome", "Runner", "run_step", "utc_now"]
@@ -212,7 +211,7 @@ class Runner:
         if history.items and run_id not in self._trusted:
             if request is None:
                 request = await self.find_request(run_id)
-            problem = _foreign(history.items[0], request)
+            problem = untrusted_reason(history.items[0], request)
             if problem is not None:
                 # SEC-029/030: someone else wrote this history; never build on it.
                 log.error("run %s: history not trusted, left alone: %s", run_id, problem)
@@ -279,24 +278,6 @@ class Runner:
                     inbox_closed = more.closed
         finally:
             _cancel(running)
-
-
-def _foreign(first: Any, request: Mapping[str, Any] | None) -> str | None:
-    """Why a history whose first message is ``first`` was not started by an engine from
-    ``request`` (the run's first ``run-requested``, when known), else None (SEC-029)."""
-    try:
-        if identify(first, "history") != "run-started":
-            return "its first message is not run-started"
-    except SchemaError:
-        return "its first message is not a valid run-started"
-    if request is None:
-        return "the run index holds no run-requested for it"
-    asked = request.get("value", request)
-    started = first["value"]
-    for name in ("workflow", "input"):
-        if started.get(name) != asked.get(name):
-            return f"its run-started {name} differs from the run's first run-requested"
-    return None
 
 
 def _ignore(offset: str) -> None:
