@@ -264,7 +264,12 @@ class CollectionErrors:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["deployment"]:  # the stream server's permissions, not the engine
+        from .deployment import main as deployment_main
+
+        return deployment_main(arguments[1:])
+    args = parser().parse_args(arguments)
     started = _now()
     url = args.target_url or os.environ.get(ENV_TARGET) or None
     seed = args.seed if args.seed is not None else random.randrange(2**32)
