@@ -138,6 +138,40 @@ def test_minting_refuses_tokens_that_name_nothing_or_too_much() -> None:
         mint_client_token(keys, runs=["r"], ttl=10 * 86_400)
     with pytest.raises(ValueError):
         mint_client_token(keys, runs=["r"], namespace="*")
+    with pytest.raises(ValueError):
+        mint_client_token(keys, run_prefix="")  # would name every run
+
+
+def test_signed_tokens_that_name_every_run_or_live_for_weeks_are_refused() -> None:
+    keys = KeySet.generate()
+    key = keys.signing_key
+    now = int(time.time())
+
+    def signed(scope: dict[str, object], ttl: int) -> str:
+        claims = {"aud": "durable-workflows", "iat": now, "exp": now + ttl, "dwf": scope}
+        return jwt.encode(claims, key.private, algorithm="EdDSA", headers={"kid": key.kid})
+
+    client = {"role": "client", "ns": "ns", "runs": [], "rights": ["read"]}
+    for token in (
+        signed({**client, "run_prefix": ""}, 60),
+        signed({**client, "runs": ["r"]}, 30 * 86_400),
+    ):
+        with pytest.raises(TokenError):
+            Verifier(keys).verify(token)
+
+
+def test_the_engine_credential_follows_a_rotation_at_once() -> None:
+    from durable_workflows.access import Credential
+
+    keys = KeySet.generate()
+    credential = Credential.engine(keys, "ns")
+    first = credential.token()
+    assert credential.token() == first  # reused while it is young
+    old = keys.signing_key.kid
+    keys.rotate()
+    keys.retire(old)
+    renewed = credential.token()
+    assert renewed != first and Verifier(keys).verify(renewed).is_engine
 
 
 @pytest.mark.req("SEC-025")

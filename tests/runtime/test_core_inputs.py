@@ -498,3 +498,20 @@ def test_a_closed_inbox_on_a_live_run_is_decided_then_fails_the_run() -> None:
     }
     d = act.advance(T0 + timedelta(seconds=1), [cancel], random.Random(0), inbox_closed=True)
     assert d.append[-1]["value"]["status"] == "cancelled"
+
+
+@pytest.mark.req("SEC-005")
+def test_messages_that_cannot_be_recorded_are_malformed_not_fatal() -> None:
+    act, _ = start(ask())
+    surrogate = submission("s-1", "approval", {"approved": True, "comment": "\ud800"})
+    deep: Any = True
+    for _ in range(1000):
+        deep = [deep]
+    nested = submission("s-2", "approval", {"approved": True, "x": deep})
+    good = submission("s-3", "approval", {"approved": True})
+    d = act.advance(T0 + timedelta(seconds=1), [surrogate, nested, good], random.Random(0))
+    assert outcomes(list(d.append)) == [
+        ("input-rejected", "s-1", "malformed"),
+        ("input-rejected", "s-2", "malformed"),
+        ("input-received", "approval", "s-3"),
+    ]

@@ -120,3 +120,22 @@ def test_runs_still_wake_when_the_wake_stream_is_deleted_or_closed(
     approve(namespace, run_id)
     wait_until(lambda: run_status(namespace, run_id) == "completed", 20, "the answer wakes it")
     assert json.dumps(last_run(namespace, run_id)["output"])
+
+
+@pytest.mark.req("MODEL-015", "SEC-005")
+def test_a_run_request_whose_input_cannot_be_recorded_is_ignored() -> None:
+    from durable_workflows.engine.namespace import first_requests
+
+    def request(run_id: str, value: Any) -> dict[str, Any]:
+        return {
+            "type": "start",
+            "key": run_id,
+            "value": {"run_id": run_id, "workflow": "wf", "input": value},
+            "headers": {"operation": "insert"},
+        }
+
+    deep: Any = 1
+    for _ in range(1000):
+        deep = [deep]
+    found = first_requests([request("a", "\ud800"), request("b", deep), request("c", "ok")])
+    assert list(found) == ["c"]

@@ -275,6 +275,19 @@ def test_client_appends_are_checked_message_by_message(
     assert httpx.post(url, content=b"{nope", headers={**JSON, **submit_only}).status_code == 400
     junk = [{"type": "submission"}] * 60_000
     assert httpx.post(url, json=junk, headers=submit_only).status_code == 413
+    # Text that is not Unicode (a lone surrogate) and deep nesting would wedge the
+    # engine that records them: refused here (and malformed to an engine elsewhere).
+    surrogate = b'{"type":"submission","key":"s-9","value":{"submission_id":"s-9",' + (
+        b'"request":"manager","value":"\\ud800"},"headers":{"operation":"insert"}}'
+    )
+    reply = httpx.post(url, content=surrogate, headers={**JSON, **submit_only})
+    assert reply.status_code == 400 and "Unicode" in reply.json()["message"]
+    deep = b"[" * 2000 + b"]" * 2000
+    reply = httpx.post(url, content=deep, headers={**JSON, **submit_only})
+    assert reply.status_code == 400, reply.text
+    nested = json.loads(surrogate.replace(b'"\\ud800"', b"[" * 40 + b"]" * 40))
+    reply = httpx.post(url, json=nested, headers=submit_only)
+    assert reply.status_code == 400 and "nest" in reply.json()["message"]
     seq = httpx.post(url, json=cancel, headers={**submit_only, "stream-seq": "9"})
     assert seq.status_code == 403  # INPUT-009
     assert snapshot(served, keys, "runs/waiting-1/inbox") == before

@@ -33,7 +33,7 @@ __all__ = [
 DEFAULT_KEY_FILE = Path(".dwf") / "keys.json"
 #: Engine tokens minted from a key file live this long and are renewed well before.
 ENGINE_TOKEN_TTL = 3600
-_RENEW_BEFORE = 600
+_RENEW_BEFORE = ENGINE_TOKEN_TTL / 2
 STREAM_ROOT = "/v1/stream/"
 
 
@@ -56,17 +56,22 @@ class Credential:
         self._keys = keys
         self.namespace = namespace
         self._expires = 0.0
+        self._kid: str | None = None
 
     @classmethod
     def engine(cls, keys: KeySet, namespace: str) -> Credential:
         return cls(keys=keys, namespace=namespace)
 
     def token(self) -> str:
-        if self._keys is not None and time.time() > self._expires - _RENEW_BEFORE:
-            self._token = mint_engine_token(
-                self._keys, namespace=self.namespace, ttl=ENGINE_TOKEN_TTL
-            )
+        """The token to send now: renewed at half its life, and at once when the key
+        set's signing key changed (a rotation, or the old key retired)."""
+        keys = self._keys
+        if keys is not None and (
+            time.time() > self._expires - _RENEW_BEFORE or keys.signing_key.kid != self._kid
+        ):
+            self._token = mint_engine_token(keys, namespace=self.namespace, ttl=ENGINE_TOKEN_TTL)
             self._expires = time.time() + ENGINE_TOKEN_TTL
+            self._kid = keys.signing_key.kid
         assert self._token is not None
         return self._token
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.inbox import compact_size, depth
 from ..schemas import SchemaError, identify
 from .tokens import Grant
 
@@ -46,6 +47,9 @@ __all__ = [
 #: A client append carries a few messages (a submission, a cancel); each is checked
 #: against its schema here, so the count is bounded before any of that work.
 MAX_CLIENT_MESSAGES = 16
+#: Deeper JSON than a form answer needs; far from where a JSON codec recurses too deep
+#: once the engine nests the value in a history message.
+MAX_CLIENT_DEPTH = 32
 
 #: Which right an inbox event needs.
 _INBOX_RIGHTS = {"input-submitted": "submit", "cancel-requested": "cancel"}
@@ -145,13 +149,17 @@ def _authorize_client(grant: Grant, where: Location, request: StreamRequest) -> 
 def _messages(body: bytes) -> list[Any]:
     try:
         value = json.loads(body)
-    except ValueError as exc:
-        raise Refusal(400, "invalid-message", f"the body is not JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:
+        raise Refusal(400, "invalid-message", "the body is not JSON (or nests too deep)") from exc
     messages = value if isinstance(value, list) else [value]
     if len(messages) > MAX_CLIENT_MESSAGES:
         raise Refusal(
             413, "too-many-messages", f"a client append carries at most {MAX_CLIENT_MESSAGES}"
         )
+    if depth(value) > MAX_CLIENT_DEPTH + 1:  # +1: the array around the messages
+        raise Refusal(400, "invalid-message", f"messages nest at most {MAX_CLIENT_DEPTH} deep")
+    if compact_size(value) is None:  # lone UTF-16 surrogates parse but never encode
+        raise Refusal(400, "invalid-message", "the body holds text that is not Unicode")
     return messages
 
 
@@ -160,7 +168,8 @@ def _check_inbox_message(grant: Grant, message: Any) -> None:
         raise Refusal(
             403,
             "forbidden",
-            "clients append only input-submitted and cancel-requested messages to an inbox",
+            "clients append only input-submitted (type submission) and cancel-requested "
+            "(type cancel) messages to an inbox",
         )
     event = _identify(message, "inbox")
     right = _INBOX_RIGHTS[event]
@@ -170,7 +179,9 @@ def _check_inbox_message(grant: Grant, message: Any) -> None:
 
 def _check_index_message(grant: Grant, message: Any) -> None:
     if not isinstance(message, dict) or message.get("type") != "start":
-        raise Refusal(403, "forbidden", "clients append only run-requested messages to the index")
+        raise Refusal(
+            403, "forbidden", "clients append only run-requested (type start) messages to the index"
+        )
     _identify(message, "index")
     if not grant.may("start"):
         raise Refusal(403, "forbidden", "the credential has no start right")

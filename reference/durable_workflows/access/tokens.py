@@ -138,6 +138,8 @@ def mint_client_token(
         raise ValueError(f"not run ids: {bad}")
     if not run_list and run_prefix is None:
         raise ValueError("name the runs (runs=...) or a run id prefix (run_prefix=...)")
+    if run_prefix is not None and not run_prefix:
+        raise ValueError("an empty run_prefix would name every run of the namespace")
     unknown = sorted(set(rights) - set(RIGHTS))
     if unknown or not rights:
         raise ValueError(f"rights are a non-empty subset of {list(RIGHTS)}, not {list(rights)}")
@@ -255,8 +257,13 @@ def _grant(claims: dict[str, Any]) -> Grant:
     rights, workflows = scope.get("rights") or [], scope.get("workflows")
     if not _strings(runs) or not _strings(rights) or not set(rights) <= set(RIGHTS):
         raise TokenError("token-invalid", "runs and rights must be lists of strings")
-    if prefix is not None and not isinstance(prefix, str):
-        raise TokenError("token-invalid", "run_prefix must be a string")
+    if prefix is not None and (not isinstance(prefix, str) or not prefix):
+        raise TokenError("token-invalid", "run_prefix must be a non-empty string")
+    issued = claims.get("iat")
+    if expires_at is None or not isinstance(issued, int | float):
+        raise TokenError("token-invalid", "a client token needs iat and exp")
+    if expires_at - issued > MAX_CLIENT_TTL:
+        raise TokenError("token-invalid", f"a client token lives at most {MAX_CLIENT_TTL} s")
     if workflows is not None and not _strings(workflows):
         raise TokenError("token-invalid", "workflows must be a list of strings")
     return Grant(

@@ -74,6 +74,8 @@ def classify(message: object, index: int) -> InboxEntry:
             raw = value.get("request")
             if isinstance(raw, str) and KEY_PATTERN.match(raw):
                 request = raw
+    if not encodable(message):  # SEC-005: never fail an activation on a message
+        return InboxEntry(index, iid, None, request)
     try:
         # identify also checks key == value.submission_id / value.cancel_id (EVT-090, EVT-093).
         event = classify_message(message, "inbox")
@@ -90,9 +92,32 @@ def compact_size(value: Any) -> int | None:
     """Bytes of ``value`` as compact UTF-8 JSON (INPUT-031, SEC-009); None if not JSON."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError):
+        return len(text.encode("utf-8"))
+    except (TypeError, ValueError, RecursionError):  # lone surrogates: UnicodeEncodeError
         return None
-    return len(text.encode("utf-8"))
+
+
+#: A message nested deeper cannot be written back inside a history message by every
+#: JSON codec (Python's recurses about 1,000 levels deep).
+MAX_DEPTH = 256
+
+
+def depth(value: Any) -> int:
+    """How deep ``value`` nests (a scalar is 0, ``[]`` is 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, level)
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def encodable(value: Any) -> bool:
+    """Whether ``value`` can be recorded: JSON in UTF-8 (no lone surrogates), nested at
+    most :data:`MAX_DEPTH` deep. A message that cannot is malformed (SEC-005)."""
+    return depth(value) <= MAX_DEPTH and compact_size(value) is not None
 
 
 def _refs(node: Any) -> list[str]:

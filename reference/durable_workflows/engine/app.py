@@ -304,14 +304,17 @@ class ServeApp:
                 await asyncio.sleep(0.2)
 
 
-def _wake_gate(guard: AccessGuard, namespace: str) -> Callable[[str | None, str], None]:
-    """SEC-015: a plain wake needs the engine's credential or a client's for the run."""
+def _wake_gate(guard: AccessGuard, namespace: str) -> Callable[[str | None, str | None], None]:
+    """SEC-015: a plain wake needs the engine's credential, or a client's that may read
+    the run (its answer tells the run's status); ``run_id`` None checks the credential."""
 
-    def check(authorization: str | None, run_id: str) -> None:
+    def check(authorization: str | None, run_id: str | None) -> None:
         grant = guard.grant(authorization)
         if grant is None:
             raise Refusal(401, "unauthorized", "a wake needs a credential: Authorization: Bearer")
-        if not grant.covers_namespace(namespace) or not grant.covers_run(run_id):
+        if not grant.covers_namespace(namespace) or not grant.may("read"):
+            raise Refusal(403, "forbidden", "the credential may not wake runs here")
+        if run_id is not None and not grant.covers_run(run_id):
             raise Refusal(403, "forbidden", f"the credential does not name run {run_id!r}")
 
     return check

@@ -113,7 +113,7 @@ class WakeHandler:
         clock: Callable[[], float] = time.time,
         limits: LimitsOption = None,
         auth: httpx.Auth | None = None,
-        wake_gate: Callable[[str | None, str], None] | None = None,
+        wake_gate: Callable[[str | None, str | None], None] | None = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
         self.auth = auth
@@ -177,6 +177,13 @@ class WakeHandler:
         self, body: bytes, authorization: str | None = None
     ) -> tuple[int, dict[str, Any]]:
         """WAKE-014; with a ``wake_gate``, only for a credential that names the run."""
+        if self.wake_gate is not None:
+            from ..access import Refusal
+
+            try:  # the credential first: a stranger learns nothing from the body check
+                self.wake_gate(authorization, None)
+            except Refusal as refusal:
+                return refusal.status, {"error": refusal.message, "code": refusal.code}
         try:
             data = json.loads(body)
         except ValueError:

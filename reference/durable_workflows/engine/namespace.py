@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from ..core.inbox import encodable
 from ..schemas import SchemaError, identify
 from ..streams import AsyncStream, AsyncStreamClient, ReadResult, StreamNotFound
 
@@ -137,6 +138,8 @@ def first_requests(messages: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 def _valid_request(message: Any) -> str | None:
+    if not encodable(message):  # its input could never be recorded in run-started
+        return None
     try:
         identify(message, "index")
     except SchemaError:

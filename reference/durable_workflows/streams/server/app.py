@@ -511,6 +511,8 @@ class StreamsApp:
             p.STREAM_NEXT_OFFSET: result.next_offset,
             "cache-control": self.cacheable,
         }
+        if self.gate is not None:  # a private cache must not hand it to another token
+            headers["vary"] = "Authorization"
         if result.up_to_date:
             headers[p.STREAM_UP_TO_DATE] = "true"
         if result.closed:

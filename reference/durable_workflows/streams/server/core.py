@@ -169,7 +169,10 @@ def _json_records(body: bytes, *, allow_empty: bool) -> bytes | None:
         if allow_empty:
             return None
         raise ProtocolError(400, "Empty arrays are not allowed")
-    return b",".join(_dump(m) for m in messages)
+    try:
+        return b",".join(_dump(m) for m in messages)
+    except (ValueError, RecursionError) as exc:  # nested too deep to write back
+        raise ProtocolError(400, "Invalid JSON") from exc
 
 
 def _reject_constant(name: str) -> Any:

@@ -102,6 +102,8 @@ class SqliteStorage:
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        # Every run's input, value and the webhook signing key live here: owner only.
+        directory.chmod(0o700)
         self.path = directory / self.FILENAME
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one per commit().
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
