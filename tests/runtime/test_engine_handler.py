@@ -137,3 +137,53 @@ def test_a_webhook_is_not_done_while_an_activation_was_fenced_or_failed(
     assert status == 500 and "done" not in reply and reply["outcome"] == kind
     outcomes["r2"] = "suspended"
     assert asyncio.run(handler.webhook(signed(key, body, now), body)) == (200, {"done": True})
+
+
+def test_the_handler_bounds_what_it_reads() -> None:
+    """Issue 12: other paths never read the body; /wake reads at most 64 KiB, and a
+    body that does not arrive in time is refused."""
+    import asyncio
+
+    from durable_workflows.core import WorkflowRegistry
+    from durable_workflows.engine.handler import WakeHandler
+
+    handler = WakeHandler("http://127.0.0.1:9/v1/stream/ns", WorkflowRegistry())
+
+    async def call(path: str, method: str, chunks: list[bytes], stall: bool = False) -> int:
+        sent: list[dict[str, object]] = []
+        pending = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+        pending.append({"type": "http.request", "body": b"", "more_body": False})
+        reads = 0
+
+        async def receive() -> dict[str, object]:
+            nonlocal reads
+            reads += 1
+            if stall:
+                await asyncio.sleep(3600)
+            return pending.pop(0)
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "method": method, "headers": []}
+        if stall:
+            import durable_workflows.engine.handler as module
+
+            module.BODY_SECONDS, saved = 0.05, module.BODY_SECONDS
+            try:
+                await handler(scope, receive, send)
+            finally:
+                module.BODY_SECONDS = saved
+        else:
+            await handler(scope, receive, send)
+        if path == "/elsewhere":
+            assert reads == 0  # routed before the body is read
+        status = sent[0]["status"]
+        assert isinstance(status, int)
+        return status
+
+    big = [b"x" * 65536] * 20
+    assert asyncio.run(call("/elsewhere", "POST", big)) == 404
+    assert asyncio.run(call("/wake", "GET", [])) == 405
+    assert asyncio.run(call("/wake", "POST", big)) == 413
+    assert asyncio.run(call("/wake", "POST", [b'{"run_id":'], stall=True)) == 408

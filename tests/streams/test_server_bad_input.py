@@ -206,3 +206,45 @@ def test_unknown_routes_and_methods(server: EmbeddedServer, client: httpx.Client
     preflight = client.options(url, headers={"access-control-request-headers": "if-none-match"})
     assert preflight.status_code == 204
     assert "if-none-match" in preflight.headers["access-control-allow-headers"]
+
+
+@pytest.mark.parametrize("name", ["a%00b", "a%0d%0ab", "a%7fb", "a%09b"])
+def test_a_stream_path_with_control_characters_is_400_and_creates_nothing(
+    server: EmbeddedServer, client: httpx.Client, name: str
+) -> None:
+    url = f"{server.stream_base}/{name}"
+    reply = client.put(url, headers={"content-type": "application/json"})
+    assert reply.status_code == 400 and "control characters" in reply.text
+    assert client.head(url).status_code in (400, 404)
+    assert client.get(f"{server.stream_base}/a?offset=-1").status_code == 404
+
+
+def test_location_is_the_path_as_sent(server: EmbeddedServer, client: httpx.Client) -> None:
+    reply = client.put(f"{server.stream_base}/sp%20ace", headers={"content-type": "text/plain"})
+    assert reply.status_code == 201
+    assert reply.headers["location"].endswith("/v1/stream/sp%20ace")
+
+
+def test_a_body_is_bounded_in_size_and_in_time() -> None:
+    import asyncio
+
+    from durable_workflows.streams.server.app import BodyError, read_bounded
+
+    def chunks(*parts: bytes) -> object:
+        queue = [{"type": "http.request", "body": p, "more_body": True} for p in parts]
+        queue.append({"type": "http.request", "body": b"", "more_body": False})
+
+        async def receive() -> dict[str, object]:
+            return queue.pop(0)
+
+        return receive
+
+    async def stalled() -> dict[str, object]:
+        await asyncio.sleep(3600)
+        return {}
+
+    assert asyncio.run(read_bounded(chunks(b"ab", b"cd"), 4, 1.0)) == b"abcd"  # type: ignore[arg-type]
+    for receive, status in ((chunks(b"abc", b"de"), 413), (stalled, 408)):
+        with pytest.raises(BodyError) as caught:
+            asyncio.run(read_bounded(receive, 4, 0.05))  # type: ignore[arg-type]
+        assert caught.value.status == status

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..core import WorkflowRegistry
 from ..streams import AsyncStreamClient
+from ..streams.server.app import BodyError, Disconnected, read_bounded
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
 
@@ -45,6 +46,12 @@ SIGNATURE_TOLERANCE_SECONDS = 300
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+#: A wake is ``{"run_id": ...}`` and a webhook a few hundred bytes: far more is refused.
+MAX_BODY_BYTES = 64 * 1024
+#: A body that has not fully arrived by then is refused (a slow client holds nothing).
+BODY_SECONDS = 10.0
 
 
 class SignatureError(Exception):
@@ -153,23 +160,28 @@ class WakeHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
         path = scope["path"].rstrip("/")
         raw = scope.get("headers", [])
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        # Routed before the body is read, so a request for nothing costs nothing.
+        if not (path.endswith("/wake") or path.endswith("/webhook")):
+            await _reply(send, 404, {"error": "not found: this server answers POST /wake, "
+                                     "POST /webhook and /v1/stream/..."})  # fmt: skip
+            return
         if scope["method"] != "POST":
             await _reply(send, 405, {"error": "use POST"})
-        elif path.endswith("/wake"):
+            return
+        try:
+            body = await read_bounded(receive, MAX_BODY_BYTES, BODY_SECONDS)
+        except BodyError as error:
+            await _reply(send, error.status, {"error": str(error)})
+            return
+        except Disconnected:
+            return
+        if path.endswith("/wake"):
             await _reply(send, *await self.wake_request(body, headers.get("authorization")))
-        elif path.endswith("/webhook"):
-            await _reply(send, *await self.webhook(headers.get("webhook-signature"), body))
         else:
-            await _reply(send, 404, {"error": "not found"})
+            await _reply(send, *await self.webhook(headers.get("webhook-signature"), body))
 
     # ------------------------------------------------------------------ plain wakes
 

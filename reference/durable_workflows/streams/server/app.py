@@ -42,6 +42,8 @@ STREAM_PREFIX = "/v1/stream/"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Section 10.2: close SSE connections about every minute so CDNs can collapse.
 SSE_MAX_SECONDS = 60.0
+#: A request body must have arrived this long after the request started.
+BODY_SECONDS = 60.0
 #: How often expired streams are retired without being touched.
 SWEEP_SECONDS = 60.0
 
@@ -130,6 +132,42 @@ class Gate(Protocol):
 
 class Disconnected(Exception):
     """The client went away before we answered."""
+
+
+class BodyError(Exception):
+    """A request body refused with ``status`` (413 too large, 408 too slow)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def read_bounded(receive: Receive, limit: int, seconds: float) -> bytes:
+    """A request body of at most ``limit`` bytes that arrives within ``seconds``.
+
+    Past the limit the rest is read and dropped, so the client reads the 413 rather
+    than a reset connection; a body still arriving after ``seconds`` is a 408, so a
+    slow client holds nothing for long. :class:`Disconnected` when the client leaves.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError as exc:
+            raise BodyError(408, f"The body did not arrive within {seconds:g} s") from exc
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            if size > limit:
+                raise BodyError(413, f"Body larger than {limit} bytes")
+            return b"".join(chunks)
 
 
 @dataclass
@@ -252,6 +290,7 @@ class StreamsApp:
         self.cacheable = _CACHEABLE if gate is None else _PRIVATE
         self.long_poll_timeout = long_poll_timeout
         self.max_body_bytes = max_body_bytes
+        self.body_seconds = BODY_SECONDS
         self.subscriptions = subscriptions
         self.sse_max_seconds = sse_max_seconds
         self.waiters = Waiters()
@@ -341,6 +380,10 @@ class StreamsApp:
             await _respond(send, Reply(404, {"content-type": "text/plain"}, b"Not found"))
             return
         request.path = full_path[len(STREAM_PREFIX) :]
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in request.path):
+            # A decoded %00 or %0A could never be echoed in a header (Location), nor
+            # named safely in a log: refused before anything is created.
+            raise ProtocolError(400, "Stream paths may not contain control characters")
         if request.method in ("PUT", "POST"):
             # Read (or drain) the body before any check can refuse the request, so
             # every refusal reaches the client instead of a reset connection.
@@ -369,24 +412,11 @@ class StreamsApp:
         await _respond(send, reply)
 
     async def read_body(self, request: Request) -> bytes:
-        """The whole request body; 413 past ``max_body_bytes`` (the rest is drained)."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                raise Disconnected
-            chunk: bytes = message.get("body", b"")
-            size += len(chunk)
-            if size <= self.max_body_bytes:
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        if size > self.max_body_bytes:
-            # Drained rather than cut off, so the client reads our 413 instead of
-            # a reset connection.
-            raise ProtocolError(413, f"Body larger than {self.max_body_bytes} bytes")
-        return b"".join(chunks)
+        """The whole request body; 413 past ``max_body_bytes``, 408 past ``body_seconds``."""
+        try:
+            return await read_bounded(request.receive, self.max_body_bytes, self.body_seconds)
+        except BodyError as error:
+            raise ProtocolError(error.status, str(error)) from error
 
     # ------------------------------------------------------------------ PUT
 
@@ -436,7 +466,9 @@ class StreamsApp:
         )
         headers = {p.CONTENT_TYPE: meta.content_type, p.STREAM_NEXT_OFFSET: meta.tail}
         if created:
-            headers["location"] = request.base_url() + request.scope["path"]
+            # As the client sent it (percent-encoded), never the decoded path.
+            raw = request.scope.get("raw_path") or request.scope["path"].encode()
+            headers["location"] = request.base_url() + raw.decode("latin-1")
         if meta.closed:
             headers[p.STREAM_CLOSED] = "true"
         return Reply(201 if created else 200, headers)
