@@ -2,6 +2,7 @@
 #   make run    installs and runs the main job on the embedded default
 #   make test   installs everything the tests need and runs them
 PYTHON ?= python3
+PORT   ?= 4437
 VENV   := .venv
 BIN    := $(VENV)/bin
 
@@ -23,9 +24,9 @@ peers/node_modules/.package-lock.json: peers/package.json peers/package-lock.jso
 	cd peers && npm install --no-save --no-audit --no-fund --loglevel=error
 
 # The main job: embedded Durable Streams server (SQLite in .dwf/), worker, wake
-# handler and the example workflows, all on http://127.0.0.1:4437.
+# handler and the example workflows, all on http://127.0.0.1:$(PORT) (make run PORT=8080).
 run: install
-	$(BIN)/dwf serve --data .dwf
+	$(BIN)/dwf serve --data .dwf --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

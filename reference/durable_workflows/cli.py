@@ -263,15 +263,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="validate JSON files of events against the protocol's schemas"
     )
-    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument(
+        "files", nargs="+", metavar="FILE", help="JSON files: one message, an array, or JSON lines"
+    )
     validate.add_argument("--json", action="store_true", help="print a JSON report")
     validate.set_defaults(handler=_cmd_validate)
 
     streams = commands.add_parser("streams", help="the embedded Durable Streams server")
     streams_commands = streams.add_subparsers(dest="streams_command", required=True)
     sserve = streams_commands.add_parser("serve", help="serve Durable Streams over HTTP")
-    sserve.add_argument("--host", default="127.0.0.1")
-    sserve.add_argument("--port", type=int, default=4437)
+    sserve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    sserve.add_argument(
+        "--port", type=int, default=4437, help="port (default 4437; 0 picks a free one)"
+    )
     storage = sserve.add_mutually_exclusive_group()
     storage.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
     storage.add_argument("--memory", action="store_true", help="in-memory storage (default)")
@@ -293,8 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     sserve.set_defaults(handler=_cmd_streams_serve)
 
     serve = commands.add_parser("serve", help="streams server, wake handler and worker on one port")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=4437)
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=4437, help="port (default 4437; 0 picks a free one)"
+    )
     storage = serve.add_mutually_exclusive_group()
     storage.add_argument("--data", metavar="DIR", default=None, help="SQLite storage in DIR")
     storage.add_argument("--memory", action="store_true", help="in-memory storage (default)")
@@ -309,7 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", default="workflows", help="namespace path (default: workflows)"
     )
     serve.add_argument("--no-worker", action="store_true", help="serve the handler only")
-    serve.add_argument("--long-poll-timeout", type=float, default=30.0, metavar="SECONDS")
+    serve.add_argument(
+        "--long-poll-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a long-poll read waits for data (default 30)",
+    )
     serve.add_argument(
         "--subscribe",
         default=None,
@@ -327,7 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="a long-running worker for a namespace")
     worker.add_argument("--url", default=None, help="namespace URL (default: $DWF_URL)")
-    worker.add_argument("--workflows", nargs="+", metavar="MODULE", required=True)
+    worker.add_argument(
+        "--workflows",
+        nargs="+",
+        metavar="MODULE",
+        required=True,
+        help="modules (dotted names or .py files) that define workflows",
+    )
     worker.add_argument(
         "--name", default="worker", help="readable worker name (Producer-Id prefix)"
     )
@@ -351,37 +373,58 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_cmd_worker)
 
     start = commands.add_parser("start", help="request a run (append run-requested to the index)")
-    start.add_argument("workflow")
-    start.add_argument("--input", default="null", metavar="JSON")
-    start.add_argument("--run-id", default=None, metavar="ID")
+    start.add_argument("workflow", help="the name of the workflow to run")
+    start.add_argument(
+        "--input", default="null", metavar="JSON", help="the run's input, JSON (default null)"
+    )
+    start.add_argument(
+        "--run-id", default=None, metavar="ID", help="the run id (default: a new random one)"
+    )
     _client_options(start)
     start.set_defaults(handler=_cmd_start)
 
     submit = commands.add_parser("submit", help="answer an input request of a run")
-    submit.add_argument("run", metavar="RUN")
-    submit.add_argument("request", metavar="REQUEST")
-    submit.add_argument("--value", required=True, metavar="JSON")
-    submit.add_argument("--submission-id", default=None, metavar="ID")
+    submit.add_argument("run", metavar="RUN", help="the run id")
+    submit.add_argument("request", metavar="REQUEST", help="the name of the input request")
+    submit.add_argument("--value", required=True, metavar="JSON", help="the answer, JSON")
+    submit.add_argument(
+        "--submission-id",
+        default=None,
+        metavar="ID",
+        help="reuse it when retrying the same answer (default: a new random one)",
+    )
     _client_options(submit)
     submit.set_defaults(handler=_cmd_submit)
 
     cancel = commands.add_parser("cancel", help="cancel a run")
-    cancel.add_argument("run", metavar="RUN")
-    cancel.add_argument("--reason", default=None)
-    cancel.add_argument("--cancel-id", default=None, metavar="ID")
+    cancel.add_argument("run", metavar="RUN", help="the run id")
+    cancel.add_argument("--reason", default=None, help="a short text for people")
+    cancel.add_argument(
+        "--cancel-id",
+        default=None,
+        metavar="ID",
+        help="reuse it when retrying the same cancel (default: a new random one)",
+    )
     _client_options(cancel)
     cancel.set_defaults(handler=_cmd_cancel)
 
     inspect = commands.add_parser("inspect", help="show a run's timeline and what it waits for")
-    inspect.add_argument("run", metavar="RUN")
+    inspect.add_argument("run", metavar="RUN", help="the run id")
     _client_options(inspect, wait=False)
     inspect.set_defaults(handler=_cmd_inspect)
 
     replay = commands.add_parser(
         "replay", help="replay a saved history against workflow code (non-determinism check)"
     )
-    replay.add_argument("history", metavar="HISTORY")
-    replay.add_argument("--workflow", required=True, metavar="MODULE:FUNCTION")
+    replay.add_argument(
+        "history", metavar="HISTORY", help="a saved history: a JSON array of messages"
+    )
+    replay.add_argument(
+        "--workflow",
+        required=True,
+        metavar="MODULE:FUNCTION",
+        help="the workflow function to replay it against",
+    )
     replay.add_argument("--json", action="store_true", help="print a JSON report")
     replay.set_defaults(handler=_cmd_replay)
 

@@ -177,3 +177,22 @@ def test_summary_says_what_the_run_waits_for() -> None:
 
     text.write(render(summary))
     assert "waiting for:" in text.getvalue()
+
+
+def test_every_option_and_argument_has_help_text() -> None:
+    import argparse
+
+    from durable_workflows.cli import build_parser
+
+    missing: list[str] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif not action.help and action.dest != "help":
+                missing.append(f"{prefix} {action.option_strings or action.dest}")
+
+    walk(build_parser(), "dwf")
+    assert missing == []

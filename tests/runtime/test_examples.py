@@ -389,3 +389,37 @@ def _replay_text(path: Path, spec: str) -> tuple[int, str]:
         timeout=60,
     )
     return done.returncode, done.stdout.decode()
+
+
+def test_the_commands_say_when_nothing_happened(serve: Process) -> None:
+    """Issue 12: an unknown workflow, a misspelt request name and an unknown run are
+    failures with a non-zero exit and a sentence that says what exists instead."""
+    code, data = cli(
+        "start", "no-such-flow", "--run-id", "ghost-1", "--wait", "10", "--url", serve.url
+    )
+    assert code == 1 and data["status"] == "failed", data
+    assert data["error"]["type"] == "UnknownWorkflow"
+    report = {"report_id": "R-9", "items": [{"amount": 5000}]}
+    code, _ = cli(
+        "start", "expense-approval", "--input", json.dumps(report), "--run-id", "typo-1",
+        "--wait", "10", "--url", serve.url,
+    )  # fmt: skip
+    assert code == 0
+    waiting_for(serve, "typo-1", "manager")
+    code, data = cli(
+        "submit", "typo-1", "manger", "--value", '{"approved": true}', "--wait", "2",
+        "--url", serve.url,
+    )  # fmt: skip
+    assert code == 1 and data["pending_inputs"] == ["manager"], data
+    code, data = cli("submit", "nobody-1", "manager", "--value", "1", "--url", serve.url)
+    assert code == 1
+    import subprocess
+    import sys
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "durable_workflows.cli", "inspect", "typo-1", "--url", serve.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout
+    assert 'answer schema: {"type":"object"' in shown, shown

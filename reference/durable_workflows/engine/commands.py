@@ -179,14 +179,24 @@ def start(
         if wait > 0:
             started = _wait_history(client, ns, run_id, wait, lambda items: bool(items))
             data["started"] = started is not None
-            if started is not None:
-                run = started[0]["value"]
-                data["workflow"] = run.get("workflow")
-                text += f"; started ({run.get('workflow')})"
-                if run.get("workflow") != workflow:
-                    text += " (an earlier request for this run id won, MODEL-014)"
-            else:
-                text += f"; not started within {wait:g} s"
+            if started is None:
+                text += f"; not started within {wait:g} s (is a worker serving {ns.url}?)"
+                _emit(out, as_json, data, text)
+                return EXIT_REFUSED
+            run = started[0]["value"]
+            data["workflow"] = run.get("workflow")
+            text += f"; started ({run.get('workflow')})"
+            if run.get("workflow") != workflow:
+                text += " (an earlier request for this run id won, MODEL-014)"
+            # A run that fails at once (an unknown workflow, an input the code cannot
+            # take) ends in the first append or soon after: say so instead of "ok".
+            ended = summarize(started).run or {}
+            if ended.get("status") == "failed":
+                error = ended.get("error") or {}
+                data |= {"status": "failed", "error": error}
+                text += f"; failed at once: {error.get('type')}: {error.get('message')}"
+                _emit(out, as_json, data, text)
+                return EXIT_REFUSED
     _emit(out, as_json, data, text)
     return EXIT_OK
 
@@ -237,8 +247,25 @@ def submit(
         text = f"rejected ({outcome['reason']}): {outcome.get('message') or ''}".rstrip()
     else:
         text = f"sent submission {submission_id}; no decision within {wait:g} s"
+        pending = _pending_inputs(ns, run_id, auth)
+        if request not in pending:
+            # Kept for a request the run may make later (INPUT-020), but nothing
+            # decided it: say what the run does wait for.
+            data["pending_inputs"] = pending
+            names = ", ".join(pending) or "none"
+            text += f"; the run waits for no input {request!r} (pending: {names})"
     _emit(out, as_json, data, text)
-    return EXIT_REFUSED if status == "rejected" else EXIT_OK
+    return EXIT_OK if status == "accepted" else EXIT_REFUSED
+
+
+def _pending_inputs(ns: Namespace, run_id: str, auth: Auth | None) -> list[str]:
+    with _client(ns, auth) as client:
+        try:
+            items = client.stream(ns.history_url(run_id)).read().items
+        except StreamError:
+            return []
+    waiting = summarize(strip_read_annotations(items)).waiting() or {}
+    return [item["request"] for item in waiting.get("inputs") or []]
 
 
 def _submission_outcome(items: list[Any], submission_id: str) -> dict[str, Any] | None:
@@ -501,6 +528,8 @@ def render(summary: Summary) -> str:
         for item in waiting["inputs"]:
             expires = f" (expires {item['expires_at']})" if item["expires_at"] else ""
             lines.append(f"  input {item['request']}: {item['prompt'] or ''}{expires}")
+            if item["schema"] is not None:  # what an answer must match
+                lines.append(f"    answer schema: {_short(item['schema'], 300)}")
         if waiting["until"]:
             lines.append(f"  time: until {waiting['until']}")
     elif data["status"] == "completed":
