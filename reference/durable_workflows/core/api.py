@@ -21,6 +21,8 @@ inside step bodies. Step bodies (sync or async functions) run in the shell, at l
 from __future__ import annotations
 
 import contextvars
+import difflib
+import inspect
 import math
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
@@ -367,6 +369,7 @@ class Context:
             raise InvalidPrimitive("timeout must be at least 1 ms")  # RETRY-002
         if not callable(fn):
             raise InvalidPrimitive(f"step {name!r}: fn must be callable")
+        _check_arguments(name, fn, args, kwargs)
         return self._rt.issue_step(name, fn, tuple(args), dict(kwargs), policy, timeout_ms)
 
     def sleep(self, name: str, duration: timedelta) -> Pending[None]:
@@ -436,3 +439,26 @@ class Context:
         other branches keep running.
         """
         return self._rt.gather(tuple(awaitables))
+
+
+#: The options of ``ctx.step``; any other keyword goes to the body.
+_STEP_OPTIONS = ("retry", "timeout")
+
+
+def _check_arguments(
+    name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Refuse, when the step is issued, arguments its body cannot take: a misspelt
+    option (``retries=3``) would otherwise reach the body and fail every attempt."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return  # a builtin without a signature: the body will say
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        hint = ""
+        close = difflib.get_close_matches(next(iter(kwargs), ""), _STEP_OPTIONS, n=1)
+        if close:
+            hint = f"; did you mean the step option {close[0]}=?"
+        raise InvalidPrimitive(f"step {name!r}: {exc}{hint}") from None
