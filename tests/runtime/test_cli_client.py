@@ -196,3 +196,15 @@ def test_every_option_and_argument_has_help_text() -> None:
 
     walk(build_parser(), "dwf")
     assert missing == []
+
+
+def test_dwf_worker_takes_a_file_path_and_says_what_it_cannot_import(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from durable_workflows.engine.worker import load_registry
+
+    registry = load_registry(["examples/expense_approval.py"])
+    assert "expense-approval" in registry.names()
+    argv = ["worker", "--url", "http://127.0.0.1:9", "--workflows", "no/such/file.py"]
+    assert main(argv) == 2
+    assert "cannot import workflows" in capsys.readouterr().err

@@ -572,7 +572,8 @@ class LivePool:
 
 
 def load_registry(modules: Iterable[str], *, skip_missing: bool = False) -> WorkflowRegistry:
-    """A registry of the workflows defined at the top level of ``modules``.
+    """A registry of the workflows defined at the top level of ``modules``: dotted
+    module names, or paths of ``.py`` files (``app/flows.py`` is ``app.flows``).
 
     The current directory is importable, as with ``python -m``. With
     ``skip_missing``, a module that does not exist is left out with a warning.
@@ -580,7 +581,8 @@ def load_registry(modules: Iterable[str], *, skip_missing: bool = False) -> Work
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     loaded: list[ModuleType] = []
-    for name in modules:
+    for given in modules:
+        name = _module_name(given)
         try:
             loaded.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
@@ -588,6 +590,16 @@ def load_registry(modules: Iterable[str], *, skip_missing: bool = False) -> Work
                 raise
             print(f"warning: no module {name} here; its workflows are not served", file=sys.stderr)
     return WorkflowRegistry.from_module(*loaded)
+
+
+def _module_name(given: str) -> str:
+    """``app/flows.py`` (relative to the current directory) -> ``app.flows``."""
+    if not given.endswith(".py"):
+        return given
+    path = os.path.relpath(os.path.abspath(given))
+    if path.startswith(".."):
+        raise ImportError(f"{given}: a workflow file must be below the current directory")
+    return path[: -len(".py")].replace(os.sep, ".")
 
 
 def run_worker(
@@ -611,7 +623,11 @@ def run_worker(
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     namespace = namespace_from(url)
-    registry = load_registry(workflows)
+    try:
+        registry = load_registry(workflows)
+    except ImportError as exc:  # ModuleNotFoundError too
+        print(f"dwf worker: cannot import workflows: {exc}", file=sys.stderr)
+        return 2
     credential = resolve_credential(namespace.url, token=token, keys=keys)
     auth = None if credential is None else credential.auth()
 
