@@ -208,3 +208,25 @@ def test_dwf_worker_takes_a_file_path_and_says_what_it_cannot_import(
     argv = ["worker", "--url", "http://127.0.0.1:9", "--workflows", "no/such/file.py"]
     assert main(argv) == 2
     assert "cannot import workflows" in capsys.readouterr().err
+
+
+def test_a_worker_whose_server_is_unreachable_still_stops_on_sigterm() -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "durable_workflows.cli", "worker", "--url", "http://127.0.0.1:9",
+         "--workflows", "examples.expense_approval"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(2)  # it is retrying its first read of the run index by now
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()

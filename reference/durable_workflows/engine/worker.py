@@ -159,7 +159,15 @@ class Worker:
             )
             background: list[asyncio.Task[None]] = []
             try:
-                offset = await self._startup(http)
+                # Raced with stop: a worker whose server is unreachable still stops.
+                starting = asyncio.ensure_future(self._startup(http))
+                stopping = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                if not starting.done():
+                    starting.cancel()
+                    return
+                offset = starting.result()
                 self.ready.set()
                 background.append(asyncio.ensure_future(self._timers()))
                 if self._pull is not None:
