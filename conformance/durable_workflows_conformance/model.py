@@ -170,6 +170,7 @@ DEFAULT_LIMITS = {
     "submissions_per_run": 1_000,
     "result_bytes": 1_048_576,
     "history_messages": 50_000,
+    "rejections_per_run": 1_000,
 }
 #: Errors of a returned result, never retried (EVT-052, SEC-009).
 RESULT_ERRORS = frozenset({"InvalidResult", "ResultTooLarge"})
@@ -275,6 +276,10 @@ class _Model:
         self.batches.append(list(indexes))
 
     def reject(self, sub: Submission, reason: str) -> None:
+        """Record a rejection, or nothing once the run holds its limit of them (SEC-034)."""
+        recorded = sum(1 for m in self.history if m["type"] == "submission")
+        if recorded >= self.limits["rejections_per_run"]:
+            return
         request = None if sub.cancel or not KEY_PATTERN.match(sub.request) else sub.request
         value = {
             "submission_id": sub.id,

@@ -83,7 +83,13 @@ def _run_conformance(argv: Sequence[str]) -> int:
     return conformance_main(list(argv))
 
 
-LIMIT_NAMES = ("submission_bytes", "submissions_per_run", "result_bytes", "history_messages")
+LIMIT_NAMES = (
+    "submission_bytes",
+    "submissions_per_run",
+    "result_bytes",
+    "history_messages",
+    "rejections_per_run",
+)
 
 
 def _limit(text: str) -> tuple[str, int]:

@@ -1,5 +1,8 @@
 """Message classification with a memo: each distinct message is schema-checked once per process.
 
+Refusals are remembered too, so an inbox full of junk costs one check per distinct message,
+not one per message and activation (issue: bounded cost per request).
+
 Validating a message against its event schema costs about a millisecond, and a shell that
 builds an :class:`~.activation.Activation` per wake would otherwise check the whole history
 and inbox again on every wake. The memo is keyed by the message's canonical JSON text, so a
@@ -12,27 +15,38 @@ import hashlib
 import json
 from typing import Any
 
-from ..schemas import identify
+from ..schemas import SchemaError, identify
 
 __all__ = ["classify_message"]
 
 _MAX_ENTRIES = 200_000
-_SEEN: dict[tuple[str, bytes], str] = {}
+_SEEN: dict[tuple[str, bytes], str | SchemaError] = {}
 
 
 def classify_message(message: Any, stream: str) -> str:
-    """``identify(message, stream)``, remembered for messages already found valid."""
+    """``identify(message, stream)``, remembered for messages already checked."""
     try:
         text = json.dumps(message, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         return identify(message, stream)  # raises SchemaError with the schema's words
     # A 128-bit digest: a crafted message cannot pass for one validated before.
     key = (stream, hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest())
-    event = _SEEN.get(key)
-    if event is not None:
-        return event
-    event = identify(message, stream)
+    known = _SEEN.get(key)
+    if isinstance(known, SchemaError):
+        raise known.with_traceback(None)
+    if known is not None:
+        return known
+    try:
+        event = identify(message, stream)
+    except SchemaError as exc:
+        exc.__traceback__ = None  # kept for its words only, not its frames
+        _remember(key, exc)
+        raise
+    _remember(key, event)
+    return event
+
+
+def _remember(key: tuple[str, bytes], outcome: str | SchemaError) -> None:
     if len(_SEEN) >= _MAX_ENTRIES:
         _SEEN.pop(next(iter(_SEEN)))
-    _SEEN[key] = event
-    return event
+    _SEEN[key] = outcome

@@ -91,7 +91,9 @@ PROTOCOL = "1.0"
 _SUSPENDED = ("sleeping", "waiting")
 
 #: Run failures that the engine decides, not the workflow code.
-_NOT_BY_CODE = frozenset({"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow", "InboxClosed"})
+_NOT_BY_CODE = frozenset(
+    {"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow", "InboxClosed", "MessageTooLarge"}
+)
 
 
 class _Diverged(BaseException):
@@ -211,6 +213,7 @@ class Activation:
         self._max_seq = self._history_max_seq
         self._outcomes: list[int] = list(self._parsed.outcomes)
         self._decided: set[str] = set(self._parsed.decided)
+        self._rejections = self._parsed.rejections
 
         self._cursor = 1  # next recorded position to match
         self._counts: dict[tuple[str, str], int] = {}
@@ -297,7 +300,7 @@ class Activation:
         if self.finished:
             # MODEL-035: only the closing steps remain; the code never runs (REPLAY-004).
             return self._decision(())
-        decided_before = set(self._decided)
+        decided_before = (set(self._decided), self._rejections)
         entries = self._classify(inbox)
         if self._run is None:
             self._emit(
@@ -351,6 +354,21 @@ class Activation:
         self._dispatched.discard((key, attempt))
         self._reports.append(_Report(key, attempt, outcome, floor_ms(now)))
 
+    def fail(self, now: datetime, error_type: str, message: str, details: Any = None) -> Decision:
+        """End the run as failed with an error the engine decides, at ``now``.
+
+        For a shell that cannot record what the run decided (SEC-035: the stream server
+        refuses a message as too large): call it on a fresh activation of the run's
+        durable history, before :meth:`advance`; the decision is the terminal event
+        alone, built on the run as last recorded. Then finish as usual (``closing``).
+        """
+        if self._run is None or self.finished or self._replayed:
+            raise RuntimeError("fail() is for a fresh activation of a run that has not ended")
+        self._now = floor_ms(now)
+        self._t = format_ts(self._now)
+        self._end("failed", error=error_object(error_type, message, details))
+        return self._decision(tuple(self._buffer))
+
     def closing(self, inbox_final: Sequence[Any], now: datetime) -> list[dict[str, Any]]:
         """The rejections of the run's last append (INPUT-039, MODEL-033/037).
 
@@ -385,8 +403,8 @@ class Activation:
             else:
                 reason = "run-finished"
                 text = f"Input '{entry.request}' was not taken: the run has ended."
-            out.append(input_rejected(entry.inbox_id, entry.request, reason, text, t))
-            self._decided.add(entry.inbox_id)
+            if self._record_rejection(entry):
+                out.append(input_rejected(entry.inbox_id, entry.request, reason, text, t))
         self._history.extend(out)
         return out
 
@@ -904,13 +922,13 @@ class Activation:
             details = None
         return error_object(type(exc).__name__, str(exc), details)
 
-    def _history_too_large(self, decided_before: set[str]) -> None:
+    def _history_too_large(self, decided_before: tuple[set[str], int]) -> None:
         """SEC-010: the append would pass the limit; record run-failed instead."""
         keep = [
             m for m in self._buffer if m["type"] == "run" and m["headers"]["operation"] == "insert"
         ]
         self._buffer = keep
-        self._decided = decided_before
+        self._decided, self._rejections = decided_before
         self._to_dispatch = []
         # The run as last durable (never terminal here: advance returns early then).
         self._run = dict(keep[0]["value"]) if keep else self._history_run()
@@ -1095,11 +1113,22 @@ class Activation:
     def _malformed_text(entry: InboxEntry) -> str:
         return f"Inbox message {entry.index} is not an input-submitted or cancel-requested message."
 
-    def _reject(self, entry: InboxEntry, reason: str, text: str) -> None:
-        self._emit(
-            input_rejected(entry.inbox_id, entry.request, reason, text, self._t)
-        )  # INPUT-022
+    def _record_rejection(self, entry: InboxEntry) -> bool:
+        """Decide ``entry`` as rejected; True when its ``input-rejected`` is to be recorded.
+
+        SEC-034: past the run's rejection limit a rejection is decided without a record,
+        so no inbox content can grow the history by more than the limit. The count comes
+        from the history, so every activation draws the line at the same message.
+        """
         self._decided.add(entry.inbox_id)
+        if self._rejections >= self._limits.rejections_per_run:
+            return False
+        self._rejections += 1
+        return True
+
+    def _reject(self, entry: InboxEntry, reason: str, text: str) -> None:
+        if self._record_rejection(entry):  # INPUT-022
+            self._emit(input_rejected(entry.inbox_id, entry.request, reason, text, self._t))
 
     def _inbox_pass(self, entries: list[InboxEntry], *, resume: bool = True) -> bool:
         """Decide inbox messages in inbox order (INPUT-016/017); True when an input was answered."""

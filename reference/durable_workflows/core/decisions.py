@@ -39,6 +39,8 @@ class Limits:
     result_bytes: int = 1_048_576
     #: SEC-010: messages in a history.
     history_messages: int = 50_000
+    #: SEC-034: ``input-rejected`` messages in a history; past it, rejections go unrecorded.
+    rejections_per_run: int = 1_000
 
 
 @dataclass(frozen=True)

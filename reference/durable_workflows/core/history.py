@@ -89,6 +89,8 @@ class ParsedHistory:
     by_key: dict[tuple[str, str], Recorded] = field(default_factory=dict)
     outcomes: list[int] = field(default_factory=list)
     decided: set[str] = field(default_factory=set)
+    #: ``input-rejected`` messages recorded (SEC-034 bounds them).
+    rejections: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -195,6 +197,7 @@ def parse_history(
                     parsed.decided.add(txid)
         elif entity == "submission":
             parsed.decided.add(str(key))
+            parsed.rejections += 1
         elif entity in _PRIMITIVES:
             _primitive(parsed, event, entity, str(key), value)
     return parsed

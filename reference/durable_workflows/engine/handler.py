@@ -219,6 +219,8 @@ class WakeHandler:
             return 500, {"error": outcome.error, "run_id": run_id}
         if outcome.kind == "untrusted":  # SEC-029: a history the engine did not write
             return 409, {"error": f"history not trusted: {outcome.error}", "run_id": run_id}
+        if outcome.kind == "refused":  # SEC-035: the server refuses what the run must record
+            return 409, {"error": outcome.error, "run_id": run_id, "outcome": "refused"}
         if outcome.kind == "fenced":
             # An append was refused or its outcome stayed unknown (FENCE-015): not every
             # append is acknowledged, so no success (WAKE-011); a wake again is harmless.

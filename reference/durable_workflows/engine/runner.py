@@ -35,7 +35,7 @@ from ..core import (
 )
 from ..streams import StreamConfigConflict
 from .namespace import NamespaceIO, first_requests, untrusted_reason
-from .writer import Fenced, FencedWriter, WriterError, finish_run
+from .writer import Fenced, FencedWriter, MessageTooLarge, WriterError, finish_run
 
 __all__ = ["ActivationOutcome", "Runner", "run_step", "utc_now"]
 
@@ -45,7 +45,7 @@ log = logging.getLogger("durable_workflows.engine")
 LimitsOption = Limits | Callable[[str], Limits] | None
 
 OutcomeKind = Literal[
-    "suspended", "ended", "fenced", "absent", "unknown-workflow", "untrusted", "error"
+    "suspended", "ended", "fenced", "absent", "unknown-workflow", "untrusted", "refused", "error"
 ]
 
 #: How many runs a runner remembers as checked (SEC-029); a forgotten one costs a read.
@@ -67,7 +67,9 @@ class ActivationOutcome:
     ``ended``: the history is closed. ``fenced``: another writer won (FENCE-011).
     ``absent``: no history and no ``run-requested``. ``unknown-workflow``: left for
     another worker (MODEL-018). ``untrusted``: the history was not started from the
-    run's request (SEC-029): left alone. ``error``: the history or a request was refused.
+    run's request (SEC-029): left alone. ``refused``: the stream server refuses for good
+    what the run must record (SEC-035); trying again changes nothing, so the run is left
+    until something new arrives. ``error``: anything else went wrong; try again later.
     """
 
     run_id: str
@@ -179,9 +181,43 @@ class Runner:
         except Fenced as exc:
             log.info("run %s: fenced (%s)", run_id, exc)
             return ActivationOutcome(run_id, "fenced", error=str(exc))
+        except MessageTooLarge as exc:
+            return await self._unrecordable(run_id, exc)
         except (WriterError, HistoryError) as exc:
             log.warning("run %s: activation ended: %s", run_id, exc)
             return ActivationOutcome(run_id, "error", error=str(exc))
+
+    async def _unrecordable(self, run_id: str, exc: MessageTooLarge) -> ActivationOutcome:
+        """SEC-035: a message the run decided is too large for the stream server, so the
+        run can never move past it; end it with ``MessageTooLarge`` instead of retrying."""
+        text = (
+            f"The stream server refused a history message of {exc.size} bytes as too large "
+            "(413), so the run cannot record what it decided."
+        )
+        log.error("run %s: %s", run_id, text)
+        try:
+            history = await self.io.read_history(run_id)
+            if history is None or not history.items or history.closed:
+                # Nothing recorded yet (its run-started is the message refused), or
+                # someone else ended it meanwhile: nothing can be appended here.
+                return ActivationOutcome(run_id, "refused", error=text)
+            act = Activation(self.registry, history.items, limits=self.limits_for(run_id))
+            if act.finished:
+                decision = None
+            else:
+                decision = act.fail(self.clock(), "MessageTooLarge", text, {"size": exc.size})
+            writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
+            if decision is not None:
+                await writer.append(decision.append)
+            await finish_run(
+                writer, self.io.inbox(run_id), lambda final: act.closing(final, self.clock())
+            )
+        except Fenced as fenced:
+            return ActivationOutcome(run_id, "fenced", error=str(fenced))
+        except (WriterError, HistoryError) as again:
+            log.error("run %s: left alone: %s", run_id, again)
+            return ActivationOutcome(run_id, "refused", error=f"{text} Then: {again}")
+        return ActivationOutcome(run_id, "ended", status="failed", appends=writer.appends)
 
     async def _activate(
         self, run_id: str, request: Mapping[str, Any] | None, progress: Callable[[str], None]

@@ -49,6 +49,9 @@ log = logging.getLogger("durable_workflows.engine.worker")
 
 #: Pause before a fenced or failed run is served again (FENCE-012).
 RETRY_SECONDS = 1.0
+#: A run whose activations keep failing is served again after a pause that doubles with
+#: each failure in a row, up to this: a broken run costs little, a healed one resumes.
+MAX_RETRY_SECONDS = 300.0
 #: The longest a claimed wake waits for a run that does not settle (a run whose
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
@@ -74,6 +77,7 @@ class RunEntry:
     processed: str = ""
     progressed: int = 0
     failures: int = 0
+    failed_in_row: int = 0
     finished: bool = False
     watchers: list[asyncio.Future[None]] | None = None
 
@@ -293,13 +297,15 @@ class Worker:
         self.stats.outcomes[outcome.kind] = self.stats.outcomes.get(outcome.kind, 0) + 1
         entry.activations += 1
         entry.last = outcome
+        if outcome.kind not in ("error", "fenced"):
+            entry.failed_in_row = 0
         if outcome.kind == "suspended":
             entry.request = None  # the history's run-started holds it now
             entry.inbox_offset = outcome.inbox_offset
             self._schedule(entry, outcome.wake_at)
             if entry.follower is None and self._pull is None:
                 entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
-        elif outcome.kind in ("ended", "absent", "unknown-workflow", "untrusted"):
+        elif outcome.kind in ("ended", "absent", "unknown-workflow", "untrusted", "refused"):
             self._forget(entry)
             if outcome.kind == "ended":
                 self.stats.ended += 1
@@ -309,12 +315,16 @@ class Worker:
         else:  # fenced or error: serve again a little later (FENCE-012)
             self.stats.fenced += outcome.kind == "fenced"
             self.stats.errors += outcome.kind == "error"
-            # Real time, not the engine's clock: a virtual clock (the conformance
-            # adapter's) may not move until the run settles.
-            asyncio.get_running_loop().call_later(RETRY_SECONDS, self.wake, entry.run_id)
+            # A fence is usually settled by the next activation; one that repeats (a
+            # credential refused with 403) backs off like an error.
+            entry.failed_in_row += 1
+            pause = min(MAX_RETRY_SECONDS, RETRY_SECONDS * 2 ** (entry.failed_in_row - 1))
             if outcome.kind == "error":
                 entry.failures += 1  # the retry is ours now (WAKE-018)
                 entry.notify()
+            # Real time, not the engine's clock: a virtual clock (the conformance
+            # adapter's) may not move until the run settles.
+            asyncio.get_running_loop().call_later(pause, self.wake, entry.run_id)
 
     @property
     def subscribed(self) -> bool:

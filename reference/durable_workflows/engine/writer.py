@@ -5,18 +5,23 @@ One :class:`FencedWriter` belongs to one activation. Each append carries
 (FENCE-004/005), and producer headers with a ``Producer-Id`` unique to the
 activation, epoch 0, seq per request (FENCE-006/007). A request whose outcome is
 unknown is sent again unchanged (FENCE-013); ``409``/``403`` fence the activation
-(FENCE-010), after which the writer refuses everything (FENCE-011).
+(FENCE-010), after which the writer refuses everything (FENCE-011). A batch the
+server refuses as too large (413) is sent as several appends, in order, each with
+its own ``Stream-Seq`` (security.md, limits); a single message it refuses is
+:class:`MessageTooLarge`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..streams import (
     AsyncStream,
+    PayloadTooLarge,
     RateLimited,
     ServerError,
     StreamClosed,
@@ -28,7 +33,14 @@ from ..streams import (
 )
 from .namespace import strip_read_annotations
 
-__all__ = ["Fenced", "FencedWriter", "WriterError", "finish_run", "stream_seq"]
+__all__ = [
+    "Fenced",
+    "FencedWriter",
+    "MessageTooLarge",
+    "WriterError",
+    "finish_run",
+    "stream_seq",
+]
 
 #: How often an append with an unknown outcome is sent again before giving up.
 DEFAULT_MAX_ATTEMPTS = 8
@@ -42,6 +54,15 @@ class Fenced(Exception):
 class WriterError(Exception):
     """The request or the stream is wrong (400, 404, 410, 413): the activation ends
     and the error is reported (fencing.md, answers to a history append)."""
+
+
+class MessageTooLarge(WriterError):
+    """The stream server refused one history message as too large (413): it can never
+    be recorded, so the run must end without it (SEC-035)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 def stream_seq(position: int) -> str:
@@ -87,38 +108,56 @@ class FencedWriter:
         """Append ``messages`` as ONE request (MODEL-029), optionally closing the history.
 
         Returns once the server has acknowledged them (200, or 204 for a retry that
-        had landed, FENCE-009); raises :class:`Fenced` or :class:`WriterError`.
+        had landed, FENCE-009); raises :class:`Fenced` or :class:`WriterError`. A batch
+        the server finds too large (413) goes out as two halves, each split again if
+        need be; only the last part closes the history.
         """
         if not messages:
             raise ValueError("an append needs at least one message")
         async with self._lock:
-            self._check()
-            seq = stream_seq(self.position)
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    # The producer keeps (id, epoch, seq) until a 2xx, so a repeat
-                    # of this call is the identical request (FENCE-013/014).
-                    result = await self._producer.append_json_batch(
-                        list(messages), seq=seq, close=close
-                    )
-                except (StreamNetworkError, ServerError, RateLimited) as exc:
-                    if attempt >= self.max_attempts:
-                        self.fenced = True  # FENCE-015
-                        raise Fenced(f"gave up after {attempt} attempts: {exc}") from exc
-                    await asyncio.sleep(min(2.0, self.retry_delay * 2 ** (attempt - 1)))
-                    continue
-                except (StreamConflict, StreamForbidden) as exc:
-                    self.fenced = True  # FENCE-010
-                    raise Fenced(f"fenced at position {self.position}: {exc}") from exc
-                except StreamHTTPError as exc:
-                    self.fenced = True
-                    raise WriterError(str(exc)) from exc
-                self.position += len(messages)  # FENCE-005
-                self.appends += 1
-                self.closed = self.closed or close or result.closed
-                return
+            await self._append(list(messages), close)
+
+    async def _append(self, messages: list[dict[str, Any]], close: bool) -> None:
+        try:
+            await self._append_once(messages, close)
+        except PayloadTooLarge as exc:
+            if len(messages) == 1:
+                size = len(json.dumps(messages, separators=(",", ":")).encode("utf-8"))
+                raise MessageTooLarge(str(exc), size) from exc
+            # Nothing was stored and the producer's seq was not used (no 2xx), so the
+            # parts are new requests at the same position.
+            half = len(messages) // 2
+            await self._append(messages[:half], False)
+            await self._append(messages[half:], close)
+
+    async def _append_once(self, messages: list[dict[str, Any]], close: bool) -> None:
+        self._check()
+        seq = stream_seq(self.position)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                # The producer keeps (id, epoch, seq) until a 2xx, so a repeat
+                # of this call is the identical request (FENCE-013/014).
+                result = await self._producer.append_json_batch(messages, seq=seq, close=close)
+            except (StreamNetworkError, ServerError, RateLimited) as exc:
+                if attempt >= self.max_attempts:
+                    self.fenced = True  # FENCE-015
+                    raise Fenced(f"gave up after {attempt} attempts: {exc}") from exc
+                await asyncio.sleep(min(2.0, self.retry_delay * 2 ** (attempt - 1)))
+                continue
+            except (StreamConflict, StreamForbidden) as exc:
+                self.fenced = True  # FENCE-010
+                raise Fenced(f"fenced at position {self.position}: {exc}") from exc
+            except PayloadTooLarge:
+                raise
+            except StreamHTTPError as exc:
+                self.fenced = True
+                raise WriterError(str(exc)) from exc
+            self.position += len(messages)  # FENCE-005
+            self.appends += 1
+            self.closed = self.closed or close or result.closed
+            return
 
     async def close_history(self) -> None:
         """Close-only POST on the history: no Stream-Seq, no producer headers (MODEL-034)."""
