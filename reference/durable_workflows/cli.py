@@ -103,6 +103,17 @@ def _limit(text: str) -> tuple[str, int]:
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
+    from .engine.worker import UNKNOWN_GRACE_SECONDS
+
+    parser.add_argument(
+        "--unknown-workflow-grace",
+        type=float,
+        default=UNKNOWN_GRACE_SECONDS,
+        metavar="SECONDS",
+        help="how long a new run of a workflow this worker lacks is left for a worker "
+        "that has it, before this one fails it with UnknownWorkflow (MODEL-038; "
+        f"default {UNKNOWN_GRACE_SECONDS:g}; 0: at once)",
+    )
     parser.add_argument(
         "--limit",
         type=_limit,
@@ -145,6 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         key_file=args.keys,
         insecure_no_auth=args.insecure_no_auth,
         cors_origins=args.cors_origin,
+        unknown_grace=args.unknown_workflow_grace,
     )
 
 
@@ -160,6 +172,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         limits=_limits(args.limit),
         token=args.token,
         keys=args.keys,
+        unknown_grace=args.unknown_workflow_grace,
     )
 
 

@@ -195,7 +195,7 @@ def test_cancel_of_a_waiting_run(served: str) -> None:
 
 def test_unknown_workflow_fails_the_run(served: str) -> None:
     run_id = start(served, "no-such-workflow", None)
-    run, events = final(served, run_id)
+    run, events = final(served, run_id, 30)  # after the 10 s grace (MODEL-039)
     assert events == ["run-started", "run-failed"]
     assert run["error"]["type"] == "UnknownWorkflow"
 

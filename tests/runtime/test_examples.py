@@ -394,11 +394,13 @@ def _replay_text(path: Path, spec: str) -> tuple[int, str]:
 def test_the_commands_say_when_nothing_happened(serve: Process) -> None:
     """Issue 12: an unknown workflow, a misspelt request name and an unknown run are
     failures with a non-zero exit and a sentence that says what exists instead."""
+    # A worker leaves a run of a workflow it lacks for 10 s (MODEL-039), then fails it.
     code, data = cli(
-        "start", "no-such-flow", "--run-id", "ghost-1", "--wait", "10", "--url", serve.url
+        "start", "no-such-flow", "--run-id", "ghost-1", "--wait", "30", "--url", serve.url
     )
     assert code == 1 and data["status"] == "failed", data
     assert data["error"]["type"] == "UnknownWorkflow"
+    assert "It has: agent-confirm, expense-approval" in data["error"]["message"], data
     report = {"report_id": "R-9", "items": [{"amount": 5000}]}
     code, _ = cli(
         "start", "expense-approval", "--input", json.dumps(report), "--run-id", "typo-1",

@@ -199,6 +199,7 @@ class Activation:
             self._run_id = run_id
             self._wf_name = str(req.get("workflow"))
             self._input = req.get("input")
+        self._registry = workflows
         if isinstance(workflows, Workflow):
             self._workflow: Workflow | None = workflows
         else:
@@ -307,13 +308,7 @@ class Activation:
                 run_started(self._run_id, self._wf_name, self._protocol, self._input, self._t)
             )
             if self._workflow is None:
-                self._end(
-                    "failed",
-                    error=error_object(
-                        "UnknownWorkflow",
-                        f"Workflow '{self._wf_name}' is not known to this engine.",
-                    ),
-                )
+                self._end("failed", error=error_object("UnknownWorkflow", self._unknown_text()))
         if not self.finished and self._cancel_waiting(entries):
             # CANCEL-005/012: a cancel in the inbox ends the run before any code or body runs;
             # what precedes it in the inbox is decided first (INPUT-016). The run does not
@@ -409,6 +404,12 @@ class Activation:
         return out
 
     # -- decisions ---------------------------------------------------------------------
+
+    def _unknown_text(self) -> str:
+        text = f"Workflow '{self._wf_name}' is not known to this engine."
+        if isinstance(self._registry, WorkflowRegistry) and len(self._registry):
+            text += " It has: " + ", ".join(sorted(self._registry.names())) + "."
+        return text
 
     def _decision(self, append: tuple[dict[str, Any], ...]) -> Decision:
         self._history.extend(append)

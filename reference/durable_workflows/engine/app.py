@@ -70,9 +70,11 @@ class WorkerThread:
         worker_factory: Callable[..., Worker] | None = None,
         limits: LimitsOption = None,
         auth: httpx.Auth | None = None,
+        unknown_grace: float | None = None,
     ) -> None:
         self.worker: Worker | None = None
         self._auth = auth
+        self._unknown_grace = unknown_grace
         self._limits = limits
         self._factory: Callable[..., Worker] = worker_factory or Worker
         self._wake: WakeMode = wake
@@ -98,6 +100,8 @@ class WorkerThread:
                 options["limits"] = self._limits
             if self._auth is not None:
                 options["auth"] = self._auth
+            if self._unknown_grace is not None:
+                options["unknown_grace"] = self._unknown_grace
             self.worker = self._factory(
                 url, registry, name=name, transport=self._transport, wake=self._wake, **options
             )
@@ -197,6 +201,7 @@ class ServeApp:
         keys: KeySet | None = None,
         cors: Cors | None = None,
         harness: HarnessFactory | None = None,
+        unknown_grace: float | None = None,
     ) -> None:
         self.streams = build_app(
             data_dir, long_poll_timeout=long_poll_timeout, keys=keys, cors=cors
@@ -222,7 +227,12 @@ class ServeApp:
             routes.append(Mount(mounted.prefix, app=mounted.app))
         elif worker:
             self.worker = WorkerThread(
-                self.namespace_url, registry, "worker", limits=limits, auth=auth
+                self.namespace_url,
+                registry,
+                "worker",
+                limits=limits,
+                auth=auth,
+                unknown_grace=unknown_grace,
             )
         self.handler = WakeHandler(
             self.namespace_url,
@@ -334,6 +344,7 @@ def run_serve(
     key_file: str | Path | None = None,
     insecure_no_auth: bool = False,
     cors_origins: Sequence[str] = (),
+    unknown_grace: float | None = None,
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening.
 
@@ -379,6 +390,7 @@ def run_serve(
         limits=limits,
         keys=access.keys,
         cors=access.cors,
+        unknown_grace=unknown_grace,
     )
     if access.keys is None and not conformance:
         print(NO_AUTH_WARNING.format(url=base_url), file=sys.stderr, flush=True)

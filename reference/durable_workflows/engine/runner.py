@@ -66,8 +66,9 @@ class ActivationOutcome:
     ``inbox_offset`` where the inbox read ended (follow it from there, WAKE-008).
     ``ended``: the history is closed. ``fenced``: another writer won (FENCE-011).
     ``absent``: no history and no ``run-requested``. ``unknown-workflow``: left for
-    another worker (MODEL-018). ``untrusted``: the history was not started from the
-    run's request (SEC-029): left alone. ``refused``: the stream server refuses for good
+    another worker (MODEL-018); ``status`` is None for a run not started yet.
+    ``untrusted``: the history was not started from the run's request (SEC-029): left
+    alone. ``refused``: the stream server refuses for good
     what the run must record (SEC-035); trying again changes nothing, so the run is left
     until something new arrives. ``error``: anything else went wrong; try again later.
     """
@@ -170,14 +171,21 @@ class Runner:
         run_id: str,
         request: Mapping[str, Any] | None = None,
         progress: Callable[[str], None] | None = None,
+        *,
+        start_unknown: bool | None = None,
     ) -> ActivationOutcome:
         """One activation of ``run_id``; ``request`` is its ``run-requested`` if known.
 
         ``progress(offset)`` is called each time every inbox message before
         ``offset`` has been decided and what it caused is durable (WAKE-018).
+        ``start_unknown`` overrides :attr:`start_unknown` for this activation: whether a
+        new run of a workflow this engine lacks is started, and failed (MODEL-019), or
+        left for another worker (MODEL-018).
         """
+        if start_unknown is None:
+            start_unknown = self.start_unknown
         try:
-            return await self._activate(run_id, request, progress or _ignore)
+            return await self._activate(run_id, request, progress or _ignore, start_unknown)
         except Fenced as exc:
             log.info("run %s: fenced (%s)", run_id, exc)
             return ActivationOutcome(run_id, "fenced", error=str(exc))
@@ -220,7 +228,11 @@ class Runner:
         return ActivationOutcome(run_id, "ended", status="failed", appends=writer.appends)
 
     async def _activate(
-        self, run_id: str, request: Mapping[str, Any] | None, progress: Callable[[str], None]
+        self,
+        run_id: str,
+        request: Mapping[str, Any] | None,
+        progress: Callable[[str], None],
+        start_unknown: bool,
     ) -> ActivationOutcome:
         history = await self.io.read_history(run_id)  # FENCE-003
         if history is None or (not history.items and not history.closed):
@@ -229,7 +241,7 @@ class Runner:
             if request is None:
                 return ActivationOutcome(run_id, "absent")
             value = request.get("value", request)
-            if value.get("workflow") not in self.registry and not self.start_unknown:
+            if value.get("workflow") not in self.registry and not start_unknown:
                 return ActivationOutcome(run_id, "unknown-workflow")  # MODEL-018
             if history is None:
                 try:
@@ -255,6 +267,10 @@ class Runner:
             self._trusted[run_id] = None
             if len(self._trusted) > TRUSTED_MEMORY:
                 del self._trusted[next(iter(self._trusted))]
+        left = _unknown_and_live(history.items, self.registry)
+        if left is not None:
+            # MODEL-018: another worker started it and has its code; this one leaves it.
+            return ActivationOutcome(run_id, "unknown-workflow", status=left)
         inbox_read = await self.io.read_inbox(run_id)
         inbox: list[Any] = list(inbox_read.items) if inbox_read else []
         inbox_offset = inbox_read.next_offset if inbox_read else "-1"
@@ -318,6 +334,22 @@ class Runner:
 
 def _ignore(offset: str) -> None:
     pass
+
+
+def _unknown_and_live(history: list[Any], registry: WorkflowRegistry) -> str | None:
+    """The status of a run that has not ended and whose workflow ``registry`` lacks."""
+    if not history or not isinstance(history[0], Mapping):
+        return None
+    workflow = (history[0].get("value") or {}).get("workflow")
+    if workflow in registry:
+        return None
+    status = None
+    for message in history:
+        if isinstance(message, Mapping) and message.get("type") == "run":
+            status = (message.get("value") or {}).get("status")
+    if status in ("completed", "failed", "cancelled"):
+        return None  # only the closing steps remain, which need no code (MODEL-035)
+    return str(status)
 
 
 def _cancel(running: dict[asyncio.Task[StepOutcome], StepTask]) -> None:

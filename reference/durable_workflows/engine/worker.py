@@ -27,6 +27,7 @@ import heapq
 import importlib
 import logging
 import os
+import random
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -56,10 +57,18 @@ MAX_RETRY_SECONDS = 300.0
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
 
+#: How long a worker that lacks a run's workflow leaves the new run for one that has it
+#: before it records UnknownWorkflow itself (MODEL-018/019, MODEL-038).
+UNKNOWN_GRACE_SECONDS = 10.0
+
 #: How many ended run ids the worker remembers.
 ENDED_MEMORY = 100_000
 
 WakeMode = Literal["auto", "subscription", "long-poll"]
+
+
+class _Left(Exception):
+    """A claimed stream belongs to runs this worker left (MODEL-038): not acknowledged."""
 
 
 @dataclass
@@ -78,6 +87,10 @@ class RunEntry:
     progressed: int = 0
     failures: int = 0
     failed_in_row: int = 0
+    #: left for a worker that has the workflow (MODEL-018): its streams are not
+    #: acknowledged (MODEL-038); ``left_at`` is when it was first left (loop time)
+    left: bool = False
+    left_at: float | None = None
     finished: bool = False
     watchers: list[asyncio.Future[None]] | None = None
 
@@ -119,8 +132,13 @@ class Worker:
         lease_ttl_ms: int = LEASE_TTL_MS,
         limits: LimitsOption = None,
         auth: httpx.Auth | None = None,
+        unknown_grace: float = UNKNOWN_GRACE_SECONDS,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        #: MODEL-038: how long a new run of a workflow this worker lacks is left for
+        #: another worker before this one records UnknownWorkflow (0: at once).
+        self.unknown_grace = unknown_grace
+        self._left_in_claim = False
         #: The engine's credential on every request (SEC-002 servers refuse others).
         self._auth = auth
         self.limits = limits
@@ -282,7 +300,12 @@ class Worker:
                 entry.again = False
                 async with self._sem:
                     try:
-                        outcome = await self.runner.activate(entry.run_id, entry.request, progress)
+                        outcome = await self.runner.activate(
+                            entry.run_id,
+                            entry.request,
+                            progress,
+                            start_unknown=self._grace_over(entry),
+                        )
                     except Exception as exc:  # network trouble: try again later
                         log.warning("run %s: activation failed: %r", entry.run_id, exc)
                         outcome = ActivationOutcome(entry.run_id, "error", error=str(exc))
@@ -292,6 +315,35 @@ class Worker:
         finally:
             entry.busy = False
 
+    def _grace_over(self, entry: RunEntry) -> bool:
+        """Whether a new run of a workflow this worker lacks is now its to fail."""
+        if self.unknown_grace <= 0:
+            return True
+        now = asyncio.get_running_loop().time()
+        return entry.left_at is not None and now - entry.left_at >= self.unknown_grace
+
+    def _leave(self, entry: RunEntry, outcome: ActivationOutcome) -> None:
+        """MODEL-018/038: leave the run to a worker that has its workflow."""
+        entry.left = True
+        if outcome.status is not None:
+            # Started by a worker that has the code: nothing here will ever serve it.
+            log.info("run %s: workflow not here; left to the worker serving it", entry.run_id)
+            self._forget(entry)
+            return
+        loop = asyncio.get_running_loop()
+        if entry.left_at is None:
+            entry.left_at = loop.time()
+            workflow = (entry.request or {}).get("value", entry.request or {}).get("workflow")
+            log.warning(
+                "run %s: this worker lacks workflow %r; leaving it %g s for one that has it",
+                entry.run_id,
+                workflow,
+                self.unknown_grace,
+            )
+        entry.notify()
+        remaining = entry.left_at + self.unknown_grace - loop.time()
+        loop.call_later(max(0.0, remaining) + 0.01, self.wake, entry.run_id)
+
     def _record(self, entry: RunEntry, outcome: ActivationOutcome) -> None:
         self.stats.activations += 1
         self.stats.outcomes[outcome.kind] = self.stats.outcomes.get(outcome.kind, 0) + 1
@@ -299,13 +351,17 @@ class Worker:
         entry.last = outcome
         if outcome.kind not in ("error", "fenced"):
             entry.failed_in_row = 0
+        if outcome.kind == "unknown-workflow":
+            self._leave(entry, outcome)
+            return
+        entry.left = False
         if outcome.kind == "suspended":
             entry.request = None  # the history's run-started holds it now
             entry.inbox_offset = outcome.inbox_offset
             self._schedule(entry, outcome.wake_at)
             if entry.follower is None and self._pull is None:
                 entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
-        elif outcome.kind in ("ended", "absent", "unknown-workflow", "untrusted", "refused"):
+        elif outcome.kind in ("ended", "absent", "untrusted", "refused"):
             self._forget(entry)
             if outcome.kind == "ended":
                 self.stats.ended += 1
@@ -439,10 +495,16 @@ class Worker:
         while (claim := await pull.claim()) is not None:
             self._claim = claim
             try:
-                if not await self._serve_claim(pull, claim):
-                    return
+                again = await self._serve_claim(pull, claim)
             finally:
                 self._claim = None
+            if self._left_in_claim:
+                # Streams were left for a worker that has the workflow: give it the
+                # next claim instead of taking it straight back.
+                self._left_in_claim = False
+                await asyncio.sleep(random.uniform(0.2, 0.6))
+            if not again:
+                return
 
     async def _serve_claim(self, pull: PullWake, claim: Claim) -> bool:
         """Serve one wake; acknowledge each stream once it is settled (WAKE-017/018).
@@ -478,6 +540,8 @@ class Worker:
         for path, job in jobs.items():
             if not (job.done() and not job.cancelled() and job.exception() is None):
                 del tails[path]  # not settled: it stays pending and wakes again
+                if job.done() and not job.cancelled() and isinstance(job.exception(), _Left):
+                    self._left_in_claim = True
         try:
             return await pull.ack(claim, tails)
         except WakeFenced as exc:
@@ -498,16 +562,28 @@ class Worker:
         if known:
             self.wake(run_id)
         failures = entry.failures
-        while not entry.finished and entry.processed < tail and entry.failures == failures:
+        while (
+            not entry.finished
+            and not entry.left
+            and entry.processed < tail
+            and entry.failures == failures
+        ):
             await entry.changed()
+        if entry.left:
+            raise _Left(run_id)  # MODEL-038: not acknowledged, so it wakes another worker
 
     async def _settle_index(self, acked_offset: str) -> None:
         """Every run requested past the cursor has its run-started durable (WAKE-017)."""
         index = await self.io.read_index(acked_offset)
         entries = [self._add(r, q) for r, q in first_requests(index.items).items()]
         for entry in entries:
-            while entry is not None and not (entry.finished or entry.progressed or entry.failures):
+            while entry is not None and not (
+                entry.finished or entry.progressed or entry.failures or entry.left
+            ):
                 await entry.changed()
+        left = [e.run_id for e in entries if e is not None and e.left]
+        if left:
+            raise _Left(*left)  # MODEL-038: the index stays pending for another worker
 
     # ------------------------------------------------------------------ inboxes
 
@@ -629,6 +705,7 @@ def run_worker(
     limits: Limits | None = None,
     token: str | None = None,
     keys: str | None = None,
+    unknown_grace: float = UNKNOWN_GRACE_SECONDS,
 ) -> int:
     """``dwf worker``: serve a namespace until SIGINT/SIGTERM.
 
@@ -654,7 +731,15 @@ def run_worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        worker = Worker(namespace.url, registry, name=name, wake=wake, limits=limits, auth=auth)
+        worker = Worker(
+            namespace.url,
+            registry,
+            name=name,
+            wake=wake,
+            limits=limits,
+            auth=auth,
+            unknown_grace=unknown_grace,
+        )
         task = asyncio.ensure_future(worker.run(stop))
         ready = asyncio.ensure_future(worker.ready.wait())
         await asyncio.wait([task, ready], return_when=asyncio.FIRST_COMPLETED)
