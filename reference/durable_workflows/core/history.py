@@ -91,16 +91,14 @@ class ParsedHistory:
     decided: set[str] = field(default_factory=set)
     #: ``input-rejected`` messages recorded (SEC-034 bounds them).
     rejections: int = 0
+    #: The highest recorded position (0 when none); positions are dense (EVT-016).
+    max_seq: int = 0
 
     @property
     def terminal(self) -> bool:
         """Whether a terminal run event is recorded (REPLAY-004)."""
         return self.run is not None and self.run.get("status") in TERMINAL
 
-    @property
-    def max_seq(self) -> int:
-        """The highest recorded position (0 when none)."""
-        return max(self.primitives, default=0)
 
 
 def check_protocol(version: object, implemented: str) -> None:
@@ -224,6 +222,7 @@ def _primitive(
         rec = Recorded(seq, entity, key, str(value["name"]), kind, dict(value))
         parsed.primitives[seq] = rec
         parsed.by_key[(entity, key)] = rec
+        parsed.max_seq = seq
         return
     rec_or_none = parsed.by_key.get((entity, key))
     if rec_or_none is None:

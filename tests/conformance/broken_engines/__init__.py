@@ -151,12 +151,12 @@ def _out_of_order() -> None:
 
 def _accept_schema_invalid() -> None:
     """A submission whose value fails the request's schema is received (INPUT-026)."""
-    from durable_workflows.core import activation
+    from durable_workflows.core import inbox_pass
 
     def no_problem(request_key: str, schema: Any, value: Any) -> str | None:
         return None
 
-    activation.schema_problem = no_problem  # type: ignore[attr-defined]
+    inbox_pass.schema_problem = no_problem  # type: ignore[attr-defined]
 
 
 def _append_to_later_versions() -> None:
