@@ -36,7 +36,15 @@ def execute(action: str) -> dict[str, Any]:
     return {"executed": action}
 
 
-@workflow("agent-confirm")
+@workflow(
+    "agent-confirm",
+    input_schema={
+        "type": "object",
+        "properties": {"task": {"type": "string", "minLength": 1, "maxLength": 500}},
+        "required": ["task"],
+    },
+    title="An agent proposes an action; a person confirms or edits it before it runs",
+)
 async def agent_confirm(ctx: Context, request: dict[str, Any]) -> dict[str, Any]:
     draft: dict[str, Any] = await ctx.step("draft", draft_action, request["task"], retry=3)
     answer = await ctx.request_input(

@@ -43,7 +43,32 @@ def pay(report_id: str, total: float) -> dict[str, Any]:
     return {"paid": True, "report_id": report_id, "amount": total}
 
 
-@workflow("expense-approval")
+REPORT = {
+    "type": "object",
+    "properties": {
+        "report_id": {"type": "string", "minLength": 1, "maxLength": 64},
+        "items": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {"amount": {"type": "number", "minimum": 0}},
+                "required": ["amount"],
+            },
+        },
+        "currency": {"type": "string", "default": "EUR"},
+        "manager_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+        "auto_approve_below": {"type": "number", "minimum": 0, "default": 100},
+    },
+    "required": ["report_id", "items"],
+}
+
+
+@workflow(
+    "expense-approval",
+    input_schema=REPORT,
+    title="Approve an expense report; a manager decides, a director if the manager is late",
+)
 async def expense_approval(ctx: Context, report: dict[str, Any]) -> dict[str, Any]:
     total = await ctx.step("sum", sum_items, report["items"])
     currency = report.get("currency", "EUR")

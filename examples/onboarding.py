@@ -49,7 +49,18 @@ def send_welcome(email: str, newsletter: bool) -> dict[str, Any]:
     return {"sent_to": email, "newsletter": newsletter}
 
 
-@workflow("onboarding-wizard")
+@workflow(
+    "onboarding-wizard",
+    input_schema={
+        "type": "object",
+        "properties": {
+            "tenant": {"type": "string", "minLength": 1, "maxLength": 64},
+            "settle_ms": {"type": "integer", "minimum": 0, "maximum": 60000},
+        },
+        "required": ["tenant"],
+    },
+    title="A three-form sign-up: profile, plan, preferences",
+)
 async def onboarding(ctx: Context, start: dict[str, Any]) -> dict[str, Any]:
     profile = await ctx.request_input("profile", schema=PROFILE, prompt="Who are you?")
     plan = await ctx.request_input("plan", schema=PLAN, prompt="Pick a plan")

@@ -157,6 +157,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         insecure_no_auth=args.insecure_no_auth,
         cors_origins=args.cors_origin,
         unknown_grace=args.unknown_workflow_grace,
+        ui=args.ui,
     )
 
 
@@ -355,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--conformance",
         action="store_true",
         help="also serve the conformance adapter (a test interface: never in production)",
+    )
+    serve.add_argument(
+        "--ui",
+        default=None,
+        metavar="DIR",
+        help="serve the web app built in DIR at / (with /ui/session.json: where the "
+        "namespace is, the workflows and a client token; loopback addresses only)",
     )
     _limit_option(serve)
     add_access_options(serve)

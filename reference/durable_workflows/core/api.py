@@ -88,13 +88,22 @@ class Workflow:
 
     name: str
     fn: WorkflowFunction
+    #: A JSON Schema (2020-12) of the input, for clients that build a start form; the
+    #: engine does not enforce it (the code decides what input it takes).
+    input_schema: Any = field(default=None, compare=False)
+    #: One line that says what the workflow does, for people choosing one.
+    title: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "workflow name")
 
 
 def workflow(
-    name: str, *, registry: WorkflowRegistry | None = None
+    name: str,
+    *,
+    registry: WorkflowRegistry | None = None,
+    input_schema: Any = None,
+    title: str | None = None,
 ) -> Callable[[WorkflowFunction], Workflow]:
     """Decorator: make ``fn`` the workflow ``name`` (and add it to ``registry`` when given).
 
@@ -103,7 +112,7 @@ def workflow(
     """
 
     def decorate(fn: WorkflowFunction) -> Workflow:
-        wf = Workflow(name, fn)
+        wf = Workflow(name, fn, input_schema=input_schema, title=title)
         if registry is not None:
             registry.add(wf)
         return wf
@@ -127,9 +136,11 @@ class WorkflowRegistry:
         self._by_name[wf.name] = wf
         return wf
 
-    def workflow(self, name: str) -> Callable[[WorkflowFunction], Workflow]:
+    def workflow(
+        self, name: str, *, input_schema: Any = None, title: str | None = None
+    ) -> Callable[[WorkflowFunction], Workflow]:
         """Decorator form of :func:`workflow` that registers here."""
-        return workflow(name, registry=self)
+        return workflow(name, registry=self, input_schema=input_schema, title=title)
 
     def get(self, name: str) -> Workflow | None:
         """The workflow ``name``, or ``None`` (the run fails with UnknownWorkflow, MODEL-019)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from starlette.routing import Mount, Router
+from starlette.routing import BaseRoute, Mount, Route, Router
 
 from ..access import Credential, KeySet, Refusal
 from ..access.guard import AccessGuard
@@ -202,6 +202,7 @@ class ServeApp:
         cors: Cors | None = None,
         harness: HarnessFactory | None = None,
         unknown_grace: float | None = None,
+        ui: Path | None = None,
     ) -> None:
         self.streams = build_app(
             data_dir, long_poll_timeout=long_poll_timeout, keys=keys, cors=cors
@@ -217,7 +218,7 @@ class ServeApp:
         #: Further worker threads (the conformance adapter's second worker).
         self.more_workers: list[WorkerThread] = []
         run_limits: LimitsOption = limits
-        routes = [Mount(STREAM_ROOT_PATH, app=self.streams)]
+        routes: list[BaseRoute] = [Mount(STREAM_ROOT_PATH, app=self.streams)]
         self.harness: Harness | None = None
         if harness is not None:
             self.harness = mounted = harness(self.namespace_url, registry, limits)
@@ -243,7 +244,14 @@ class ServeApp:
             auth=auth,
             wake_gate=None if keys is None else _wake_gate(AccessGuard(keys), namespace),
         )
-        routes.append(Mount("", app=self.handler))
+        if ui is None:
+            routes.append(Mount("", app=self.handler))
+        else:
+            from .ui import session_maker, ui_routes
+
+            routes += [Route("/wake", self.handler), Route("/webhook", self.handler)]
+            session = session_maker(f"{STREAM_ROOT_PATH}/{namespace}", namespace, registry, keys)
+            routes += ui_routes(ui, session)
         self._router = Router(routes=routes, redirect_slashes=False)
         self._subscribing: asyncio.Future[None] | None = None
         self._streams_lifespan = _Lifespan(self.streams)
@@ -314,6 +322,20 @@ class ServeApp:
                 await asyncio.sleep(0.2)
 
 
+def _ui_problem(directory: Path, host: str, auth: bool) -> str | None:
+    """Why ``--ui DIR`` cannot be served, or None."""
+    from ..streams.serve import is_loopback
+
+    if not (directory / "index.html").is_file():
+        return f"--ui {directory}: no index.html there (build the app first: make ui)"
+    if auth and not is_loopback(host):
+        return (
+            "--ui hands every visitor a client token (/ui/session.json), so it is for "
+            "loopback addresses only; behind a proxy, mint tokens in your own backend"
+        )
+    return None
+
+
 def _wake_gate(guard: AccessGuard, namespace: str) -> Callable[[str | None, str | None], None]:
     """SEC-015: a plain wake needs the engine's credential, or a client's that may read
     the run (its answer tells the run's status); ``run_id`` None checks the credential."""
@@ -345,6 +367,7 @@ def run_serve(
     insecure_no_auth: bool = False,
     cors_origins: Sequence[str] = (),
     unknown_grace: float | None = None,
+    ui: str | Path | None = None,
 ) -> int:
     """``dwf serve`` until SIGINT/SIGTERM. Prints ``ready <base-url> ...`` once listening.
 
@@ -360,6 +383,11 @@ def run_serve(
     except SetupError as exc:
         print(f"dwf serve: {exc}", file=sys.stderr)
         return 2
+    if ui is not None:
+        problem = _ui_problem(Path(ui), host, access.keys is not None)
+        if problem is not None:
+            print(f"dwf serve: {problem}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     modules = list(DEFAULT_WORKFLOWS) if workflows is None else workflows
     try:
@@ -391,6 +419,7 @@ def run_serve(
         keys=access.keys,
         cors=access.cors,
         unknown_grace=unknown_grace,
+        ui=None if ui is None else Path(ui),
     )
     if access.keys is None and not conformance:
         print(NO_AUTH_WARNING.format(url=base_url), file=sys.stderr, flush=True)
