@@ -100,7 +100,6 @@ class ParsedHistory:
         return self.run is not None and self.run.get("status") in TERMINAL
 
 
-
 def check_protocol(version: object, implemented: str) -> None:
     """Raise UnsupportedProtocol unless ``version`` is one this core may append to (VER-003/005)."""
     if not isinstance(version, str) or not _VERSION.match(version):
