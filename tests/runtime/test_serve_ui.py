@@ -76,8 +76,9 @@ def test_the_session_names_the_namespace_the_workflows_and_a_scoped_token(
     started = httpx.post(f"{ns}/index", json=start_request(run_id), headers=auth, timeout=10)
     assert started.status_code in (200, 204), started.text
     wait_until(
-        lambda: httpx.get(f"{ns}/runs/{run_id}/history", headers=auth, timeout=10).status_code
-        == 200,
+        lambda: (
+            httpx.get(f"{ns}/runs/{run_id}/history", headers=auth, timeout=10).status_code == 200
+        ),
         20,
         "the run's history is readable with the session token",
     )
