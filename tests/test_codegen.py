@@ -142,6 +142,14 @@ def test_python_model_round_trips_a_valid_example(
     assert union.model_dump(mode="json", by_alias=True, exclude_unset=True) == original
 
 
+def test_python_model_fields_are_plain_values_as_on_the_wire(models: ModuleType) -> None:
+    """docs/client-types.md: timestamps stay strings (no wrapper models around a field)."""
+    path = EXAMPLES / "step-completed" / "valid" / "expense-sum.json"
+    message = _model("step-completed").model_validate(json.loads(path.read_text()))
+    assert type(message.value.finished_at) is str
+    assert type(message.value.started_at) is str
+
+
 def test_python_models_reject_a_wrong_type(models: ModuleType) -> None:
     from pydantic import ValidationError
 

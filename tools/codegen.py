@@ -136,6 +136,7 @@ def python(out_dir: Path, *, schemas: Path = SCHEMAS) -> list[Path]:
                 "--type-mappings",
                 "date-time=string",
                 "--disable-timestamp",
+                "--collapse-root-models",
                 "--formatters",
                 "builtin",
             ],

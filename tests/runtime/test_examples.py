@@ -366,6 +366,8 @@ def test_replay_passes_unchanged_code_and_names_both_sides_of_a_reorder(
     path.write_text(json.dumps(items))
     code, report = cli("replay", str(path), "--workflow", "examples.agent_confirm:agent_confirm")
     assert code == 0 and report["ok"], report
+    code, text = _replay_text(path, "examples.agent_confirm:agent_confirm")
+    assert code == 0 and text.startswith("ok: ") and text.count("ok:") == 1, text
     code, report = cli("replay", str(path), "--workflow", f"{__name__}:reordered")
     assert code == 1
     details = report["error"]["details"]

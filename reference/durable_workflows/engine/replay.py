@@ -71,7 +71,7 @@ def run_replay(
     if as_json:
         out.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     elif report.ok:
-        out.write(f"ok: {report.message}\n")
+        out.write(f"{report.message}\n")
     elif report.error is not None:
         out.write(
             f"non-determinism in run {report.run_id} at seq {details.get('seq')}: "
