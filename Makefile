@@ -6,7 +6,7 @@ PORT   ?= 4437
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install peers run test lint docs clean
+.PHONY: install peers system-deps run test lint docs clean
 
 install: $(VENV)/.install-stamp
 
@@ -23,6 +23,19 @@ peers/node_modules/.package-lock.json: peers/package.json peers/package-lock.jso
 	# binaries out of it. install --no-save follows the lock and never rewrites it.
 	cd peers && npm install --no-save --no-audit --no-fund --loglevel=error
 
+# Debian packages the tests start for real: nginx (the reverse-proxy recipe in
+# deploy/), chromium (browser tests), curl (HTTP/2 clients). Installed only when missing.
+SYSTEM_DEPS := nginx chromium curl
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+system-deps:
+	@missing=""; for p in $(SYSTEM_DEPS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
+	fi
+
 # The main job: embedded Durable Streams server (SQLite in .dwf/), worker, wake
 # handler and the example workflows, all on http://127.0.0.1:$(PORT) (make run PORT=8080).
 run: install
@@ -33,7 +46,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install peers lint
+test: install peers system-deps lint
 	$(BIN)/pytest
 
 docs: install
