@@ -67,7 +67,8 @@ def test_typescript_types_are_generated_for_every_event_and_stream(
     typescript_project: Path,
 ) -> None:
     names = {p.name.removesuffix(".d.ts") for p in (typescript_project / "generated").iterdir()}
-    assert names == {*schemas.EVENTS, "history-message", "inbox-message", "index-message"}
+    aggregates = {"history-message", "inbox-message", "index-message", "status-message"}
+    assert names == {*schemas.EVENTS, *aggregates}
     started = (typescript_project / "generated" / "step-started.d.ts").read_text()
     assert "export type StepStarted = ChangeMessage &" in started
     assert "attempt: 1;" in started
@@ -171,7 +172,7 @@ def test_codegen_says_how_to_install_a_missing_generator(tmp_path: Path) -> None
 def test_codegen_copies_schemas_without_ids_so_nothing_is_fetched(tmp_path: Path) -> None:
     copied = codegen.prepare(schemas.schema_root(), tmp_path, typescript=True)
     files = sorted(copied.rglob("*.json"))
-    assert len(files) == 31
+    assert len(files) == 33
     assert all("$id" not in json.loads(p.read_text()) for p in files)
     assert not (copied / "examples").exists()
     run = json.loads((copied / "defs" / "run.json").read_text())

@@ -126,6 +126,7 @@ CASES: list[tuple[str, str, str, Mutation, str]] = [
     ),
     ("EVT-093", "cancel-requested", "no-reason", _set("key", to="c2"), "/value/cancel_id"),
     ("EVT-095", "run-requested", "onboarding-wizard", _set("key", to="r2"), "/value/run_id"),
+    ("MODEL-041", "run-status", "waiting-for-manager", _set("key", to="r2"), "/value/run_id"),
 ]
 
 

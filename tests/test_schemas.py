@@ -21,7 +21,7 @@ from durable_workflows import schemas
 ROOT = schemas.schema_root()
 EXAMPLES = ROOT / "examples"
 REPO = Path(__file__).resolve().parents[1]
-AGGREGATES = ("history-message", "inbox-message", "index-message")
+AGGREGATES = ("history-message", "inbox-message", "index-message", "status-message")
 META_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 
 SCHEMA_FILES = sorted(p for p in ROOT.rglob("*.json") if "examples" not in p.parts)
@@ -125,9 +125,9 @@ def test_the_registry_refuses_to_fetch_unknown_uris() -> None:
         outside.is_valid({})
 
 
-def test_events_are_the_22_files_of_the_brief() -> None:
+def test_events_are_the_23_event_files() -> None:
     top_level = {p.stem for p in ROOT.glob("*.json")}
-    assert len(schemas.EVENTS) == len(set(schemas.EVENTS)) == 22
+    assert len(schemas.EVENTS) == len(set(schemas.EVENTS)) == 23
     assert top_level == set(schemas.EVENTS) | set(AGGREGATES)
     streams = [e for events in schemas.STREAM_EVENTS.values() for e in events]
     assert sorted(streams) == sorted(schemas.EVENTS)

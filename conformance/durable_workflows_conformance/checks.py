@@ -576,3 +576,70 @@ def appends_follow_the_producer_rules(requests: Sequence[Mapping[str, Any]]) -> 
                 f"{answered}); FENCE-008 allows one append in flight"
             )
         last[producer] = (number, request)
+
+
+#: The ``run`` value members a run-status row repeats (MODEL-042).
+_ROW_FROM_RUN = (
+    "run_id", "workflow", "started_at", "status", "waiting_for", "error", "finished_at",
+)  # fmt: skip
+
+
+def expected_row(history: Sequence[Any]) -> dict[str, Any] | None:
+    """What MODEL-042 derives from ``history`` (every row field but ``updated_at`` and
+    ``history_length``), or None when it holds no ``run`` message."""
+    run: Mapping[str, Any] | None = None
+    pending: dict[str, Mapping[str, Any]] = {}
+    for message in history:
+        value = message.get("value") if isinstance(message, dict) else None
+        if not isinstance(value, dict):
+            continue
+        if message.get("type") == "run":
+            run = value
+        elif message.get("type") == "input":
+            pending.pop(message["key"], None)
+            if value.get("status") == "pending":
+                pending[message["key"]] = value
+    if run is None:
+        return None
+    row = {name: run.get(name) for name in _ROW_FROM_RUN}
+    ordered = sorted(pending.items(), key=lambda item: item[1].get("seq", 0))
+    row["inputs"] = [
+        {"key": key, **{f: v.get(f) for f in ("name", "prompt", "expires_at")}}
+        for key, v in ordered
+    ]
+    return row
+
+
+def status_rows_reflect_history(obs: Observation) -> None:
+    """MODEL-040 to MODEL-045: the run has rows in ``{ns}/status``; each is a valid
+    ``update`` derived from a prefix of the history no longer than the history; and once
+    the run is at rest its last row says what the whole history says."""
+    rows = obs.status_rows
+    assert rows, f"the run-status stream has no row for run {obs.run_id} (MODEL-040, MODEL-044)"
+    for index, row in enumerate(rows):
+        try:
+            schemas.identify(row, "status")
+        except schemas.SchemaError as error:
+            raise AssertionError(f"run-status row {index} is not valid: {error}") from None
+        length = row["value"]["history_length"]
+        assert length <= len(obs.history), (
+            f"run-status row {index} reflects {length} history messages, but the history "
+            f"has only {len(obs.history)} (MODEL-043: a row never leads its history)"
+        )
+        fields = _shown(row)
+        expected = expected_row(obs.history[:length])
+        assert fields == expected, (
+            f"run-status row {index} is not what the first {length} history messages say "
+            f"(MODEL-042):\n  row:      {json.dumps(fields, sort_keys=True)}\n"
+            f"  expected: {json.dumps(expected, sort_keys=True)}"
+        )
+    last = _shown(rows[-1])
+    assert last == expected_row(obs.history), (
+        f"the last run-status row of run {obs.run_id} is not what its whole history says "
+        f"(MODEL-044, MODEL-045): {json.dumps(last, sort_keys=True)}"
+    )
+
+
+def _shown(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's fields but the two that no history decides."""
+    return {k: v for k, v in row["value"].items() if k not in ("updated_at", "history_length")}

@@ -223,6 +223,18 @@ def run_requested(run: str) -> str:
     return json.dumps({"type": "start", "key": run, "value": value, "headers": headers})
 
 
+def run_status_row(run: str) -> str:
+    """A schema-valid ``run-status`` row saying the run completed."""
+    value: dict[str, Any] = {
+        "run_id": run, "workflow": WORKFLOW, "status": "completed", "waiting_for": None,
+        "inputs": [], "error": None, "started_at": STARTED_AT,
+        "updated_at": "2026-01-01T00:00:01Z", "finished_at": "2026-01-01T00:00:01Z",
+        "history_length": 1,
+    }  # fmt: skip
+    headers = {"operation": "update"}
+    return json.dumps({"type": "run-status", "key": run, "value": value, "headers": headers})
+
+
 def attempts() -> list[Attempt]:
     """Every forgery of security.md, in an order where an allowed one spoils few others
     on a server that allows everything (a DELETE comes after a close it can undo)."""
@@ -259,6 +271,11 @@ def attempts() -> list[Attempt]:
         Attempt("create the wake stream (PUT)", "PUT", "wake", JSON, "", manage),
         Attempt("delete the wake stream", "DELETE", "wake", {}, "", manage),
         Attempt("close the wake stream", "POST", "wake", CLOSE, "", close),
+        Attempt("append a forged row to the run-status stream", "POST", "status", JSON,
+                run_status_row("{run}"), ("SEC-036",)),
+        Attempt("create the run-status stream (PUT)", "PUT", "status", JSON, "", ("SEC-036",)),
+        Attempt("close the run-status stream", "POST", "status", CLOSE, "", ("SEC-036",)),
+        Attempt("delete the run-status stream", "DELETE", "status", {}, "", ("SEC-036",)),
         Attempt("read another run's history", "GET", other + "/history?offset=-1", {}, "",
                 ("PRIV-006",), reads=True),
         Attempt("read another run's inbox", "GET", other + "/inbox?offset=-1", {}, "",
@@ -371,10 +388,12 @@ class Check:
     # ------------------------------------------------------------------ set-up
 
     def setup(self) -> None:
-        """Create what an engine creates for two runs: the index and the wake stream
-        when missing, each run's inbox, then its history with a ``run-started``."""
+        """Create what an engine creates for two runs: the index, the wake stream and
+        the run-status stream when missing, each run's inbox, then its history with a
+        ``run-started``."""
         self._create("index")
         self._create("wake")
+        self._create("status")
         for run in ("run", "other"):
             self._create(f"runs/{{{run}}}/inbox")
             path = f"runs/{{{run}}}/history"

@@ -119,6 +119,8 @@ class Target:
         self.url = url.rstrip("/")
         self.http = http or Http()
         self._info: dict[str, Any] | None = None
+        #: Where the next read of the run-status stream starts, and its rows by run.
+        self._status: tuple[str, dict[str, list[Any]]] = ("-1", {})
 
     # -- adapter -----------------------------------------------------------------------
 
@@ -227,20 +229,37 @@ class Target:
     def read(self, url: str) -> tuple[list[Any], bool]:
         """Every message of a stream (empty if it does not exist), and whether it is
         closed."""
+        messages, closed, _ = self.read_from(url, "-1")
+        return messages, closed
+
+    def read_from(self, url: str, offset: str) -> tuple[list[Any], bool, str]:
+        """The messages of a stream from ``offset`` to its tail (none if it does not
+        exist), whether it is closed, and the offset to read from next."""
         messages: list[Any] = []
-        offset = "-1"
         for _ in range(10_000):
             response = self.http.request("GET", f"{url}?offset={quote(offset, safe='')}")
             if response.status_code == 404:
-                return [], False
+                return [], False, "-1"
             if response.status_code != 200:
                 raise AssertionError(f"GET {url} answered {response.status_code}")
             chunk = response.json() if response.content else []
             messages.extend(without_offset(m) for m in chunk)
             offset = response.headers.get("Stream-Next-Offset", offset)
             if response.headers.get("Stream-Up-To-Date") == "true" or not chunk:
-                return messages, response.headers.get("Stream-Closed") == "true"
+                return messages, response.headers.get("Stream-Closed") == "true", offset
         raise AssertionError(f"GET {url}: no end after 10000 reads")
+
+    def status_rows(self, run_id: str) -> list[Any]:
+        """Every message of the run-status stream keyed ``run_id`` so far, in stream
+        order (MODEL-040). The stream is read on from where the last call stopped."""
+        url = f"{self.namespace}/status"
+        offset, rows = self._status
+        messages, _, offset = self.read_from(url, offset)
+        for message in messages:
+            key = message.get("key") if isinstance(message, dict) else None
+            rows.setdefault(key if isinstance(key, str) else "", []).append(message)
+        self._status = (offset, rows)
+        return list(rows.get(run_id, []))
 
     def create(self, url: str) -> None:
         response = self.http.request("PUT", url, headers={"Content-Type": "application/json"})
@@ -310,6 +329,8 @@ class Observation:
     #: submissions appended only after the run had ended (on a real clock, a deadline
     #: can end a run before the point where the schedule meant to deliver them)
     after_end: set[int] = field(default_factory=set)
+    #: The run's rows in the run-status stream when the suite had seen it end.
+    status_rows: list[Any] = field(default_factory=list)
 
     @property
     def scrubbed(self) -> list[Any]:
@@ -523,6 +544,7 @@ class Driver:
             self.deliver(run_id, scenario, rest, obs)
         obs.history, obs.history_closed = target.read(target.history_url(run_id))
         obs.inbox, _ = target.read(target.inbox_url(run_id))
+        obs.status_rows = target.status_rows(run_id)
         obs.report = target.report(run_id)
         return obs
 

@@ -167,6 +167,7 @@ RULES: Mapping[str, tuple[Rule, ...]] = {
     "input-submitted": (_equals_key("submission_id", "EVT-090"),),
     "cancel-requested": (_equals_key("cancel_id", "EVT-093"),),
     "run-requested": (_equals_key("run_id", "EVT-095"),),
+    "run-status": (_equals_key("run_id", "MODEL-041"),),
 }
 
 

@@ -236,6 +236,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     )
 
 
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from .engine import commands as c
+
+    return c.run_command(
+        lambda: c.runs(
+            url=args.url, status=args.status, as_json=args.json, auth=c.Auth(args.token, args.keys)
+        )
+    )
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from .engine.replay import run_replay
 
@@ -439,6 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("run", metavar="RUN", help="the run id")
     _client_options(inspect, wait=False)
     inspect.set_defaults(handler=_cmd_inspect)
+
+    runs = commands.add_parser(
+        "runs", help="list the runs of the namespace and what each waits for (run-status stream)"
+    )
+    runs.add_argument(
+        "--status",
+        choices=["running", "sleeping", "waiting", "completed", "failed", "cancelled"],
+        default=None,
+        help="only runs with this status (for example waiting: the task list)",
+    )
+    _client_options(runs, wait=False)
+    runs.set_defaults(handler=_cmd_runs)
 
     replay = commands.add_parser(
         "replay", help="replay a saved history against workflow code (non-determinism check)"

@@ -56,7 +56,7 @@ __all__ = [
 #: The ``$id`` of ``schemas/v1`` itself; every schema's ``$id`` is this plus its path.
 BASE_URI: Final = "https://durable-workflows.dev/schemas/v1/"
 
-#: The 22 events of protocol 1.x, named as their schema files.
+#: The 23 events of protocol 1.x, named as their schema files.
 EVENTS: Final = (
     "run-started",
     "run-suspended",
@@ -80,16 +80,18 @@ EVENTS: Final = (
     "input-submitted",
     "cancel-requested",
     "run-requested",
+    "run-status",
 )
 
-Stream = Literal["history", "inbox", "index"]
+Stream = Literal["history", "inbox", "index", "status"]
 
-#: The events each stream of a run carries (history: engine-written; inbox and index:
+#: The events each stream carries (history and status: engine-written; inbox and index:
 #: client-written).
 STREAM_EVENTS: Final[Mapping[Stream, tuple[str, ...]]] = {
     "history": EVENTS[:19],
     "inbox": ("input-submitted", "cancel-requested"),
     "index": ("run-requested",),
+    "status": ("run-status",),
 }
 
 #: The aggregate schema (``oneOf`` its events) of each stream.
@@ -97,6 +99,7 @@ _AGGREGATES: Final[Mapping[Stream, str]] = {
     "history": "history-message",
     "inbox": "inbox-message",
     "index": "index-message",
+    "status": "status-message",
 }
 
 
@@ -372,7 +375,7 @@ def _describe(message: Mapping[str, Any]) -> str:
 
 
 def identify(message: object, stream: str) -> str:
-    """The event a valid message of ``stream`` ("history", "inbox" or "index") is.
+    """The event a valid message of ``stream`` ("history", "inbox", "index" or "status") is.
 
     Raises :class:`SchemaError` when no event of the stream has the message's
     discriminator, when the message breaks that event's schema, or when it breaks one

@@ -254,9 +254,14 @@ def test_a_server_without_permissions_fails_and_says_so() -> None:
     report = fake_check("open")
     assert report.exit_status() == 1 and report.enforces_nothing
     assert report.count("refused") == 0
-    # Closing the shared index and wake stream spoils the client's closes of them only.
+    # Closing the shared streams (index, wake, run status) spoils the client's closes
+    # of them only.
     untestable = {o.attempt for o in report.outcomes if o.result == "untestable"}
-    assert untestable == {"close the run index", "close the wake stream"}
+    assert untestable == {
+        "close the run index",
+        "close the wake stream",
+        "close the run-status stream",
+    }
     assert all(o.credential == "client" for o in report.outcomes if o.result == "untestable")
     text = deployment.render_text(report)
     assert deployment.NO_PERMISSIONS in text
@@ -273,6 +278,7 @@ def test_a_refusal_that_stored_the_request_anyway_counts_as_allowed() -> None:
     assert {o.attempt for o in writes if o.result == "untestable"} == {
         "close the run index",
         "close the wake stream",
+        "close the run-status stream",
     }
     assert report.exit_status() == 1
     # A PUT of a stream that exists with the same configuration changes nothing.

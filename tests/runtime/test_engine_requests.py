@@ -225,7 +225,8 @@ def test_streams_are_created_by_a_bare_put_and_history_only_grows_by_fenced_appe
         identify(message, "history")
     # MODEL-004: every creation is PUT, application/json, no body, no other creation header.
     puts = [s for s in recorder.seen if s.method == "PUT"]
-    assert {p.path.rsplit("/", 1)[-1] for p in puts} == {"index", "inbox", "history"}
+    # (the run-status stream too: MODEL-040, created when the first row finds it missing)
+    assert {p.path.rsplit("/", 1)[-1] for p in puts} == {"index", "inbox", "history", "status"}
     for put in puts:
         assert put.headers.get("content-type", "").startswith("application/json"), put
         assert put.body == b"", put

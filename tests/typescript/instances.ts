@@ -1,4 +1,4 @@
-// One instance of each of the 22 events, typed with the TypeScript types that
+// One instance of each of the 23 events, typed with the TypeScript types that
 // `python tools/codegen.py typescript generated` writes from schemas/v1.
 // tests/test_codegen.py generates the types into ./generated beside a copy of this
 // file and compiles it with `tsc --noEmit --strict`.
@@ -17,6 +17,8 @@ import type { RunCancelled } from "./generated/run-cancelled";
 import type { RunCompleted } from "./generated/run-completed";
 import type { RunFailed } from "./generated/run-failed";
 import type { RunRequested } from "./generated/run-requested";
+import type { RunStatus } from "./generated/run-status";
+import type { StatusMessage } from "./generated/status-message";
 import type { RunResumed } from "./generated/run-resumed";
 import type { RunStarted } from "./generated/run-started";
 import type { RunSuspended } from "./generated/run-suspended";
@@ -378,6 +380,27 @@ export const history: HistoryMessage[] = [
 ];
 export const inbox: InboxMessage[] = [inputSubmitted, cancelRequested];
 export const index: IndexMessage[] = [runRequested];
+
+// --- run-status stream (engine-written): one row per run
+
+export const runStatus: RunStatus = {
+  type: "run-status",
+  key: runId,
+  value: {
+    run_id: runId,
+    workflow: "expense-approval",
+    status: "waiting",
+    waiting_for: { inputs: ["manager"], until: null },
+    inputs: [{ key: "manager", name: "manager", prompt: "Approve?", expires_at: null }],
+    error: null,
+    started_at: started,
+    updated_at: started,
+    finished_at: null,
+    history_length: 5,
+  },
+  headers: { operation: "update" },
+};
+export const status: StatusMessage[] = [runStatus];
 
 // A client narrows a history message by its discriminator.
 export function describe(message: HistoryMessage): string {

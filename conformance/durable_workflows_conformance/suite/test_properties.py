@@ -108,6 +108,21 @@ def test_every_message_of_a_run_validates(driver: Driver, example: Count) -> Non
     check()
 
 
+@pytest.mark.req("MODEL-040", "MODEL-041", "MODEL-042", "MODEL-043", "MODEL-044", "MODEL-045")
+def test_the_run_status_stream_follows_the_history(driver: Driver, example: Count) -> None:
+    """Every row of a generated run in ``{ns}/status`` is derived from a prefix of its
+    history, and the last one from all of it (checks.status_rows_reflect_history)."""
+
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        example()
+        scenario = data.draw(scenarios(_features(driver.target)))
+        obs = _run(driver, scenario)
+        _checked(obs, driver, lambda: checks.status_rows_reflect_history(obs))
+
+    check()
+
+
 @pytest.mark.req(
     "REPLAY-006", "REPLAY-009", "EVT-015", "EVT-016", "INPUT-015", "INPUT-017", "INPUT-019",
     "INPUT-020", "INPUT-021", "INPUT-022", "INPUT-023", "INPUT-039", "MODEL-022", "MODEL-023",

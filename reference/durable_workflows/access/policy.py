@@ -6,9 +6,10 @@ request, and either returns or raises :class:`Refusal` with the status to answer
 append that is not a well-formed message). Nothing here reads a socket or a clock.
 
 The streams of a namespace ``{ns}`` (model.md): ``{ns}/index``,
-``{ns}/runs/{run_id}/history``, ``{ns}/runs/{run_id}/inbox`` and the engine's own
-streams (``{ns}/wake``). The engine may do anything in its namespace. A client may
-only do what the table below lets its rights do, on the runs its grant names:
+``{ns}/runs/{run_id}/history``, ``{ns}/runs/{run_id}/inbox``, the run-status stream
+``{ns}/status`` and the engine's own streams (``{ns}/wake``). The engine may do
+anything in its namespace. A client may only do what the table below lets its rights
+do, on the runs its grant names:
 
 =========  ========================  ==========================================
 right      request                   stream
@@ -17,10 +18,12 @@ read       GET, HEAD                 history and inbox of its runs
 submit     POST ``input-submitted``  inbox of its runs (SEC-003)
 cancel     POST ``cancel-requested`` inbox of its runs (SEC-003)
 start      POST ``run-requested``    index, for run ids and workflows in scope
+list       GET, HEAD                 the run-status stream: every run's row (SEC-037)
 =========  ========================  ==========================================
 
 Never: PUT, DELETE, a close (``Stream-Closed``), a ``Stream-Seq`` (INPUT-009), any
-write to a history (SEC-001), a read of the index (PRIV-005).
+write to a history (SEC-001) or to the run-status stream (SEC-036), a read of the
+index (PRIV-005).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ class StreamRequest:
 class Location:
     """Where a stream path sits in a namespace."""
 
-    kind: str  # "index", "history", "inbox", or "other" (the engine's own streams)
+    kind: str  # "index", "status", "history", "inbox", or "other" (the engine's own)
     run_id: str | None = None
 
 
@@ -94,8 +97,8 @@ def locate(path: str, namespace: str) -> Location | None:
     if not path.startswith(namespace + "/"):
         return None
     rest = path[len(namespace) + 1 :]
-    if rest == "index":
-        return Location("index")
+    if rest in ("index", "status"):
+        return Location(rest)
     parts = rest.split("/")
     if len(parts) == 3 and parts[0] == "runs" and parts[2] in ("history", "inbox"):
         return Location(parts[2], parts[1])
@@ -123,6 +126,12 @@ def _authorize_client(grant: Grant, where: Location, request: StreamRequest) -> 
         raise Refusal(403, "forbidden", "only the engine writes a run's history (SEC-001)")
     if where.kind == "other":
         raise Refusal(403, "forbidden", "this stream belongs to the engine")
+    if where.kind == "status":
+        if method not in ("GET", "HEAD"):
+            raise Refusal(403, "forbidden", "only the engine writes the run-status stream")
+        if not grant.may("list"):
+            raise Refusal(403, "forbidden", "reading the run-status stream takes the list right")
+        return
     if where.kind == "index" and method in ("GET", "HEAD"):
         raise Refusal(403, "forbidden", "the run index is read by the engine only (PRIV-005)")
     if where.run_id is not None and not grant.covers_run(where.run_id):

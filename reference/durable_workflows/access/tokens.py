@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 AUDIENCE = "durable-workflows"
-Right = Literal["read", "submit", "cancel", "start"]
-RIGHTS: tuple[Right, ...] = ("read", "submit", "cancel", "start")
+Right = Literal["read", "submit", "cancel", "start", "list"]
+RIGHTS: tuple[Right, ...] = ("read", "submit", "cancel", "start", "list")
 ALGORITHM = "EdDSA"
 #: Clock skew tolerated between the minting backend and the server.
 LEEWAY_SECONDS = 30
@@ -130,13 +130,14 @@ def mint_client_token(
     run id with ``run_prefix``), and the rights it has on them.
 
     ``start`` lets it append ``run-requested`` to the index, for run ids in its scope
-    and, when ``workflows`` is given, only for those workflows.
+    and, when ``workflows`` is given, only for those workflows. ``list`` lets it read the
+    run-status stream, every run's row (SEC-037); a token with only ``list`` names no runs.
     """
     run_list = sorted(set(runs))
     bad = [r for r in run_list if not RUN_ID.fullmatch(r)]
     if bad:
         raise ValueError(f"not run ids: {bad}")
-    if not run_list and run_prefix is None:
+    if not run_list and run_prefix is None and set(rights) != {"list"}:
         raise ValueError("name the runs (runs=...) or a run id prefix (run_prefix=...)")
     if run_prefix is not None and not run_prefix:
         raise ValueError("an empty run_prefix would name every run of the namespace")

@@ -1,4 +1,4 @@
-"""Client commands of ``dwf``: start, submit, cancel, inspect.
+"""Client commands of ``dwf``: start, submit, cancel, inspect, runs.
 
 They act like any client of the protocol: they append to the run index or to a
 run's inbox and read histories; they never write a history (SEC-001, SEC-001).
@@ -34,6 +34,7 @@ __all__ = [
     "cancel",
     "inspect",
     "namespace_from",
+    "runs",
     "start",
     "submit",
     "summarize",
@@ -568,6 +569,40 @@ def inspect(
         if items:
             summary.untrusted = _check_trust(client, ns, run_id, items[0])
     _emit(out, as_json, summary.as_dict(), render(summary))
+    return EXIT_OK
+
+
+def runs(
+    *,
+    url: str | None,
+    status: str | None,
+    as_json: bool,
+    out: TextIO | None = None,
+    auth: Auth | None = None,
+) -> int:
+    """List the runs of the namespace from the run-status stream (MODEL-040): the last
+    row of each run, oldest start first, optionally only those with ``status``."""
+    ns = namespace_from(url)
+    with _client(ns, auth) as client:
+        try:
+            result = client.stream(ns.status_url, content_type="application/json").read()
+        except StreamNotFound:
+            result = None
+    latest: dict[str, dict[str, Any]] = {}
+    for row in strip_read_annotations(result.items if result is not None else []):
+        value = row.get("value") if isinstance(row, dict) else None
+        if row.get("type") == "run-status" and isinstance(value, dict):
+            latest[str(row.get("key"))] = value
+    rows = sorted(latest.values(), key=lambda v: (str(v.get("started_at")), str(v.get("run_id"))))
+    if status is not None:
+        rows = [v for v in rows if v.get("status") == status]
+    lines = [
+        f"{v.get('run_id')}  {v.get('workflow')}  {v.get('status')}"
+        + (f"  waiting for: {', '.join(i['name'] for i in v['inputs'])}" if v.get("inputs") else "")
+        for v in rows
+    ]
+    text = "\n".join(lines) if lines else "no runs" + (f" with status {status}" if status else "")
+    _emit(out, as_json, {"runs": rows}, text)
     return EXIT_OK
 
 

@@ -281,6 +281,8 @@ class WakeHandler:
         )
         response.raise_for_status()
         index = await self.io.read_index()
+        assert self.runner is not None
+        await self.runner.status.ensure(index.items)  # MODEL-046/048
         await asyncio.gather(*(self.activate(r, q) for r, q in first_requests(index.items).items()))
 
     async def _jwks(self, refresh: bool = False) -> dict[str, Ed25519PublicKey]:

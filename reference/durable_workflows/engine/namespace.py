@@ -1,8 +1,8 @@
 """Stream URLs of a namespace, and the creations and reads the engine makes of them.
 
 A namespace is one URL prefix on a Durable Streams server (MODEL-001); every stream
-of the engine is ``{ns}/`` + a relative path: ``index``, ``runs/{id}/history``,
-``runs/{id}/inbox``.
+of the engine is ``{ns}/`` + a relative path: ``index``, ``status``,
+``runs/{id}/history``, ``runs/{id}/inbox``.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ class Namespace:
     @property
     def index_url(self) -> str:
         return f"{self.url}/index"
+
+    @property
+    def status_url(self) -> str:
+        """The run-status stream (MODEL-040)."""
+        return f"{self.url}/status"
 
     def history_url(self, run_id: str) -> str:
         return f"{self.url}/{self.history_path(run_id)}"
@@ -162,6 +167,9 @@ class NamespaceIO:
     def index(self) -> AsyncStream:
         return self.client.stream(self.namespace.index_url, content_type="application/json")
 
+    def status(self) -> AsyncStream:
+        return self.client.stream(self.namespace.status_url, content_type="application/json")
+
     def history(self, run_id: str) -> AsyncStream:
         return self.client.stream(
             self.namespace.history_url(run_id), content_type="application/json"
@@ -172,6 +180,9 @@ class NamespaceIO:
 
     async def ensure_index(self) -> None:
         await self.index().create_json()  # MODEL-011
+
+    async def ensure_status(self) -> None:
+        await self.status().create_json()  # MODEL-040
 
     async def ensure_inbox(self, run_id: str) -> None:
         await self.inbox(run_id).create_json()  # MODEL-016

@@ -33,8 +33,10 @@ from ..core import (
     StepTimedOut,
     WorkflowRegistry,
 )
+from ..core.status import StatusView
 from ..streams import StreamConfigConflict
 from .namespace import NamespaceIO, first_requests, untrusted_reason
+from .status import StatusRows
 from .writer import Fenced, FencedWriter, MessageTooLarge, WriterError, finish_run
 
 __all__ = ["ActivationOutcome", "Runner", "run_step", "utc_now"]
@@ -148,6 +150,8 @@ class Runner:
         #: Runs whose history was checked against their request (SEC-029), so the
         #: check costs one index read per run and process, not one per activation.
         self._trusted: dict[str, None] = {}
+        #: The namespace's run-status stream (MODEL-040).
+        self.status = StatusRows(io, clock)
 
     def limits_for(self, run_id: str) -> Limits:
         """The limits that apply to ``run_id`` (the defaults of security.md if none set)."""
@@ -215,8 +219,11 @@ class Runner:
             else:
                 decision = act.fail(self.clock(), "MessageTooLarge", text, {"size": exc.size})
             writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
+            view = StatusView(history.items)
             if decision is not None:
                 await writer.append(decision.append)
+                view.feed(decision.append)
+            await self.status.publish(view)  # MODEL-044
             await finish_run(
                 writer, self.io.inbox(run_id), lambda final: act.closing(final, self.clock())
             )
@@ -282,16 +289,21 @@ class Runner:
             limits=self.limits_for(run_id),
         )
         writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
+        # The run's row, fed only what the stream server acknowledged (MODEL-043).
+        view = StatusView(history.items)
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}
         try:
             while True:
                 decision = act.advance(self.clock(), inbox, self.rng, inbox_closed=inbox_closed)
                 if decision.append:
                     await writer.append(decision.append)
+                    view.feed(decision.append)
+                    await self.status.publish(view)  # MODEL-044
                 if not decision.close_run:
                     progress(inbox_offset)
                 if decision.close_run:
                     _cancel(running)
+                    await self.status.publish(view)  # MODEL-045: a row lost in a crash
                     await finish_run(
                         writer,
                         self.io.inbox(run_id),
@@ -303,6 +315,7 @@ class Runner:
                 for task in decision.steps:
                     running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if not running:
+                    await self.status.publish(view)  # MODEL-045
                     return ActivationOutcome(
                         run_id,
                         "suspended",

@@ -52,13 +52,14 @@ def session_maker(
         now = clock()
         body: dict[str, Any] = {
             "namespace": namespace_path,
+            "status_stream": f"{namespace_path}/status",
             "run_prefix": UI_RUN_PREFIX,
             "workflows": workflows,
             "token": None,
             "expires_at": None,
         }
         if keys is not None:
-            rights = ["read", "submit", "cancel", "start"]
+            rights = ["read", "submit", "cancel", "start", "list"]
             body["token"] = mint_client_token(
                 keys,
                 namespace=namespace,

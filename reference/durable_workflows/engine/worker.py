@@ -220,6 +220,7 @@ class Worker:
                 if self.wake_mode != "long-poll" and self._pull is None:
                     self._pull = await self._subscribe(http)
                 index = await self.io.read_index()
+                await self.runner.status.ensure(index.items)  # MODEL-046/048
                 break
             except (StreamError, httpx.HTTPError) as exc:
                 log.warning("cannot read the run index yet: %s", exc)

@@ -214,6 +214,20 @@ def _history_before_inbox() -> None:
     NamespaceIO.ensure_inbox = ensure_inbox  # type: ignore[method-assign]
 
 
+def _status_written_once() -> None:
+    """A run's run-status row is written when the run starts and never again
+    (MODEL-044): a task list never sees the run wait or end."""
+    from durable_workflows.engine.status import StatusRows
+
+    original = StatusRows.publish
+
+    async def publish(self: Any, view: Any) -> None:
+        if view.run_id not in self._written:
+            await original(self, view)
+
+    StatusRows.publish = publish  # type: ignore[method-assign]
+
+
 #: Bug name -> the patch that introduces it.
 BUGS: dict[str, Callable[[], None]] = {
     "rerun-completed-steps": _rerun_completed_steps,
@@ -227,6 +241,7 @@ BUGS: dict[str, Callable[[], None]] = {
     "traceback-in-errors": _traceback_in_errors,
     "final-rejections-reversed": _final_rejections_reversed,
     "history-before-inbox": _history_before_inbox,
+    "status-written-once": _status_written_once,
 }
 
 
