@@ -6,7 +6,7 @@ PORT   ?= 4437
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install peers system-deps run test lint docs clean
+.PHONY: install peers system-deps run test lint docs clean bench-peers-venv bench-peers bench-smoke
 
 install: $(VENV)/.install-stamp
 
@@ -52,5 +52,28 @@ test: install peers system-deps lint
 docs: install
 	$(BIN)/mkdocs build --strict
 
+# Workflow engines side by side (docs/benchmarks.md): DBOS, Temporal (dev server from
+# PyPI) and matplotlib in a virtual environment of their own, never in $(VENV); strace
+# (Debian) counts fsyncs. bench-peers is the full run (about 21 min on 2 CPUs), bench-smoke
+# one tiny round of every workload on every engine (about 90 s).
+PEER_VENV := benchmarks/.peer-venv
+
+bench-peers-venv: $(PEER_VENV)/.install-stamp
+
+$(PEER_VENV)/.install-stamp: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/pip install --quiet -r benchmarks/peers/requirements.txt
+	@command -v strace >/dev/null 2>&1 || { echo "installing Debian package: strace"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends strace >/dev/null; }
+	touch $@
+
+bench-peers: install bench-peers-venv
+	$(BIN)/python benchmarks/workflow_bench.py
+
+bench-smoke: install bench-peers-venv
+	$(BIN)/python benchmarks/workflow_bench.py --smoke
+
 clean:
-	rm -rf $(VENV) peers/node_modules site
+	rm -rf $(VENV) $(PEER_VENV) peers/node_modules site
