@@ -6,7 +6,7 @@ PORT   ?= 4437
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install peers system-deps run test lint docs clean bench-peers-venv bench-peers bench-smoke
+.PHONY: install peers system-deps run test lint docs clean ui ts-test bench-peers-venv bench-peers bench-smoke
 
 install: $(VENV)/.install-stamp
 
@@ -36,17 +36,50 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends$$missing >/dev/null; \
 	fi
 
+# The browser side: the TypeScript packages (clients/typescript, one npm workspace:
+# @durable-workflows/client and @durable-workflows/react) and the example web app
+# (examples/web, built to examples/web/dist with Vite). The app installs the packages
+# as published copies (install-links), so it is reinstalled when they are rebuilt.
+TS_DIR  := clients/typescript
+WEB_DIR := examples/web
+TS_SRC  := $(shell find $(TS_DIR)/packages $(TS_DIR)/scripts -type f -not -path '*/node_modules/*' \
+             -not -path '*/dist/*' -not -path '*/generated/*' 2>/dev/null) \
+           $(wildcard $(TS_DIR)/tsconfig*.json schemas/v1/*.json schemas/v1/defs/*.json)
+WEB_SRC := $(shell find $(WEB_DIR)/src -type f 2>/dev/null) \
+           $(wildcard $(addprefix $(WEB_DIR)/,index.html vite.config.ts tsconfig.json))
+
+ui: $(WEB_DIR)/dist/index.html
+
+$(TS_DIR)/node_modules/.package-lock.json: $(wildcard $(TS_DIR)/package*.json $(TS_DIR)/packages/*/package.json)
+	cd $(TS_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+$(TS_DIR)/packages/react/dist/index.js: $(TS_DIR)/node_modules/.package-lock.json $(TS_SRC)
+	cd $(TS_DIR) && npm run --silent build
+
+$(WEB_DIR)/node_modules/.package-lock.json: $(wildcard $(WEB_DIR)/package*.json) \
+    $(TS_DIR)/packages/react/dist/index.js
+	cd $(WEB_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+$(WEB_DIR)/dist/index.html: $(WEB_DIR)/node_modules/.package-lock.json $(WEB_SRC)
+	cd $(WEB_DIR) && npm run --silent build
+
+# Strict type checks (the packages, the row-type test, the tests) and the vitest suite,
+# which starts a real `dwf serve --memory`.
+ts-test: install ui
+	cd $(TS_DIR) && npm run --silent typecheck && npm test
+
 # The main job: embedded Durable Streams server (SQLite in .dwf/), worker, wake
-# handler and the example workflows, all on http://127.0.0.1:$(PORT) (make run PORT=8080).
-run: install
-	$(BIN)/dwf serve --data .dwf --port $(PORT)
+# handler, the example workflows and the example web app (examples/web/dist at /),
+# all on http://127.0.0.1:$(PORT) (make run PORT=8080).
+run: install ui
+	$(BIN)/dwf serve --data .dwf --port $(PORT) --ui $(WEB_DIR)/dist
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install peers system-deps lint
+test: install peers system-deps lint ui ts-test
 	$(BIN)/pytest
 
 docs: install
@@ -77,3 +110,5 @@ bench-smoke: install bench-peers-venv
 
 clean:
 	rm -rf $(VENV) $(PEER_VENV) peers/node_modules site
+	rm -rf $(TS_DIR)/node_modules $(TS_DIR)/packages/*/dist $(TS_DIR)/packages/client/src/generated \
+	  $(WEB_DIR)/node_modules $(WEB_DIR)/dist

@@ -1,0 +1,197 @@
+// Forms from JSON Schemas (react-jsonschema-form), made safe: no remote $ref is ever
+// fetched (SEC-008), every prompt, value and message is a text node (SEC-007), and the
+// browser validates as the engine does (JSON Schema 2020-12, `format` an annotation).
+
+import { useMemo, useRef, useState, type ReactNode } from "react"
+import Form, { type IChangeEvent } from "@rjsf/core"
+import type { RJSFSchema, RJSFValidationError, UiSchema } from "@rjsf/utils"
+import { customizeValidator } from "@rjsf/validator-ajv8"
+import { Ajv2020 } from "ajv/dist/2020.js"
+import {
+  AccessError,
+  formSchema,
+  newId,
+  TimeoutError,
+  type InputRow,
+  type InputSchema,
+  type Outcome,
+} from "@durable-workflows/client"
+import { useSubmitInput } from "./hooks.js"
+
+type AjvClassOption = NonNullable<NonNullable<Parameters<typeof customizeValidator>[0]>["AjvClass"]>
+
+/** The form validator: Ajv for JSON Schema 2020-12 (the draft the engine validates
+ * with, INPUT-026), `format` not asserted (INPUT-027), nothing loaded over the network
+ * (Ajv compiles synchronously and has no schema loader). */
+export const validator = customizeValidator({
+  AjvClass: Ajv2020 as unknown as AjvClassOption,
+  ajvFormatOptions: false,
+  ajvOptionsOverrides: { validateFormats: false },
+})
+
+/** Removes what RJSF would otherwise show of a value it cannot place. */
+function formDataOf(event: IChangeEvent): unknown {
+  return event.formData === undefined ? null : event.formData
+}
+
+export interface SchemaFormProps {
+  /** A JSON Schema (an input's `schema`, a workflow's input schema). */
+  schema: InputSchema
+  /** Called with a value that the schema accepts (unless `noValidate`). */
+  onSubmit: (value: unknown) => void
+  /** Let the engine decide: send without the browser's validation. */
+  noValidate?: boolean
+  disabled?: boolean
+  submitLabel?: string
+  uiSchema?: UiSchema
+  /** Called with the browser's validation errors (the form shows them too). */
+  onError?: (errors: RJSFValidationError[]) => void
+  /** An id prefix for the fields, unique on the page. */
+  idPrefix?: string
+  children?: ReactNode
+}
+
+/**
+ * A form built from a JSON Schema with react-jsonschema-form. The schema is first made
+ * safe by `formSchema()`: remote `$ref`s removed (and said so), boolean schemas mapped,
+ * `ui:` keys dropped, so a schema cannot configure how it is rendered.
+ */
+export function SchemaForm(props: SchemaFormProps) {
+  const { schema, onSubmit, noValidate = false, disabled = false, submitLabel = "Send", idPrefix } = props
+  const safe = useMemo(() => {
+    const report = { remoteRefs: [] as string[] }
+    return { schema: formSchema(schema, report) as RJSFSchema, removed: report.remoteRefs.length }
+  }, [schema])
+  const [data, setData] = useState<unknown>(undefined)
+  const uiSchema: UiSchema = {
+    ...props.uiSchema,
+    "ui:submitButtonOptions": { submitText: submitLabel, norender: false, props: { disabled } },
+  }
+  return (
+    <div className="dwf-schema-form">
+      {safe.removed > 0 ? (
+        <p className="dwf-note" role="note">
+          {`${safe.removed} part(s) of this form refer to other documents and are left out; nothing was fetched.`}
+        </p>
+      ) : null}
+      <Form
+        schema={safe.schema}
+        uiSchema={uiSchema}
+        validator={validator}
+        formData={data}
+        noValidate={noValidate}
+        noHtml5Validate
+        showErrorList="top"
+        disabled={disabled}
+        {...(idPrefix ? { idPrefix } : {})}
+        onChange={(event) => setData(event.formData)}
+        onSubmit={(event) => onSubmit(formDataOf(event))}
+        onError={(errors: RJSFValidationError[]) => props.onError?.(errors)}
+      >
+        {props.children}
+      </Form>
+    </div>
+  )
+}
+
+function describeOutcome(outcome: Outcome): string {
+  switch (outcome.outcome) {
+    case "accepted":
+      return "Accepted: the run has your answer."
+    case "rejected":
+      return `Rejected (${outcome.reason}): ${outcome.message}`
+    case "run-ended":
+      return "The run has ended: nothing more is accepted."
+  }
+}
+
+export interface InputFormProps {
+  runId: string
+  /** The input row to answer (from `useRun` or `usePendingInputs`). */
+  input: InputRow
+  /** Send without the browser's validation, so the engine's own check answers. */
+  noValidate?: boolean
+  /** Called with the outcome of each submission. */
+  onOutcome?: (outcome: Outcome) => void
+  submitLabel?: string
+}
+
+type Phase =
+  | { kind: "idle" }
+  | { kind: "sending"; id: string }
+  | { kind: "done"; outcome: Outcome }
+  | { kind: "failed"; message: string }
+
+/**
+ * A form for one input request: its prompt (as text), a form built from its schema,
+ * validation before sending, and the engine's outcome after: accepted, rejected with
+ * the engine's reason and message, or the run has ended. A submission id is chosen per
+ * answer and reused when the same answer is sent again after a network failure
+ * (INPUT-012); a corrected answer gets a new one.
+ */
+export function InputForm({ runId, input, noValidate = false, onOutcome, submitLabel = "Send answer" }: InputFormProps) {
+  const submit = useSubmitInput(runId)
+  const [phase, setPhase] = useState<Phase>({ kind: "idle" })
+  const attempt = useRef<{ id: string; body: string } | null>(null)
+  const formId = `dwf-${runId}-${input.key}`.replace(/[^A-Za-z0-9_-]/g, "_")
+
+  const send = async (value: unknown): Promise<void> => {
+    const body = JSON.stringify(value)
+    if (attempt.current?.body !== body) attempt.current = { id: newId("s"), body }
+    const id = attempt.current.id
+    setPhase({ kind: "sending", id })
+    try {
+      const outcome = await submit({ request: input.key, value, submissionId: id })
+      attempt.current = null
+      setPhase({ kind: "done", outcome })
+      onOutcome?.(outcome)
+    } catch (error) {
+      const message =
+        error instanceof TimeoutError
+          ? "No answer from the engine yet. Send again: the same submission is reused."
+          : error instanceof AccessError
+            ? `Not allowed: ${error.message}`
+            : `Could not send: ${error instanceof Error ? error.message : String(error)}`
+      setPhase({ kind: "failed", message })
+    }
+  }
+
+  const open = input.status === "pending"
+  return (
+    <section className="dwf-input-form" data-input-key={input.key} data-status={input.status}>
+      {input.prompt !== null ? <p className="dwf-prompt">{input.prompt}</p> : null}
+      {input.expires_at ? (
+        <p className="dwf-deadline">
+          {"Answer before "}
+          <time dateTime={input.expires_at}>{new Date(input.expires_at).toLocaleString()}</time>
+        </p>
+      ) : null}
+      {open ? (
+        <SchemaForm
+          schema={input.schema}
+          onSubmit={(value) => void send(value)}
+          noValidate={noValidate}
+          disabled={phase.kind === "sending"}
+          submitLabel={phase.kind === "sending" ? "Sending..." : submitLabel}
+          idPrefix={formId}
+        />
+      ) : (
+        <p className="dwf-closed">
+          {input.status === "received"
+            ? `Answered: ${JSON.stringify(input.value)}`
+            : `Expired at ${input.expired_at ?? "?"}`}
+        </p>
+      )}
+      {phase.kind === "done" ? (
+        <p className={`dwf-outcome dwf-outcome-${phase.outcome.outcome}`} role="status" data-outcome={phase.outcome.outcome}>
+          {describeOutcome(phase.outcome)}
+        </p>
+      ) : null}
+      {phase.kind === "failed" ? (
+        <p className="dwf-outcome dwf-outcome-failed" role="alert">
+          {phase.message}
+        </p>
+      ) : null}
+    </section>
+  )
+}
