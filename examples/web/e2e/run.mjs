@@ -128,6 +128,37 @@ async function shot(name) {
   await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true })
 }
 
+/** Posts an answer to the run's inbox from the page (its own connection pool) and
+ * returns the ms until `selector` matches, or null after 15 s. */
+function timeAnswer(id, selector, approved) {
+  return page.evaluate(
+    async ({ ns, id, token, selector, approved }) => {
+      const seen = new Promise((resolve) => {
+        const observer = new MutationObserver(() => {
+          if (document.querySelector(selector)) {
+            observer.disconnect()
+            resolve(performance.now())
+          }
+        })
+        observer.observe(document.body, { subtree: true, childList: true, attributes: true })
+      })
+      const sid = `s-${crypto.randomUUID()}`
+      const t0 = performance.now()
+      const response = await fetch(`${ns}/runs/${id}/inbox`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify([
+          { type: "submission", key: sid, value: { submission_id: sid, request: "manager", value: { approved } }, headers: { operation: "insert" } },
+        ]),
+      })
+      if (!response.ok) throw new Error(`inbox POST: ${response.status}`)
+      const t1 = await Promise.race([seen, new Promise((resolve) => setTimeout(() => resolve(null), 15000))])
+      return t1 === null ? null : t1 - t0
+    },
+    { ns: session.namespace, id, token: session.token, selector, approved },
+  )
+}
+
 const latencies = { list: [], run: [], form: [] }
 
 try {
@@ -204,33 +235,7 @@ try {
     // Answer each from the page (its connection pool), timing the inbox POST until the
     // row shows the run completed in the list.
     for (const id of ids) {
-      const ms = await page.evaluate(
-        async ({ ns, id, token }) => {
-          const row = () => document.querySelector(`#runs tr[data-run-id="${id}"][data-status="completed"]`)
-          const seen = new Promise((resolve) => {
-            const observer = new MutationObserver(() => {
-              if (row()) {
-                observer.disconnect()
-                resolve(performance.now())
-              }
-            })
-            observer.observe(document.body, { subtree: true, childList: true, attributes: true })
-          })
-          const sid = `s-${crypto.randomUUID()}`
-          const t0 = performance.now()
-          const response = await fetch(`${ns}/runs/${id}/inbox`, {
-            method: "POST",
-            headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-            body: JSON.stringify([
-              { type: "submission", key: sid, value: { submission_id: sid, request: "manager", value: { approved: true } }, headers: { operation: "insert" } },
-            ]),
-          })
-          if (!response.ok) throw new Error(`inbox POST: ${response.status}`)
-          const t1 = await Promise.race([seen, new Promise((resolve) => setTimeout(() => resolve(null), 15000))])
-          return t1 === null ? null : t1 - t0
-        },
-        { ns: session.namespace, id, token: session.token },
-      )
+      const ms = await timeAnswer(id, `#runs tr[data-run-id="${id}"][data-status="completed"]`, true)
       if (ms === null) throw new Error(`run ${id}: the completed row did not show within 15 s`)
       latencies.list.push(ms)
     }
@@ -247,33 +252,7 @@ try {
       await startExpense(id, `PAGE-${i}`)
       await page.goto(`${base}/#/runs/${id}`)
       await page.locator('section.dwf-input-form[data-input-key="manager"]').waitFor()
-      const ms = await page.evaluate(
-        async ({ ns, id, token }) => {
-          const row = () => document.querySelector('li[data-kind="input"][data-key="manager"][data-status="received"]')
-          const seen = new Promise((resolve) => {
-            const observer = new MutationObserver(() => {
-              if (row()) {
-                observer.disconnect()
-                resolve(performance.now())
-              }
-            })
-            observer.observe(document.body, { subtree: true, childList: true, attributes: true })
-          })
-          const sid = `s-${crypto.randomUUID()}`
-          const t0 = performance.now()
-          const response = await fetch(`${ns}/runs/${id}/inbox`, {
-            method: "POST",
-            headers: { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
-            body: JSON.stringify([
-              { type: "submission", key: sid, value: { submission_id: sid, request: "manager", value: { approved: false } }, headers: { operation: "insert" } },
-            ]),
-          })
-          if (!response.ok) throw new Error(`inbox POST: ${response.status}`)
-          const t1 = await Promise.race([seen, new Promise((resolve) => setTimeout(() => resolve(null), 15000))])
-          return t1 === null ? null : t1 - t0
-        },
-        { ns: session.namespace, id, token: session.token },
-      )
+      const ms = await timeAnswer(id, 'li[data-kind="input"][data-key="manager"][data-status="received"]', false)
       if (ms === null) throw new Error(`run ${id}: the received input did not show within 15 s`)
       latencies.run.push(ms)
       await page.locator(`article.run[data-run-status="completed"]`).waitFor()

@@ -40,7 +40,8 @@ class StatusRows:
         self.io = io
         self.clock = clock
         self._written: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._rebuilding: asyncio.Lock | None = None
+        #: One rebuild at a time, however many activations find the stream missing.
+        self._rebuild_lock = asyncio.Lock()
 
     async def publish(self, view: StatusView) -> None:
         """Append ``view``'s row unless this process already wrote the same one."""
@@ -52,47 +53,49 @@ class StatusRows:
         try:
             await self.io.status().append_json_batch([message])
         except StreamNotFound:
-            # MODEL-046: deleted under us; the rebuild writes this run's row too.
+            # MODEL-046: deleted under us. A rebuild may have read this run's history
+            # before its latest append, so the row is appended again after it.
             log.error("the run-status stream is missing; rebuilding it")
-            await self.rebuild()
-            return
+            await self.ensure()
+            await self.io.status().append_json_batch([message])
         self._remember(fields)
 
-    async def ensure(self, index: Iterable[Any]) -> None:
-        """MODEL-046/048, at start-up: rebuild the stream if it does not exist."""
-        try:
-            await self.io.status().head()
-        except StreamNotFound:
-            await self.rebuild(index)
+    async def ensure(self, index: Iterable[Any] | None = None) -> None:
+        """MODEL-046/048: rebuild the stream if it does not exist; a caller that waited
+        for another's rebuild finds the stream there and does nothing."""
+        async with self._rebuild_lock:
+            try:
+                await self.io.status().head()
+                return
+            except StreamNotFound:
+                pass
+            await self._rebuild(index)
 
-    async def rebuild(self, index: Iterable[Any] | None = None) -> None:
+    async def _rebuild(self, index: Iterable[Any] | None) -> None:
         """Create the stream and write every run's row from its history (MODEL-046)."""
-        if self._rebuilding is None:
-            self._rebuilding = asyncio.Lock()
-        async with self._rebuilding:
-            await self.io.ensure_status()
-            if index is None:
-                index = (await self.io.read_index()).items
-            run_ids = list(first_requests(list(index)))
-            gate = asyncio.Semaphore(REBUILD_READS)
+        await self.io.ensure_status()
+        if index is None:
+            index = (await self.io.read_index()).items
+        run_ids = list(first_requests(list(index)))
+        gate = asyncio.Semaphore(REBUILD_READS)
 
-            async def view_of(run_id: str) -> StatusView | None:
-                async with gate:
-                    history = await self.io.read_history(run_id)
-                return None if history is None else StatusView(history.items)
+        async def view_of(run_id: str) -> StatusView | None:
+            async with gate:
+                history = await self.io.read_history(run_id)
+            return None if history is None else StatusView(history.items)
 
-            views = await asyncio.gather(*(view_of(run_id) for run_id in run_ids))
-            now = format_ts(self.clock())
-            rows = [(v, v.message(now)) for v in views if v is not None]
-            written = [(v, m) for v, m in rows if m is not None]
-            for start in range(0, len(written), REBUILD_BATCH):
-                batch = written[start : start + REBUILD_BATCH]
-                await self.io.status().append_json_batch([m for _, m in batch])
-                for view, _ in batch:
-                    fields = view.fields()
-                    assert fields is not None
-                    self._remember(fields)
-            log.info("run-status stream rebuilt: %d rows", len(written))
+        views = await asyncio.gather(*(view_of(run_id) for run_id in run_ids))
+        now = format_ts(self.clock())
+        rows = [(v, v.message(now)) for v in views if v is not None]
+        written = [(v, m) for v, m in rows if m is not None]
+        for start in range(0, len(written), REBUILD_BATCH):
+            batch = written[start : start + REBUILD_BATCH]
+            await self.io.status().append_json_batch([m for _, m in batch])
+            for view, _ in batch:
+                fields = view.fields()
+                assert fields is not None
+                self._remember(fields)
+        log.info("run-status stream rebuilt: %d rows", len(written))
 
     def _remember(self, fields: dict[str, Any]) -> None:
         run_id = fields["run_id"]

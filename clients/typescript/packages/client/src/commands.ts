@@ -221,10 +221,22 @@ export async function submitInput(
     value: { submission_id: id, request: args.request, value: args.value },
     headers: { operation: "insert", txid: id },
   }
+  return toInbox(run, id, message, deadline, options.signal)
+}
+
+/** Appends one message to the run's inbox and follows the history for its outcome;
+ * a 409 with Stream-Closed is the run's end. */
+async function toInbox(
+  run: Resolved,
+  id: string,
+  message: object,
+  deadline: number,
+  signal: AbortSignal | undefined,
+): Promise<Outcome> {
   const url = streamUrl(run.namespace, "runs", run.runId, "inbox")
-  const posted = await post(url, message, run.token, run.fetch, deadline, options.signal)
+  const posted = await post(url, message, run.token, run.fetch, deadline, signal)
   if (posted.closed) return { outcome: "run-ended", id }
-  return followOutcome(run, id, deadline, options.signal)
+  return followOutcome(run, id, deadline, signal)
 }
 
 export interface CancelArgs {
@@ -253,10 +265,7 @@ export async function cancelRun(
     value: { cancel_id: id, reason: args.reason ?? null },
     headers: { operation: "insert", txid: id },
   }
-  const url = streamUrl(run.namespace, "runs", run.runId, "inbox")
-  const posted = await post(url, message, run.token, run.fetch, deadline, options.signal)
-  if (posted.closed) return { outcome: "run-ended", id }
-  return followOutcome(run, id, deadline, options.signal)
+  return toInbox(run, id, message, deadline, options.signal)
 }
 
 export interface StartArgs {

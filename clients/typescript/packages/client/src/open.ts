@@ -150,14 +150,7 @@ export async function openRun(
   const deadline = deadlineFrom(options.timeoutMs ?? 30_000)
   const url = streamUrl(connection.namespace, "runs", runId, "history")
   await waitForStream(url, connection, deadline, options.signal)
-  const streamOptions = {
-    url,
-    contentType: "application/json",
-    headers: streamHeaders(connection.token),
-    warnOnHttp: false,
-    ...(connection.fetch ? { fetch: connection.fetch } : {}),
-  }
-  const db = createStreamDB({ streamOptions, state: historyState })
+  const db = createStreamDB({ streamOptions: streamOptionsFor(url, connection), state: historyState })
   contexts.set(db, {
     namespace: connection.namespace,
     runId,
@@ -181,6 +174,17 @@ export async function openRun(
   return db
 }
 
+/** What StreamDB needs to read one stream of the namespace with this connection. */
+function streamOptionsFor(url: string, connection: Connection) {
+  return {
+    url,
+    contentType: "application/json",
+    headers: streamHeaders(connection.token),
+    warnOnHttp: false,
+    ...(connection.fetch ? { fetch: connection.fetch } : {}),
+  }
+}
+
 /**
  * Opens the namespace's run-status stream `{ns}/status` as a live StreamDB with one
  * collection, `runs` (a RunStatusRow per run). One connection for a whole task list,
@@ -194,14 +198,7 @@ export async function openRunList(
   const deadline = deadlineFrom(options.timeoutMs ?? 30_000)
   const url = streamUrl(connection.namespace, "status")
   await waitForStream(url, connection, deadline, options.signal)
-  const streamOptions = {
-    url,
-    contentType: "application/json",
-    headers: streamHeaders(connection.token),
-    warnOnHttp: false,
-    ...(connection.fetch ? { fetch: connection.fetch } : {}),
-  }
-  const db = createStreamDB({ streamOptions, state: statusState })
+  const db = createStreamDB({ streamOptions: streamOptionsFor(url, connection), state: statusState })
   await preloadWithin(db, deadline, options.signal, url)
   closeOnAbort(db, options.signal)
   return db
