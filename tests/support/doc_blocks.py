@@ -587,10 +587,15 @@ class PageSession:
     def server_argv(self, block: Block, number: int, command: str) -> list[str]:
         text = command.strip()
         if text.startswith("make"):
+            # Under an outer make (CI runs `make test`), MAKEFLAGS/MAKELEVEL would
+            # make this one print "make[1]: Leaving directory" after the recipe.
+            quiet_env = {
+                k: v for k, v in self.env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+            }
             planned = subprocess.run(
-                ["make", "-n", *words(text)[1:]],
+                ["make", "-n", "--no-print-directory", *words(text)[1:]],
                 cwd=self.cwd,
-                env=self.env,
+                env=quiet_env,
                 capture_output=True,
                 text=True,
                 timeout=30,
