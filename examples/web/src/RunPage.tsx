@@ -38,7 +38,6 @@ export function RunPage({ runId }: { runId: string }) {
   }
   const run = view.run
   const ended = isTerminal(run.status)
-  const pendingKeys = new Set(pending.inputs.map((input) => input.key))
   const items: Item[] = [
     ...view.steps.map((row) => ({ kind: "step" as const, seq: row.seq, row })),
     ...view.sleeps.map((row) => ({ kind: "sleep" as const, seq: row.seq, row })),
@@ -97,7 +96,6 @@ export function RunPage({ runId }: { runId: string }) {
                   <InputItem
                     runId={runId}
                     input={item.row}
-                    answerable={pendingKeys.has(item.row.key)}
                     ended={ended}
                     engineChecks={engineChecks}
                     rejections={rejectionsOf(item.row.key)}
@@ -194,31 +192,20 @@ function SleepItem({ sleep, ended }: { sleep: SleepRow; ended: boolean }) {
 function InputItem(props: {
   runId: string
   input: InputRow
-  answerable: boolean
   ended: boolean
   engineChecks: boolean
   rejections: SubmissionRow[]
 }) {
-  const { runId, input, answerable, ended, engineChecks, rejections } = props
+  const { runId, input, ended, engineChecks, rejections } = props
+  // The form stays mounted whatever the input's status becomes, so that an answer this
+  // tab sent shows its outcome even after another tab's answer closed the request.
   return (
     <>
       <Line title={`input ${input.key}`}>
         <Status status={input.status === "pending" && ended ? "abandoned" : input.status} />
         {input.status === "pending" && input.expires_at && !ended ? <TimeLeft at={input.expires_at} /> : null}
       </Line>
-      {answerable ? (
-        <InputForm runId={runId} input={input} noValidate={engineChecks} />
-      ) : (
-        <>
-          {input.prompt !== null ? <p className="dwf-prompt">{input.prompt}</p> : null}
-          {input.status === "received" ? (
-            <div className="answer">
-              <span className="muted">{`answered by ${input.submission_id ?? "?"}`}</span>
-              <Json value={input.value} />
-            </div>
-          ) : null}
-        </>
-      )}
+      <InputForm runId={runId} input={input} noValidate={engineChecks} runEnded={ended} />
       {rejections.length > 0 ? <Rejections rows={rejections} /> : null}
     </>
   )

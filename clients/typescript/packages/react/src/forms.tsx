@@ -94,15 +94,22 @@ export function SchemaForm(props: SchemaFormProps) {
   )
 }
 
-function describeOutcome(outcome: Outcome): string {
-  switch (outcome.outcome) {
-    case "accepted":
-      return "Accepted: the run has your answer."
-    case "rejected":
-      return `Rejected (${outcome.reason}): ${outcome.message}`
-    case "run-ended":
-      return "The run has ended: nothing more is accepted."
+/** What the person is told about their answer. `input` is the row as the page now
+ * sees it: an answer refused because the run ended after someone else's answer was
+ * accepted (`run-finished`, or a 409 on the closed inbox) is, for the person, "already
+ * answered". */
+function describeOutcome(outcome: Outcome, input: InputRow): string {
+  if (outcome.outcome === "accepted") return "Accepted: the run has your answer."
+  if (outcome.outcome === "rejected" && outcome.reason === "already-answered") {
+    return `Already answered (${outcome.reason}): ${outcome.message}`
   }
+  const ended = outcome.outcome === "run-ended" || outcome.reason === "run-finished"
+  if (ended && input.status === "received" && input.submission_id !== outcome.id) {
+    const how = outcome.outcome === "rejected" ? outcome.reason : "the inbox is closed"
+    return `Already answered: another answer came first, and the run has ended since (${how}).`
+  }
+  if (outcome.outcome === "run-ended") return "The run has ended: nothing more is accepted."
+  return `Rejected (${outcome.reason}): ${outcome.message}`
 }
 
 export interface InputFormProps {
@@ -114,6 +121,8 @@ export interface InputFormProps {
   /** Called with the outcome of each submission. */
   onOutcome?: (outcome: Outcome) => void
   submitLabel?: string
+  /** The run has ended (from its run row): a pending input can no longer be answered. */
+  runEnded?: boolean
 }
 
 type Phase =
@@ -127,9 +136,12 @@ type Phase =
  * validation before sending, and the engine's outcome after: accepted, rejected with
  * the engine's reason and message, or the run has ended. A submission id is chosen per
  * answer and reused when the same answer is sent again after a network failure
- * (INPUT-012); a corrected answer gets a new one.
+ * (INPUT-012); a corrected answer gets a new one. Keep it mounted while the input
+ * changes from pending to received or expired (another tab answered, the run ended):
+ * the outcome of this tab's own answer is shown when it resolves.
  */
-export function InputForm({ runId, input, noValidate = false, onOutcome, submitLabel = "Send answer" }: InputFormProps) {
+export function InputForm(props: InputFormProps) {
+  const { runId, input, noValidate = false, onOutcome, submitLabel = "Send answer", runEnded = false } = props
   const submit = useSubmitInput(runId)
   const [phase, setPhase] = useState<Phase>({ kind: "idle" })
   const attempt = useRef<{ id: string; body: string } | null>(null)
@@ -156,7 +168,7 @@ export function InputForm({ runId, input, noValidate = false, onOutcome, submitL
     }
   }
 
-  const open = input.status === "pending"
+  const open = input.status === "pending" && !runEnded
   return (
     <section className="dwf-input-form" data-input-key={input.key} data-status={input.status}>
       {input.prompt !== null ? <p className="dwf-prompt">{input.prompt}</p> : null}
@@ -178,13 +190,15 @@ export function InputForm({ runId, input, noValidate = false, onOutcome, submitL
       ) : (
         <p className="dwf-closed">
           {input.status === "received"
-            ? `Answered: ${JSON.stringify(input.value)}`
-            : `Expired at ${input.expired_at ?? "?"}`}
+            ? `Answered by ${input.submission_id ?? "?"}: ${JSON.stringify(input.value)}`
+            : input.status === "expired"
+              ? `Expired at ${input.expired_at ?? "?"}`
+              : "The run has ended: this request can no longer be answered."}
         </p>
       )}
       {phase.kind === "done" ? (
         <p className={`dwf-outcome dwf-outcome-${phase.outcome.outcome}`} role="status" data-outcome={phase.outcome.outcome}>
-          {describeOutcome(phase.outcome)}
+          {describeOutcome(phase.outcome, input)}
         </p>
       ) : null}
       {phase.kind === "failed" ? (
