@@ -155,7 +155,7 @@ def refused_call(op: Mapping[str, Any]) -> bool:
             and (timeout is None or _int_at_least(timeout, 1))
         )
     if op["op"] == "input":
-        schema = op.get("schema")
+        schema = op.get("schema", True)  # no schema: `true` (INPUT-043)
         try:
             Draft202012Validator.check_schema(schema)
         except SchemaError:
@@ -491,14 +491,14 @@ class _Model:
                 "seq": seq,
                 "status": "pending",
                 "prompt": op.get("prompt"),
-                "schema": op["schema"],
+                "schema": op.get("schema", True),  # INPUT-043
                 "value": None,
                 "submission_id": None,
                 "expires": timeout is not None,
             }
             self.input_values[key] = value
             deadline = None if timeout is None else self.now + int(timeout)
-            self.inputs[key] = _Input(key, op["schema"], deadline=deadline)
+            self.inputs[key] = _Input(key, op.get("schema", True), deadline=deadline)
             self.emit("input", key, "insert", value)
             return ("input", key, _Pending("input", key, deadline))
         if kind == "record":

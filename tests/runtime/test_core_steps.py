@@ -58,7 +58,7 @@ def step_messages(history: list[dict[str, Any]]) -> list[tuple[str, int]]:
     return [(identify(m, "history"), m["value"]["attempt"]) for m in history if m["type"] == "step"]
 
 
-@pytest.mark.req("RETRY-001", "RETRY-004", "RETRY-006", "RETRY-007", "RETRY-008", "RETRY-010")
+@pytest.mark.req("RETRY-021", "RETRY-004", "RETRY-006", "RETRY-007", "RETRY-008", "RETRY-010")
 def test_retries_with_exponential_backoff_then_success() -> None:
     body = Flaky(2)
     policy = RetryPolicy(max_attempts=3, jitter=0.0)

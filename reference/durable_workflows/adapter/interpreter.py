@@ -286,11 +286,13 @@ class _Interpreter:
 
     def _input(self, ctx: Context, op: Mapping[str, Any]) -> Awaitable[Any]:
         timeout = op.get("timeout_ms")
+        options: dict[str, Any] = {"prompt": op.get("prompt")}
+        if "schema" in op:  # absent: the engine's own choice for no schema (INPUT-043)
+            options["schema"] = op["schema"]
         pending = ctx.request_input(
             op["name"],
-            schema=op["schema"],
-            prompt=op.get("prompt"),
             timeout=None if timeout is None else timedelta(milliseconds=timeout),
+            **options,
         )
 
         async def settle() -> Any:

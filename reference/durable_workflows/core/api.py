@@ -176,7 +176,7 @@ class WorkflowRegistry:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a step retries (retries.md, defaults per RETRY-001).
+    """How a step retries (retries.md, defaults per RETRY-021).
 
     ``max_attempts`` counts attempts in total (1 = no retry). The delay after failed attempt
     ``a`` is ``min(initial_interval * backoff_coefficient ** (a - 1), max_interval)`` plus a
@@ -399,7 +399,7 @@ class Context:
         self,
         name: str,
         *,
-        schema: dict[str, Any] | bool,
+        schema: dict[str, Any] | bool = True,
         prompt: str | None = None,
         timeout: timedelta | None = None,
     ) -> Pending[Any]:
@@ -407,7 +407,7 @@ class Context:
 
         ``schema`` is a JSON Schema 2020-12 document (object or boolean) with no ``$ref``
         outside itself (INPUT-029); it is recorded, and submissions are validated against
-        the recorded one. With ``timeout``, the request expires at request time + timeout and
+        the recorded one. Without one, ``true`` is recorded: any JSON value (INPUT-043). With ``timeout``, the request expires at request time + timeout and
         the await raises :class:`InputExpired` (INPUT-006). The request id is the key:
         ``name`` or ``name#N``.
         """
