@@ -407,9 +407,10 @@ class Context:
 
         ``schema`` is a JSON Schema 2020-12 document (object or boolean) with no ``$ref``
         outside itself (INPUT-029); it is recorded, and submissions are validated against
-        the recorded one. Without one, ``true`` is recorded: any JSON value (INPUT-043). With ``timeout``, the request expires at request time + timeout and
-        the await raises :class:`InputExpired` (INPUT-006). The request id is the key:
-        ``name`` or ``name#N``.
+        the recorded one. Without one, ``true`` is recorded: any JSON value (INPUT-043).
+        With ``timeout``, the request expires at request time + timeout and the await
+        raises :class:`InputExpired` (INPUT-006). The request id is the key: ``name`` or
+        ``name#N``.
         """
         check_name(name, "input name")
         if prompt is not None and not isinstance(prompt, str):
