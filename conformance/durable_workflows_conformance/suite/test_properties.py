@@ -291,7 +291,7 @@ def _bodies_before_the_cancel(obs: Observation) -> None:
 @pytest.mark.req(
     "CANCEL-003", "CANCEL-005", "CANCEL-009", "CANCEL-012", "EVT-036", "EVT-037", "EVT-038",
     "INPUT-015", "INPUT-016", "INPUT-039", "INPUT-042", "MODEL-020", "MODEL-021", "MODEL-031",
-    "MODEL-034",
+    "MODEL-034", "EVT-099",
 )  # fmt: skip
 @pytest.mark.feature("cancellation")
 def test_a_cancel_ends_the_run_as_the_specification_predicts(

@@ -135,3 +135,35 @@ class UnsupportedProtocol(HistoryError):
 
     The shell appends nothing, reports it to its operator (VER-004) and leaves the run.
     """
+
+
+#: Error types the protocol defines whose ``message`` the engine words (events.md, the
+#: error table; EVT-099): not compared (REPLAY-032).
+FREE_MESSAGE = frozenset(
+    {
+        "NonDeterminism",
+        "StepTimeout",
+        "StepFailed",
+        "InputExpired",
+        "InvalidResult",
+        "InvalidPrimitive",
+        "UnknownWorkflow",
+        "ResultTooLarge",
+        "HistoryTooLarge",
+        "InboxClosed",
+        "MessageTooLarge",
+    }
+)
+#: Protocol-defined types whose ``details`` the spec fixes (compared, REPLAY-032).
+FIXED_DETAILS = frozenset({"NonDeterminism", "Cancelled", "StepTimeout", "StepFailed"})
+
+
+def same_error(a: Any, b: Any) -> bool:
+    """REPLAY-032: equal types and equal fixed parts (for an error raised by code, the
+    message; for a protocol-defined type, what the error table fixes)."""
+    if a.get("type") != b.get("type"):
+        return False
+    kind = a.get("type")
+    if kind not in FREE_MESSAGE and a.get("message") != b.get("message"):
+        return False
+    return kind not in FIXED_DETAILS or a.get("details") == b.get("details")

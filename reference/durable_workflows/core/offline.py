@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .decisions import ReplayReport
 from .ending import NOT_BY_CODE, Ending
+from .errors import same_error
 from .messages import error_object
 from .replayer import Replayer
 
@@ -54,15 +55,11 @@ class OfflineCheck(Replayer, Ending):
                     mismatch = "the run completed with another output than the code now returns"
             elif run.get("status") == "failed" and run["error"]["type"] not in NOT_BY_CODE:
                 recorded_error = run["error"]
-                # REPLAY-027: errors are equal when type and message are equal.
                 if code_error is None:
                     mismatch = (
                         f"the run failed with {recorded_error['type']}, but the code now returns"
                     )
-                elif (code_error["type"], code_error["message"]) != (
-                    recorded_error["type"],
-                    recorded_error["message"],
-                ):
+                elif not same_error(code_error, recorded_error):  # REPLAY-032
                     mismatch = (
                         f"the run failed with {recorded_error['type']}: "
                         f"{recorded_error['message']}, "
