@@ -181,12 +181,26 @@ def compact_bytes(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
+MAX_EXACT_INT = 2**53 - 1
+
+
+def i_json(value: Any) -> bool:
+    """Whether ``value`` is I-JSON as EVT-100 requires: every integer within 2^53 - 1
+    (the suite's programs hold no NaN, infinity or lone surrogate)."""
+    if isinstance(value, bool) or not isinstance(value, int | dict | list):
+        return True
+    if isinstance(value, int):
+        return -MAX_EXACT_INT <= value <= MAX_EXACT_INT
+    children = value.values() if isinstance(value, dict) else value
+    return all(i_json(child) for child in children)
+
+
 def result_error(op: Mapping[str, Any], limits: Mapping[str, int]) -> dict[str, Any] | None:
     """The error of an attempt whose body returns (scrubbed: the engine words the
     message and chooses the details), or None when its result is recorded: a value with
-    no JSON encoding fails with ``InvalidResult`` (EVT-052), a result longer than the
-    result size limit with ``ResultTooLarge`` (SEC-009)."""
-    if op.get("unencodable"):
+    no JSON encoding, or not I-JSON, fails with ``InvalidResult`` (EVT-052, EVT-100), a
+    result longer than the result size limit with ``ResultTooLarge`` (SEC-009)."""
+    if op.get("unencodable") or not i_json(op.get("result")):
         return {"type": "InvalidResult", "message": None, "details": None}
     if compact_bytes(op.get("result")) > limits["result_bytes"]:
         return {"type": "ResultTooLarge", "message": None, "details": None}

@@ -189,7 +189,7 @@ def run_one(mutant: Mutant | None, seed: str) -> Outcome:
     try:
         with engine(mutant) as url:
             code, report = suite(url, seed)
-    except (RuntimeError, subprocess.TimeoutExpired) as error:
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as error:
         seconds = time.monotonic() - started
         return Outcome(name, klass, rule, "error", (), seconds, str(error)[-500:])
     seconds = time.monotonic() - started

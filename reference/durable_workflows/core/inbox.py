@@ -88,13 +88,34 @@ def classify(message: object, index: int) -> InboxEntry:
     return InboxEntry(index, iid, "submission", request, value=value.get("value"))
 
 
+#: The largest integer every JSON reader holds exactly (I-JSON, EVT-100).
+MAX_EXACT_INT = 2**53 - 1
+
+
+def _exact_integers(value: Any) -> bool:
+    """Whether every integer in ``value`` is within +-(2**53 - 1), without recursion."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, int) and not isinstance(node, bool):
+            if not -MAX_EXACT_INT <= node <= MAX_EXACT_INT:
+                return False
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple):
+            stack.extend(node)
+    return True
+
+
 def compact_size(value: Any) -> int | None:
-    """Bytes of ``value`` as compact UTF-8 JSON (INPUT-031, SEC-009); None if not JSON."""
+    """Bytes of ``value`` as compact UTF-8 JSON (INPUT-031, SEC-009); None if it is not
+    I-JSON (EVT-100: NaN, infinities, lone surrogates, integers beyond 2**53 - 1)."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return len(text.encode("utf-8"))
+        size = len(text.encode("utf-8"))
     except (TypeError, ValueError, RecursionError):  # lone surrogates: UnicodeEncodeError
         return None
+    return size if _exact_integers(value) else None
 
 
 #: A message nested deeper cannot be written back inside a history message by every
