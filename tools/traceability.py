@@ -81,6 +81,13 @@ def case_citations(root: Path) -> dict[str, set[str]]:
             if isinstance(case, dict):
                 for req in case.get("requirements") or []:
                     found.setdefault(str(req), set()).add(f"{path.name}:{case.get('id')}")
+    # Validation vectors become cases too (json_schema_rules.vector_cases): a vector cites
+    # its own requirements and INPUT-044/045, for every schema an adapter can be given.
+    for path in sorted(root.rglob("vectors/*.json")):
+        for vector in json.loads(path.read_text(encoding="utf-8")).get("cases", []):
+            if isinstance(vector.get("schema"), dict | bool):
+                for req in {"INPUT-044", "INPUT-045", *vector.get("requirements", [])}:
+                    found.setdefault(str(req), set()).add(f"{path.name}:{vector.get('id')}")
     return found
 
 

@@ -27,9 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
-
+from .json_schema_rules import accepts, schema_refused
 from .scenario import KEY_PATTERN, Scenario, Submission, due, early, state_of
 from .scrub import RUN
 
@@ -118,18 +116,6 @@ def attempt_error(op: Mapping[str, Any], attempt: int) -> dict[str, Any] | None:
 NAME_PATTERN = re.compile(r"^[^#\u0000-\u001f]{1,128}$")
 
 
-def _external_ref(schema: Any) -> bool:
-    """Whether a schema has a ``$ref`` to anything outside itself (INPUT-029)."""
-    if isinstance(schema, Mapping):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and not ref.startswith("#"):
-            return True
-        return any(_external_ref(v) for v in schema.values())
-    if isinstance(schema, list):
-        return any(_external_ref(v) for v in schema)
-    return False
-
-
 def _int_at_least(value: Any, least: float) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= least
 
@@ -155,12 +141,7 @@ def refused_call(op: Mapping[str, Any]) -> bool:
             and (timeout is None or _int_at_least(timeout, 1))
         )
     if op["op"] == "input":
-        schema = op.get("schema", True)  # no schema: `true` (INPUT-043)
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError:
-            return True
-        return _external_ref(schema)
+        return schema_refused(op.get("schema", True))  # no schema: `true` (INPUT-043)
     return False
 
 
@@ -345,7 +326,7 @@ class _Model:
                 self.reject(sub, "already-answered")
             elif request.status == "expired":
                 self.reject(sub, "expired")
-            elif not Draft202012Validator(request.schema).is_valid(sub.value):
+            elif not accepts(request.schema, sub.value):
                 self.reject(sub, "schema-invalid")
             else:
                 request.status = "received"

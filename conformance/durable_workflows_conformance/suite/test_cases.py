@@ -11,6 +11,7 @@ import yaml
 
 from durable_workflows_conformance import checks, schemas
 from durable_workflows_conformance.driver import Driver, IndexMessage
+from durable_workflows_conformance.json_schema_rules import vector_cases
 from durable_workflows_conformance.scenario import Scenario, Submission
 
 
@@ -26,7 +27,13 @@ def load_cases() -> list[dict[str, Any]]:
             for case in loaded:
                 case["file"] = entry.name
                 cases.append(case)
-    return cases
+    vectors = vector_cases()  # vectors/input-validation.json (INPUT-044, INPUT-045)
+    found = schemas.problems("cases", vectors)
+    if found:
+        raise ValueError(f"the validation vectors make invalid cases: {found[:5]}")
+    for case in vectors:
+        case["file"] = "vectors/input-validation.json"
+    return cases + vectors
 
 
 def submission_of(entry: Mapping[str, Any]) -> Submission:

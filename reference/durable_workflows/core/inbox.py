@@ -15,10 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+from jsonschema import validators as jsonschema_validators  # type: ignore[import-untyped, unused-ignore]
 from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
     SchemaError as JsonSchemaError,
 )
-from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+    ValidationError,
+    best_match,
+)
 from referencing import Registry
 
 from .errors import InvalidPrimitive
@@ -155,6 +159,35 @@ def _refs(node: Any) -> list[str]:
     return found
 
 
+#: The one dialect a recorded schema may name (INPUT-044).
+DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+def _search(pattern: str, text: str) -> bool:
+    # ECMA-262 classes: \d, \w and \b are ASCII only (INPUT-045); Python's are Unicode.
+    return re.search(pattern, text, re.ASCII) is not None
+
+
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Any:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if _search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+#: 2020-12 with ECMA-262's ASCII classes in ``pattern`` and ``patternProperties``.
+_Validator = jsonschema_validators.extend(
+    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+)
+
+
 def check_request_schema(name: str, schema: Any) -> Any:
     """INPUT-029: a valid 2020-12 schema (object or boolean) with no ``$ref`` outside itself.
 
@@ -166,6 +199,10 @@ def check_request_schema(name: str, schema: Any) -> Any:
         schema = json.loads(json.dumps(schema, allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise InvalidPrimitive(f"input {name!r}: schema is not JSON: {exc}") from None
+    if isinstance(schema, dict) and schema.get("$schema", DIALECT) != DIALECT:
+        raise InvalidPrimitive(
+            f"input {name!r}: $schema must be {DIALECT} (or absent), not {schema['$schema']!r}"
+        )
     try:
         Draft202012Validator.check_schema(schema)
     except JsonSchemaError as exc:
@@ -184,7 +221,7 @@ def check_request_schema(name: str, schema: Any) -> Any:
 
 def _validator(schema: Any) -> Any:
     # An empty registry with no retrieve function: nothing is ever fetched (INPUT-028).
-    return Draft202012Validator(schema, registry=Registry())
+    return _Validator(schema, registry=Registry())
 
 
 def schema_problem(request_key: str, schema: Any, value: Any) -> str | None:
