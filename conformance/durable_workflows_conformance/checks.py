@@ -3,6 +3,7 @@ message that names what the specification expects and what the engine did."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -472,13 +473,33 @@ def recorded_schemas_are_valid(obs: Observation) -> None:
 
 def history_rules(obs: Observation) -> None:
     """The rules every history keeps that a reader can check message by message:
-    EVT-018, EVT-019, EVT-030, EVT-068, MODEL-024 and MODEL-037."""
+    EVT-018, EVT-019, EVT-030, EVT-068, MODEL-024, MODEL-037 and MODEL-050."""
     errors_carry_no_diagnostics(obs)
     txids_where_specified(obs)
     resumed_after_its_cause(obs)
     recorded_schemas_are_valid(obs)
     until_is_the_earliest_deadline(obs)
     final_rejections_in_inbox_order(obs)
+    due_outcomes_in_deadline_order(obs)
+
+
+def due_outcomes_in_deadline_order(obs: Observation) -> None:
+    """MODEL-050: outcomes of deadlines the engine found due at one instant (the same
+    ``fired_at`` / ``expired_at``) are recorded by deadline, then ``seq``."""
+    fired: list[tuple[str, str, int, str]] = []  # (decided at, deadline, seq, key)
+    for message in obs.history:
+        value = message.get("value") or {}
+        if message.get("type") == "sleep" and value.get("status") == "completed":
+            fired.append((value["fired_at"], value["wake_at"], value["seq"], message["key"]))
+        elif message.get("type") == "input" and value.get("status") == "expired":
+            fired.append((value["expired_at"], value["expires_at"], value["seq"], message["key"]))
+    for (at_a, due_a, seq_a, key_a), (at_b, due_b, seq_b, key_b) in itertools.pairwise(fired):
+        if at_a == at_b and (parse_time(due_a), seq_a) > (parse_time(due_b), seq_b):
+            raise AssertionError(
+                f"{key_a} (due {due_a}, seq {seq_a}) is recorded before {key_b} (due {due_b}, "
+                f"seq {seq_b}), both decided at {at_a}: due outcomes go by deadline, then seq "
+                "(MODEL-050)"
+            )
 
 
 def _entry(index: int, request: Mapping[str, Any]) -> str:

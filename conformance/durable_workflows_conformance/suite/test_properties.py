@@ -93,7 +93,7 @@ def _exact(scenario: Scenario) -> bool:
     # every object and enumerate every status):
     "VER-007",
     # Rules checked message by message (checks.history_rules):
-    "EVT-018", "EVT-019", "EVT-030", "EVT-068", "MODEL-024", "MODEL-037",
+    "EVT-018", "EVT-019", "EVT-030", "EVT-068", "MODEL-024", "MODEL-037", "MODEL-050",
 )  # fmt: skip
 def test_every_message_of_a_run_validates(driver: Driver, example: Count) -> None:
     @given(st.data())
