@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
 from jsonschema.exceptions import SchemaError  # type: ignore[import-untyped, unused-ignore]
 
-from . import schemas
+from . import model, schemas
 from .driver import Observation, Target, parse_time, without_offset
 from .model import Prediction, predict
 from .scenario import TERMINAL
@@ -664,3 +665,42 @@ def status_rows_reflect_history(obs: Observation) -> None:
 def _shown(row: Mapping[str, Any]) -> dict[str, Any]:
     """A row's fields but the two that no history decides."""
     return {k: v for k, v in row["value"].items() if k not in ("updated_at", "history_length")}
+
+
+def _step_ops(node: Any) -> Iterator[Mapping[str, Any]]:
+    """Every step operation of a program, at any depth (parallel groups, branches)."""
+    if isinstance(node, Mapping):
+        if node.get("op") == "step":
+            yield node
+        for value in node.values():
+            yield from _step_ops(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _step_ops(item)
+
+
+def retry_at_follows_the_policy(obs: Observation) -> None:
+    """RETRY-004 and RETRY-005 on a virtual clock, where a failure is decided at the
+    attempt's ``started_at`` (the clock never moves while a body runs, ADAPT-020): a
+    retrying step's ``retry_at`` is ``started_at`` plus ``delay(a)`` of its policy, plus a
+    jitter of at most 20 % of it, rounded up to the millisecond. A step name used with two
+    different policies is skipped (its keys do not say which policy they had)."""
+    policies: dict[str, list[Any]] = {}
+    for op in _step_ops(obs.scenario.program):
+        policies.setdefault(str(op["name"]), []).append(op.get("retry") or {})
+    for message in obs.history:
+        value = message.get("value") or {}
+        if message.get("type") != "step" or value.get("status") != "retrying":
+            continue
+        known = policies.get(str(value.get("name")))
+        if not known or any(p != known[0] for p in known):
+            continue
+        wanted = model.delay(int(value["attempt"]), known[0])
+        gap = parse_time(value["retry_at"]) - parse_time(value["started_at"])
+        gap_ms = gap.total_seconds() * 1000
+        assert wanted <= gap_ms <= math.ceil(wanted * 1.2) + 1, (
+            f"step {message['key']} attempt {value['attempt']} failed at "
+            f"{value['started_at']} and retries at {value['retry_at']}: {gap_ms:.0f} ms "
+            f"later, but its policy {known[0]} gives delay {wanted} ms plus at most 20 % "
+            "jitter (RETRY-004, RETRY-005)"
+        )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .json_schema_rules import accepts, schema_refused
-from .scenario import KEY_PATTERN, Scenario, Submission, due, early, state_of
+from .scenario import ID_PATTERN, KEY_PATTERN, Scenario, Submission, due, early, state_of
 from .scrub import RUN
 
 PROTOCOL = "1.0"
@@ -114,6 +114,15 @@ def attempt_error(op: Mapping[str, Any], attempt: int) -> dict[str, Any] | None:
 
 
 NAME_PATTERN = re.compile(r"^[^#\u0000-\u001f]{1,128}$")
+
+
+def inbox_id(sub: Submission, position: int) -> str:
+    """INPUT-014: the message's key when it is a valid id, else ``inbox-{position}``
+    (0-based among all messages of the inbox)."""
+    key = sub.raw.get("key") if sub.raw is not None else sub.id
+    if isinstance(key, str) and ID_PATTERN.match(key):
+        return key
+    return f"inbox-{position}"
 
 
 def _int_at_least(value: Any, least: float) -> bool:
@@ -270,19 +279,20 @@ class _Model:
             self.inbox.append(self.scenario.submissions[index])
         self.batches.append(list(indexes))
 
-    def reject(self, sub: Submission, reason: str) -> None:
+    def reject(self, sub: Submission, reason: str, position: int) -> None:
         """Record a rejection, or nothing once the run holds its limit of them (SEC-034)."""
         recorded = sum(1 for m in self.history if m["type"] == "submission")
         if recorded >= self.limits["rejections_per_run"]:
             return
         request = None if sub.cancel or not KEY_PATTERN.match(sub.request) else sub.request
+        iid = inbox_id(sub, position)
         value = {
-            "submission_id": sub.id,
+            "submission_id": iid,
             "request": request,
             "status": "rejected",
             "reason": reason,
         }
-        self.emit("submission", sub.id, "insert", value, sub.id)
+        self.emit("submission", iid, "insert", value, iid)
 
     def process_inbox(self, *, ending: bool = False) -> bool:
         """Decide every undecided inbox message, in inbox order (INPUT-017).
@@ -292,8 +302,8 @@ class _Model:
         progressed = False
         seen: set[str] = set()
         for position, sub in enumerate(self.inbox):
-            duplicate = sub.id in seen
-            seen.add(sub.id)
+            duplicate = inbox_id(sub, position) in seen
+            seen.add(inbox_id(sub, position))
             if position in self.decided:
                 continue
             if duplicate:
@@ -301,33 +311,33 @@ class _Model:
                 continue
             if sub.broken:
                 self.decided.add(position)
-                self.reject(sub, "malformed")
+                self.reject(sub, "malformed", position)
                 continue
             if sub.cancel:
                 self.decided.add(position)
                 if ending:  # CANCEL-009
-                    self.reject(sub, "run-finished")
+                    self.reject(sub, "run-finished", position)
                     continue
                 raise _Cancelled(sub)
             self.counted.add(position)
             if self.too_large(sub, position):  # check 4
                 self.decided.add(position)
-                self.reject(sub, "too-large")
+                self.reject(sub, "too-large", position)
                 continue
             if ending:
                 self.decided.add(position)
-                self.reject(sub, "run-finished")
+                self.reject(sub, "run-finished", position)
                 continue
             request = self.inputs.get(sub.request)
             if request is None:
                 continue  # kept until the request is recorded (INPUT-020)
             self.decided.add(position)
             if request.status == "received":
-                self.reject(sub, "already-answered")
+                self.reject(sub, "already-answered", position)
             elif request.status == "expired":
-                self.reject(sub, "expired")
+                self.reject(sub, "expired", position)
             elif not accepts(request.schema, sub.value):
-                self.reject(sub, "schema-invalid")
+                self.reject(sub, "schema-invalid", position)
             else:
                 request.status = "received"
                 request.value = copy.deepcopy(sub.value)

@@ -102,17 +102,18 @@ def step_ops(
 ) -> dict[str, Any]:
     op: dict[str, Any] = {"op": "step", "name": draw(st.sampled_from(STEP_NAMES))}
     op["result"] = draw(JSON_RESULTS)
-    max_attempts = draw(st.integers(1, 3))
+    max_attempts = draw(st.integers(1, 4))
     virtual = features is not None and features.virtual_clock
     initial = draw(st.integers(5, 60_000) if virtual else st.integers(REAL_MIN_MS, 300))
     op["retry"] = {
         "max_attempts": max_attempts,
         "initial_interval_ms": initial,
-        "backoff_coefficient": draw(st.sampled_from([1.0, 2.0])),
-        "max_interval_ms": initial * 4,
+        "backoff_coefficient": draw(st.sampled_from([1.0, 2.0, 3.0])),
+        # A cap the backoff can reach within four attempts, so that RETRY-004's min() shows.
+        "max_interval_ms": initial * draw(st.sampled_from([1, 2, 4])),
     }
     if may_fail and draw(st.booleans()):
-        op["fail_attempts"] = draw(st.integers(1, 3))
+        op["fail_attempts"] = draw(st.integers(1, 4))
         op["error"] = {"type": "ScriptedError", "message": "attempt failed on purpose"}
         if draw(st.booleans()):
             op["catch"] = True

@@ -1,6 +1,6 @@
 """Mutation testing of the reference engine against the conformance suite.
 
-    python tools/mutation/run.py [--only NAME ...] [--seed N] [--json FILE]
+    python tools/mutation/run.py [--only NAME ...] [--seed N] [--jobs N] [--json FILE]
     python tools/mutation/run.py --check      # every mutant applies; nothing is run
 
 Each mutant of ``mutants.yaml`` is one changed decision in the engine's core, a
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], metavar="NAME")
     parser.add_argument("--seed", default="11")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants served at once")
     parser.add_argument("--json", type=Path, metavar="FILE")
     parser.add_argument("--check", action="store_true", help="check the mutants apply; run none")
     parser.add_argument("--list", action="store_true", help="list the mutants")
@@ -232,15 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"the reference does not pass the suite: {' '.join(control.failed)} {control.note}")
         return 2
     outcomes = []
-    for mutant in mutants:
-        outcome = run_one(mutant, args.seed)
-        outcomes.append(outcome)
-        caught_by = " ".join(outcome.failed) or outcome.note.splitlines()[-1:] or ""
-        print(
-            f"{outcome.verdict:7} {mutant.name:40} {mutant.rule:11} {outcome.seconds:5.0f} s"
-            f"  {caught_by}",
-            flush=True,
-        )
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is two processes
+        for outcome in pool.map(lambda m: run_one(m, args.seed), mutants):
+            outcomes.append(outcome)
+            caught_by = " ".join(outcome.failed) or " ".join(outcome.note.splitlines()[-1:])
+            print(
+                f"{outcome.verdict:7} {outcome.mutant:40} {outcome.rule:11} "
+                f"{outcome.seconds:5.0f} s  {caught_by}",
+                flush=True,
+            )
     caught = sum(o.verdict == "caught" for o in outcomes)
     errors = sum(o.verdict == "error" for o in outcomes)
     print(

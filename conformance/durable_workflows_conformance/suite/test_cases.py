@@ -131,6 +131,8 @@ def test_case(driver: Driver, case: dict[str, Any]) -> None:
         checks.fixed_fields_hold(obs)
         checks.resumed_before_new_primitives(obs)
         checks.bodies_never_rerun(obs, faults=False)  # a case arms no fault
+        if driver.target.virtual_clock:  # failures are decided at the attempt's start
+            checks.retry_at_follows_the_policy(obs)
     except AssertionError as error:
         raise AssertionError(
             f"case {case['id']} ({case['file']}): {case['description']}\n{error}\n"
