@@ -84,6 +84,8 @@ class _Pending:
     key: str
     deadline: int | None
     done: bool = False
+    #: For a retry: the step's value, whose next attempt starts when it fires.
+    step: dict[str, Any] | None = None
 
 
 def _equal_json(a: Any, b: Any) -> bool:
@@ -445,6 +447,9 @@ class _Model:
                 request = self.inputs[w.key]
                 request.status = "expired"
                 self.emit("input", w.key, "update", self.input_value(request, None))
+            elif w.step is not None:  # RETRY-007; before run-resumed (EVT-030)
+                w.step.update(status="running", attempt=w.step["attempt"] + 1, error=None)
+                self.emit("step", w.key, "update", w.step)
 
     sleep_values: dict[str, dict[str, Any]]
 
@@ -532,11 +537,9 @@ class _Model:
             if attempt < value["max_attempts"] and error["type"] not in non_retryable:
                 value.update(status="retrying", error=recorded)
                 self.emit("step", key, "update", value)
-                wait = _Pending("retry", key, self.now + delay(attempt, retry))
-                self.block([wait])
+                wait = _Pending("retry", key, self.now + delay(attempt, retry), step=value)
+                self.block([wait])  # fire() records the next attempt's start
                 attempt += 1
-                value.update(status="running", attempt=attempt, error=None)
-                self.emit("step", key, "update", value)
                 continue
             value.update(status="failed", error=recorded)
             self.emit("step", key, "update", value)
