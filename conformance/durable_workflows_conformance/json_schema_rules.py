@@ -34,7 +34,7 @@ def _search(pattern: str, text: str) -> bool:
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
     if validator.is_type(instance, "string") and not _search(pattern, instance):
-        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+        yield ValidationError(f"the string does not match {pattern!r}")  # never the value
 
 
 def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Any:
