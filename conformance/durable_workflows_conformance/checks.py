@@ -490,10 +490,15 @@ def due_outcomes_in_deadline_order(obs: Observation) -> None:
     fired: list[tuple[str, str, int, str]] = []  # (decided at, deadline, seq, key)
     for message in obs.history:
         value = message.get("value") or {}
-        if message.get("type") == "sleep" and value.get("status") == "completed":
-            fired.append((value["fired_at"], value["wake_at"], value["seq"], message["key"]))
-        elif message.get("type") == "input" and value.get("status") == "expired":
-            fired.append((value["expired_at"], value["expires_at"], value["seq"], message["key"]))
+        kind, status = message.get("type"), value.get("status")
+        if kind == "sleep" and status == "completed":
+            times = value.get("fired_at"), value.get("wake_at")
+        elif kind == "input" and status == "expired":
+            times = value.get("expired_at"), value.get("expires_at")
+        else:
+            continue
+        if all(isinstance(t, str) for t in times):  # the schemas check presence (EVT-007)
+            fired.append((str(times[0]), str(times[1]), int(value.get("seq", 0)), message["key"]))
     for (at_a, due_a, seq_a, key_a), (at_b, due_b, seq_b, key_b) in itertools.pairwise(fired):
         if at_a == at_b and (parse_time(due_a), seq_a) > (parse_time(due_b), seq_b):
             raise AssertionError(
