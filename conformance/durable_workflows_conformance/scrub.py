@@ -43,6 +43,7 @@ ENGINE_WORDED = frozenset(
         "InvalidPrimitive",
         "InvalidResult",
         "UnknownWorkflow",
+        "InvalidInput",
         "ResultTooLarge",
         "HistoryTooLarge",
         "InboxClosed",

@@ -45,7 +45,7 @@ def _require_built() -> None:
         pytest.fail(f"Not testable: {CHROMIUM} is missing: run `make system-deps`")
 
 
-SCENARIOS = 10
+SCENARIOS = 14
 
 
 def test_the_example_app_in_chromium() -> None:

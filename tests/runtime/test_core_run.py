@@ -168,6 +168,72 @@ def test_unknown_workflow_fails_a_new_run() -> None:
     assert d.close_run
 
 
+EXPENSE_INPUT = {
+    "type": "object",
+    "required": ["report_id"],
+    "properties": {"report_id": {"type": "string"}, "total": {"type": "integer", "minimum": 0}},
+}
+
+
+def typed_workflow(ran: list[Any]) -> WorkflowRegistry:
+    reg = WorkflowRegistry()
+
+    @reg.workflow("typed", input_schema=EXPENSE_INPUT)
+    async def typed(ctx: Context, report: Any) -> Any:
+        ran.append(report)
+        return report["report_id"]
+
+    return reg
+
+
+@pytest.mark.req("MODEL-051")
+@pytest.mark.parametrize(
+    ("bad", "said"),
+    [
+        ({"total": 5}, "The run's input: property 'report_id' is required."),
+        ({"report_id": 7}, "The run's input: 'report_id' must be of type string."),
+        (
+            {"report_id": "r", "total": -1},
+            "The run's input: 'total' fails the schema's 'minimum' rule.",
+        ),
+        (None, "The run's input: the value must be of type object."),
+    ],
+)
+def test_an_input_the_workflows_schema_refuses_fails_the_run_before_any_code(
+    bad: Any, said: str
+) -> None:
+    ran: list[Any] = []
+    request = {"run_id": "r", "workflow": "typed", "input": bad}
+    d = Activation(typed_workflow(ran), [], request=request).advance(T0, [], random.Random(0))
+    assert events(d.append) == ["run-started", "run-failed"] and d.close_run
+    assert d.append[-1]["value"]["error"] == {
+        "type": "InvalidInput",
+        "message": said,
+        "details": None,
+    }
+    assert ran == []
+    for message in d.append:
+        identify(message, "history")
+    # Replaying that history (a redeploy, `dwf replay`) agrees with it.
+    assert replay_check(typed_workflow(ran), d.append).ok
+    assert ran == []
+
+
+@pytest.mark.req("MODEL-051")
+def test_an_input_the_workflows_schema_accepts_runs_as_usual() -> None:
+    ran: list[Any] = []
+    request = {"run_id": "r", "workflow": "typed", "input": {"report_id": "E-1", "total": 3}}
+    d = Activation(typed_workflow(ran), [], request=request).advance(T0, [], random.Random(0))
+    assert d.append[-1]["value"]["status"] == "completed" and ran == [request["input"]]
+
+
+def test_a_workflow_input_schema_that_is_no_json_schema_is_refused_at_once() -> None:
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        Workflow("w", sequential().fn, input_schema={"type": "no-such-type"})
+    with pytest.raises(ValueError, match="outside the schema"):
+        Workflow("w", sequential().fn, input_schema={"$ref": "https://example.com/s.json"})
+
+
 def test_registry_finds_workflows() -> None:
     reg = WorkflowRegistry()
 

@@ -237,3 +237,17 @@ def test_the_development_token_endpoint_is_not_passed_on(proxy: tuple[str, Path]
         f"{base}/ui/session.json", verify=ssl.create_default_context(cafile=str(cert)), timeout=10
     )
     assert reply.status_code == 404
+
+
+@pytest.mark.req("SEC-039")
+def test_no_answer_through_the_proxy_may_be_framed(
+    served: Process, proxy: tuple[str, Path]
+) -> None:
+    base, cert = proxy
+    reply = httpx.get(
+        f"{base}/v1/stream/workflows/index",
+        verify=ssl.create_default_context(cafile=str(cert)),
+        timeout=10,
+    )
+    assert reply.headers.get_list("x-frame-options") == ["DENY"], reply.headers
+    assert "frame-ancestors 'none'" in reply.headers["content-security-policy"]

@@ -27,6 +27,7 @@ def app_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "index.html").write_text(PAGE)
     (directory / "assets").mkdir()
     (directory / "assets" / "app.js").write_text("console.log('app')")
+    (directory / "assets" / "big.js").write_text("console.log('big');\n" * 2000)
     return directory
 
 
@@ -91,6 +92,46 @@ def test_the_session_names_the_namespace_the_workflows_and_a_scoped_token(
     assert httpx.get(f"{ns}/index", headers=auth, timeout=10).status_code == 403
     forged = httpx.post(f"{ns}/runs/{run_id}/history", json=[{}], headers=auth, timeout=10)
     assert forged.status_code == 403
+
+
+@pytest.mark.req("SEC-038")
+@pytest.mark.parametrize(
+    "host",
+    ["rebind.attacker.example:4590", "attacker.example", "127.0.0.1.attacker.example", "[::2]:80"],
+)
+def test_the_session_token_goes_only_to_requests_addressed_to_a_loopback_name(
+    served: Process, host: str
+) -> None:
+    # DNS rebinding: the browser sends the attacker's name, resolved to 127.0.0.1.
+    reply = httpx.get(f"{served.url}/ui/session.json", headers={"Host": host}, timeout=10)
+    assert reply.status_code == 403, reply.text
+    assert "token" not in reply.json() and "loopback" in reply.json()["error"]
+
+
+@pytest.mark.req("SEC-038")
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST:4437", "app.localhost", "127.0.0.9"])
+def test_loopback_names_get_the_session(served: Process, host: str) -> None:
+    reply = httpx.get(f"{served.url}/ui/session.json", headers={"Host": host}, timeout=10)
+    assert reply.status_code == 200 and reply.json()["token"]
+
+
+@pytest.mark.req("SEC-039")
+@pytest.mark.parametrize("path", ["/", "/assets/app.js", "/ui/session.json", "/no-such-file"])
+def test_no_page_of_the_app_may_be_framed_by_another_origin(served: Process, path: str) -> None:
+    reply = httpx.get(f"{served.url}{path}", timeout=10)
+    assert reply.headers["x-frame-options"] == "DENY"
+    policy = reply.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    assert reply.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_apps_files_are_sent_compressed_when_the_browser_accepts_it(served: Process) -> None:
+    url = f"{served.url}/assets/big.js"
+    packed = httpx.get(url, headers={"Accept-Encoding": "gzip"}, timeout=10)
+    assert packed.headers["content-encoding"] == "gzip" and packed.text.count("big") == 2000
+    assert int(packed.headers["content-length"]) < 4000  # 40,000 bytes as sent plain
+    plain = httpx.get(url, headers={"Accept-Encoding": "identity"}, timeout=10)
+    assert "content-encoding" not in plain.headers and len(plain.content) == 40000
 
 
 def test_ui_without_an_index_html_or_on_a_public_address_is_refused(

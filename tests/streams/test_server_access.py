@@ -281,7 +281,14 @@ def test_client_appends_are_checked_message_by_message(
         b'"request":"manager","value":"\\ud800"},"headers":{"operation":"insert"}}'
     )
     reply = httpx.post(url, content=surrogate, headers={**JSON, **submit_only})
-    assert reply.status_code == 400 and "Unicode" in reply.json()["message"]
+    assert reply.status_code == 400 and "surrogate" in reply.json()["message"]
+    # Numbers not every reader holds: named as such, not as bad text (EVT-100).
+    for number in (b"NaN", b"-Infinity", b"1e400", b"9007199254740993"):
+        body = surrogate.replace(b'"\\ud800"', number)
+        assert number in body and b"ud800" not in body
+        reply = httpx.post(url, content=body, headers={**JSON, **submit_only})
+        assert reply.status_code == 400 and "I-JSON" in reply.json()["message"], number
+        assert "1e400" in reply.json()["message"] and "NaN" in reply.json()["message"]
     deep = b"[" * 2000 + b"]" * 2000
     reply = httpx.post(url, content=deep, headers={**JSON, **submit_only})
     assert reply.status_code == 400, reply.text

@@ -11,6 +11,7 @@
 
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs"
+import { createServer } from "node:http"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { chromium } from "playwright-core"
@@ -138,6 +139,11 @@ async function shot(name, tab = page) {
 const inputForm = (tab, key = "manager") => tab.locator(`section.dwf-input-form[data-input-key="${key}"]`)
 
 /** Opens run `id` in `tab` and waits for its pending manager form. */
+/** Answers the yes-or-no `approved` field: a Yes / No choice, neither chosen at first. */
+async function choose(form, yes) {
+  await form.locator('[role="radiogroup"] input[type="radio"]').nth(yes ? 0 : 1).check()
+}
+
 async function openForm(tab, id) {
   await tab.goto(`${base}/#/runs/${encodeURIComponent(id)}`)
   const form = inputForm(tab)
@@ -237,6 +243,9 @@ try {
     await started.waitFor()
     const id = (await started.innerText()).trim()
     if (!id.startsWith(session.run_prefix)) throw new Error(`unexpected run id ${id}`)
+    // A fresh form after a start: a second click cannot start the same run again.
+    const left = await form.locator("#start-expense-approval_report_id").inputValue()
+    if (left !== "") throw new Error(`the start form still holds ${left}`)
 
     const task = page.locator(`#tasks li[data-run-id="${id}"][data-status="waiting"]`)
     await task.waitFor()
@@ -244,7 +253,7 @@ try {
     if (!prompt.includes("E2E-FORM-1 (420.00 EUR)")) throw new Error(`task prompt: ${prompt}`)
     await shot("inbox")
 
-    await task.locator("a.task-link").click()
+    await task.locator(".task-link a").click()
     await page.locator(`article.run[data-run-id="${id}"][data-run-status="waiting"]`).waitFor()
     const input = page.locator('section.dwf-input-form[data-input-key="manager"]')
     await input.waitFor()
@@ -270,7 +279,14 @@ try {
     // A valid answer: accepted, the run completes and its output is shown.
     await page.locator("label.engine-checks input").uncheck()
     await comment.fill("Within budget.")
-    await input.locator('input[type="checkbox"]').check()
+    // Nothing chosen for `approved`: the form asks for a choice and sends nothing (an
+    // untouched yes-or-no field is not an answer of "no").
+    await input.locator('button[type="submit"]').click()
+    await input.locator(".panel-danger, .error-detail").first().waitFor()
+    await page.waitForTimeout(300)
+    if ((await page.locator("li[data-rejection]").count()) !== 1) throw new Error("an answer without a choice was sent")
+    if (await input.locator('[data-outcome="accepted"]').count()) throw new Error("an answer without a choice was accepted")
+    await choose(input, true)
     const clicked = Date.now()
     await input.locator('button[type="submit"]').click()
     await page.locator(`article.run[data-run-status="completed"]`).waitFor()
@@ -301,7 +317,7 @@ try {
     const tab = await newTab()
     try {
       const form = await openForm(tab, ids[0])
-      await form.locator('input[type="checkbox"]').check()
+      await choose(form, true)
       const ms = await timeSubmit(tab, form, '[data-outcome="accepted"]')
       if (ms === null || ms > 1000) throw new Error(`the answer from the run page took ${ms === null ? "over 15 s" : `${Math.round(ms)} ms`}`)
       console.log(`  run page next to a list of 20: submit -> accepted in ${Math.round(ms)} ms`)
@@ -329,10 +345,8 @@ try {
     const other = await newTab()
     try {
       const forms = [await openForm(page, id), await openForm(other, id)]
-      await forms[0].locator('input[type="checkbox"]').check()
-      // The second says no: the box ticked then cleared, so `approved` is false, not absent.
-      await forms[1].locator('input[type="checkbox"]').check()
-      await forms[1].locator('input[type="checkbox"]').uncheck()
+      await choose(forms[0], true)
+      await choose(forms[1], false)
       await forms[1].locator('input[id$="_comment"]').fill("No.")
       // Both tabs submit at the same instant (one clock on this machine), not one
       // click after the other.
@@ -421,7 +435,7 @@ try {
         if (Date.now() > deadline) throw new Error("the cancelled run's history was not closed")
         await new Promise((ok) => setTimeout(ok, 50))
       }
-      await form.locator('input[type="checkbox"]').check()
+      await choose(form, true)
       await form.locator('button[type="submit"]').click()
       const shown = form.locator('[data-outcome="run-ended"]')
       await shown.waitFor()
@@ -489,7 +503,7 @@ try {
       // Its own run: answered from the page.
       await tab.goto(`${base}/#/runs/${mine}`)
       const own = await openForm(tab, mine)
-      await own.locator('input[type="checkbox"]').check()
+      await choose(own, true)
       await own.locator('button[type="submit"]').click()
       await own.locator('[data-outcome="accepted"]').waitFor()
     } finally {
@@ -517,21 +531,68 @@ try {
     }
   })
 
+  await scenario("a flooded run: the form says a refused answer leaves no record", async () => {
+    // 1,001 junk answers: the engine records 1,000 rejections (SEC-034), and
+    // past 1,000 submissions refuses every answer (INPUT-033), so a valid one is refused
+    // without a record. The form must say so, not ask to send it again forever.
+    const id = runId("flood")
+    await startExpense(id, "FLOOD")
+    await page.goto(`${base}/#/runs/${id}`)
+    const form = inputForm(page)
+    await form.locator('button[type="submit"]').waitFor()
+    const status = await page.evaluate(
+      async ({ ns, id, token }) => {
+        const body = Array.from({ length: 1001 }, (_, i) => ({
+          type: "submission",
+          key: `flood-${i}`,
+          value: { submission_id: `flood-${i}`, request: "manager", value: { approved: "maybe" } },
+          headers: { operation: "insert" },
+        }))
+        const headers = { "Content-Type": "application/json", ...(token ? { Authorization: `Bearer ${token}` } : {}) }
+        // In appends of 16, the most the stream server takes from a client at once.
+        for (let i = 0; i < body.length; i += 16) {
+          const part = JSON.stringify(body.slice(i, i + 16))
+          const response = await fetch(`${ns}/runs/${id}/inbox`, { method: "POST", headers, body: part })
+          if (!response.ok) return response.status
+        }
+        return 200
+      },
+      { ns: session.namespace, id, token: session.token },
+    )
+    if (status >= 300) throw new Error(`the flood POST: ${status}`)
+    await page.locator('ul.rejections[data-count="1000"]').waitFor({ timeout: 30_000 })
+    // The newest first, and only the latest few of them.
+    const shown = await page.locator("li[data-rejection]").evaluateAll((items) => items.map((li) => li.getAttribute("data-rejection")))
+    if (shown.length !== 20) throw new Error(`the list shows ${shown.length} rejections`)
+    await form.locator('[role="note"]').waitFor()
+    await choose(form, true)
+    await form.locator('button[type="submit"]').click()
+    const said = form.locator('[data-outcome="unrecorded"]')
+    await said.waitFor({ timeout: 15_000 })
+    if (!(await said.innerText()).includes("No record of this answer")) throw new Error(await said.innerText())
+    if ((await page.locator("article.run").getAttribute("data-run-status")) !== "waiting") throw new Error("the run moved")
+    await shot("flooded-run")
+  })
+
   await scenario("a prompt with HTML is shown as text", async () => {
     const id = runId("html")
-    const evil = `<img src=x onerror="window.__xss=1"><b>bold</b>`
+    // HTML, and a right-to-left override that would show "approve" reversed.
+    const evil = `<img src=x onerror="window.__xss=1"><b>bold</b> pay \u202Eevorppa`
+    const expected = evil.replace("\u202E", "[U+202E]")
     await startExpense(id, evil)
     await page.goto(`${base}/#/`)
     const task = page.locator(`#tasks li[data-run-id="${id}"]`)
     await task.waitFor()
     const listed = await task.locator(".prompt").innerText()
-    if (!listed.includes(evil)) throw new Error(`list prompt: ${listed}`)
+    if (!listed.includes(expected)) throw new Error(`list prompt: ${listed}`)
     if ((await task.locator("img, b").count()) !== 0) throw new Error("the list rendered HTML from a prompt")
     await page.goto(`${base}/#/runs/${id}`)
     const prompt = page.locator('section.dwf-input-form[data-input-key="manager"] .dwf-prompt')
     await prompt.waitFor()
     const shown = await prompt.innerText()
-    if (!shown.includes(evil)) throw new Error(`run page prompt: ${shown}`)
+    if (!shown.includes(expected)) throw new Error(`run page prompt: ${shown}`)
+    const raw = await page.evaluate(() => document.body.innerText.includes("\u202E"))
+    if (raw) throw new Error("a directional override reached the page as is")
     if ((await page.locator("article.run img, article.run b").count()) !== 0) {
       throw new Error("the run page rendered HTML from a prompt")
     }
@@ -539,12 +600,74 @@ try {
     await shot("run-html-prompt")
   })
 
+  await scenario("a run this page's token may not read is listed without a link", async () => {
+    const other = `other-${Date.now().toString(36)}`
+    const token = mintToken([other], "start")
+    const response = await fetch(`${ns}/index`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({
+        type: "start",
+        key: other,
+        value: { run_id: other, workflow: "expense-approval", input: { report_id: "OTHER", items: [{ amount: 500 }] } },
+        headers: { operation: "insert" },
+      }),
+    })
+    if (!response.ok) throw new Error(`starting ${other}: ${response.status}`)
+    await page.goto(`${base}/#/`)
+    const row = page.locator(`#tasks li[data-run-id="${other}"]`)
+    await row.waitFor()
+    if ((await row.locator("a").count()) !== 0) throw new Error("a run the token cannot read is a link")
+    await row.locator("[data-not-yours]").waitFor()
+  })
+
+  await scenario("on a 375 px wide screen nothing is wider than the screen", async () => {
+    const id = runId("narrow")
+    await startExpense(id, "NARROW-A-RATHER-LONG-REPORT-ID-THAT-MUST-WRAP-0123456789")
+    const phone = await newTab()
+    try {
+      await phone.setViewportSize({ width: 375, height: 800 })
+      for (const at of [`${base}/#/`, `${base}/#/runs/${id}`]) {
+        await phone.goto(at)
+        await phone.locator(at.endsWith("/#/") ? "#tasks" : 'section.dwf-input-form button[type="submit"]').waitFor()
+        if (at.endsWith("/#/")) await phone.click('details[data-workflow="expense-approval"] summary')
+        const width = await phone.evaluate(() => document.documentElement.scrollWidth)
+        if (width > 375) throw new Error(`${at} is ${width} px wide`)
+      }
+      await shot("narrow-run", phone)
+    } finally {
+      await phone.close()
+    }
+  })
+
+  await scenario("another site cannot show the app in a frame", async () => {
+    // Not watched: the refusal is a console error, and it is the point.
+    // The other site: a page of its own origin (another port on 127.0.0.1) that frames
+    // the app. Without the app's headers the frame shows it (checked by hand).
+    const site = createServer((_, response) => {
+      response.writeHead(200, { "Content-Type": "text/html" })
+      response.end(`<iframe id="app" src="${base}/#/" width="800" height="600"></iframe>`)
+    })
+    await new Promise((resolve) => site.listen(0, "127.0.0.1", resolve))
+    const framer = await context.newPage()
+    try {
+      await framer.goto(`http://127.0.0.1:${site.address().port}/`)
+      await framer.waitForTimeout(2000)
+      if (framer.frames().length !== 2) throw new Error(`${framer.frames().length} frames`)
+      const shown = await framer.frames()[1].locator("#tasks, .app").count().catch(() => 0)
+      if (shown) throw new Error(`the app shows in another site's frame (${framer.frames()[1].url()})`)
+    } finally {
+      await framer.close()
+      site.close()
+    }
+  })
+
   await scenario("latency: the form's submit to the next step shown, over 20 runs", async () => {
     for (let i = 0; i < 20; i++) {
       const id = runId(`lat${i}`)
       await startExpense(id, `LAT-${i}`)
       const form = await openForm(page, id)
-      await form.locator('input[type="checkbox"]').check()
+      await choose(form, true)
       const ms = await timeSubmit(page, form, 'li[data-kind="step"][data-key="pay"][data-status="completed"]')
       if (ms === null) throw new Error(`run ${id}: the next step did not show within 15 s`)
       latencies.next.push(ms)

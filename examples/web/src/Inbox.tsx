@@ -1,5 +1,5 @@
 import { useRef, useState } from "react"
-import { newId, type StartOutcome } from "@durable-workflows/client"
+import { newId, visibleText, type StartOutcome } from "@durable-workflows/client"
 import { SchemaForm, useRuns, useStartRun } from "@durable-workflows/react"
 import { runHref } from "./App"
 import { Status, When } from "./bits"
@@ -10,8 +10,8 @@ import type { Session, Workflow } from "./session"
 export function Inbox({ session }: { session: Session }) {
   return (
     <div className="inbox">
-      <Tasks />
-      <AllRuns />
+      <Tasks canOpen={opener(session)} />
+      <AllRuns canOpen={opener(session)} />
       <section className="panel">
         <h2>Start a run</h2>
         {session.workflows.map((workflow) => (
@@ -22,7 +22,31 @@ export function Inbox({ session }: { session: Session }) {
   )
 }
 
-function Tasks() {
+/** Whether this page's token may read a run: `dwf serve --ui`'s token covers the runs
+ * whose ids start with its prefix, while the list shows every run of the namespace. */
+function opener(session: Session): (runId: string) => boolean {
+  return (runId) => session.token === null || runId.startsWith(session.run_prefix)
+}
+
+const NOT_YOURS = "Started outside this app: this page's token may not open it."
+
+/** A link to the run's page, or its id as text when the token may not read it. */
+function RunLink({ runId, canOpen, className }: { runId: string; canOpen: (id: string) => boolean; className?: string }) {
+  if (canOpen(runId)) {
+    return (
+      <a href={runHref(runId)} className={className}>
+        {runId}
+      </a>
+    )
+  }
+  return (
+    <span className={`${className ?? ""} not-yours`} title={NOT_YOURS} data-not-yours="">
+      {runId}
+    </span>
+  )
+}
+
+function Tasks({ canOpen }: { canOpen: (runId: string) => boolean }) {
   const { runs, status, error } = useRuns({ status: "waiting" })
   return (
     <section className="panel" id="tasks">
@@ -33,15 +57,15 @@ function Tasks() {
       <ul className="tasks">
         {runs.map((run) => (
           <li key={run.key} data-run-id={run.key} data-status={run.status}>
-            <a href={runHref(run.key)} className="task-link">
-              <span className="run-id">{run.key}</span>
+            <span className="task-link">
+              <RunLink runId={run.key} canOpen={canOpen} className="run-id" />
               <span className="workflow">{run.workflow}</span>
-            </a>
+            </span>
             <ul className="prompts">
               {run.inputs.map((input) => (
                 <li key={input.key}>
                   <span className="input-name">{input.name}</span>
-                  <span className="prompt">{input.prompt ?? "(no prompt)"}</span>
+                  <span className="prompt">{input.prompt === null ? "(no prompt)" : visibleText(input.prompt)}</span>
                   {input.expires_at ? (
                     <span className="deadline">
                       {"until "}
@@ -58,42 +82,44 @@ function Tasks() {
   )
 }
 
-function AllRuns() {
+function AllRuns({ canOpen }: { canOpen: (runId: string) => boolean }) {
   const { runs, status } = useRuns()
   return (
     <section className="panel" id="runs">
       <h2>All runs {status === "ready" ? <span className="count">{runs.length}</span> : null}</h2>
       {status === "ready" && runs.length === 0 ? <p className="muted">No runs yet. Start one below.</p> : null}
       {runs.length > 0 ? (
-        <table className="runs">
-          <thead>
-            <tr>
-              <th>run</th>
-              <th>workflow</th>
-              <th>status</th>
-              <th>started</th>
-              <th>finished</th>
-            </tr>
-          </thead>
-          <tbody>
-            {runs.map((run) => (
-              <tr key={run.key} data-run-id={run.key} data-status={run.status}>
-                <td>
-                  <a href={runHref(run.key)}>{run.key}</a>
-                </td>
-                <td>{run.workflow}</td>
-                <td>
-                  <Status status={run.status} />
-                  {run.error ? <span className="error-type">{run.error.type}</span> : null}
-                </td>
-                <td>
-                  <When at={run.started_at} />
-                </td>
-                <td>{run.finished_at ? <When at={run.finished_at} /> : null}</td>
+        <div className="table-scroll">
+          <table className="runs">
+            <thead>
+              <tr>
+                <th>run</th>
+                <th>workflow</th>
+                <th>status</th>
+                <th>started</th>
+                <th>finished</th>
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {runs.map((run) => (
+                <tr key={run.key} data-run-id={run.key} data-status={run.status}>
+                  <td>
+                    <RunLink runId={run.key} canOpen={canOpen} />
+                  </td>
+                  <td>{run.workflow}</td>
+                  <td>
+                    <Status status={run.status} />
+                    {run.error ? <span className="error-type">{visibleText(run.error.type)}</span> : null}
+                  </td>
+                  <td>
+                    <When at={run.started_at} />
+                  </td>
+                  <td>{run.finished_at ? <When at={run.finished_at} /> : null}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       ) : null}
     </section>
   )
@@ -104,6 +130,7 @@ function StartForm({ workflow, prefix }: { workflow: Workflow; prefix: string })
   const [state, setState] = useState<
     { kind: "idle" } | { kind: "sending" } | { kind: "done"; outcome: StartOutcome } | { kind: "failed"; message: string }
   >({ kind: "idle" })
+  const [round, setRound] = useState(0)
   // One run id per start: reused if the same input is sent again after a failure.
   const attempt = useRef<{ id: string; body: string } | null>(null)
 
@@ -117,6 +144,8 @@ function StartForm({ workflow, prefix }: { workflow: Workflow; prefix: string })
       const outcome = await start({ workflow: workflow.name, input, runId: attempt.current.id })
       attempt.current = null
       setState({ kind: "done", outcome })
+      // A fresh form: a second click must not start the same run again by accident.
+      if (outcome.outcome === "accepted") setRound((n) => n + 1)
     } catch (error) {
       setState({ kind: "failed", message: error instanceof Error ? error.message : String(error) })
     }
@@ -129,6 +158,7 @@ function StartForm({ workflow, prefix }: { workflow: Workflow; prefix: string })
         {workflow.title ? <span className="title">{workflow.title}</span> : null}
       </summary>
       <SchemaForm
+        key={round}
         schema={workflow.input_schema ?? true}
         onSubmit={(value) => void send(value)}
         disabled={state.kind === "sending"}

@@ -1,6 +1,7 @@
 import { useState, type ReactNode } from "react"
 import {
   isTerminal,
+  visibleText,
   type InputRow,
   type Outcome,
   type PatchRow,
@@ -32,7 +33,7 @@ export function RunPage({ runId }: { runId: string }) {
   if (view.status === "error" || !view.run) {
     return (
       <p className="error" role="alert">
-        {`Could not open run ${runId}: ${String(view.error)}`}
+        {visibleText(`Could not open run ${runId}: ${String(view.error)}`)}
       </p>
     )
   }
@@ -99,11 +100,12 @@ export function RunPage({ runId }: { runId: string }) {
                     ended={ended}
                     engineChecks={engineChecks}
                     rejections={rejectionsOf(item.row.key)}
+                    recordedRejections={view.submissions.length}
                   />
                 ) : null}
                 {item.kind === "record" ? (
                   <Line title={`${item.row.kind} ${item.row.key}`}>
-                    <code>{String(item.row.value)}</code>
+                    <code>{visibleText(String(item.row.value))}</code>
                   </Line>
                 ) : null}
                 {item.kind === "patch" ? <Line title={`patch ${item.row.key}`}>taken</Line> : null}
@@ -131,8 +133,8 @@ export function RunPage({ runId }: { runId: string }) {
           ) : null}
           {run.error ? (
             <p className="error" id="run-error">
-              <strong>{run.error.type}</strong>
-              {`: ${run.error.message}`}
+              <strong>{visibleText(run.error.type)}</strong>
+              {visibleText(`: ${run.error.message}`)}
             </p>
           ) : null}
         </section>
@@ -162,7 +164,7 @@ function StepItem({ step }: { step: StepRow }) {
           <TimeLeft at={step.retry_at} />
         </p>
       ) : null}
-      {step.error ? <p className="error">{`${step.error.type}: ${step.error.message}`}</p> : null}
+      {step.error ? <p className="error">{visibleText(`${step.error.type}: ${step.error.message}`)}</p> : null}
       {step.status === "completed" ? <Json value={step.result} /> : null}
     </>
   )
@@ -195,8 +197,9 @@ function InputItem(props: {
   ended: boolean
   engineChecks: boolean
   rejections: SubmissionRow[]
+  recordedRejections: number
 }) {
-  const { runId, input, ended, engineChecks, rejections } = props
+  const { runId, input, ended, engineChecks, rejections, recordedRejections } = props
   // The form stays mounted whatever the input's status becomes, so that an answer this
   // tab sent shows its outcome even after another tab's answer closed the request.
   return (
@@ -205,18 +208,32 @@ function InputItem(props: {
         <Status status={input.status === "pending" && ended ? "abandoned" : input.status} />
         {input.status === "pending" && input.expires_at && !ended ? <TimeLeft at={input.expires_at} /> : null}
       </Line>
-      <InputForm runId={runId} input={input} noValidate={engineChecks} runEnded={ended} />
+      <InputForm
+        runId={runId}
+        input={input}
+        noValidate={engineChecks}
+        runEnded={ended}
+        recordedRejections={recordedRejections}
+      />
       {rejections.length > 0 ? <Rejections rows={rejections} /> : null}
     </>
   )
 }
 
+/** How many rejections a list shows: the latest ones (a flooded run holds 1,000). */
+const SHOWN_REJECTIONS = 20
+
 function Rejections({ rows }: { rows: SubmissionRow[] }) {
+  // `rows` come oldest first; the latest are shown, newest first.
+  const shown = rows.slice(-SHOWN_REJECTIONS).reverse()
   return (
-    <ul className="rejections">
-      {rows.map((row) => (
+    <ul className="rejections" data-count={rows.length}>
+      {rows.length > shown.length ? (
+        <li className="muted">{`${rows.length} refused answers; the latest ${shown.length}:`}</li>
+      ) : null}
+      {shown.map((row) => (
         <li key={row.key} data-rejection={row.key} data-reason={row.reason}>
-          <span className="reason">{row.reason}</span> <span className="message">{row.message}</span>{" "}
+          <span className="reason">{row.reason}</span> <span className="message">{visibleText(row.message)}</span>{" "}
           <span className="muted">{row.key}</span>
         </li>
       ))}

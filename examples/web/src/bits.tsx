@@ -2,6 +2,7 @@
 // text nodes and <pre> of JSON.stringify, never HTML.
 
 import { useEffect, useState } from "react"
+import { visibleText } from "@durable-workflows/client"
 
 export function Status({ status }: { status: string }) {
   return <span className={`status status-${status}`}>{status}</span>
@@ -19,7 +20,7 @@ export function When({ at }: { at: string }) {
 }
 
 export function Json({ value }: { value: unknown }) {
-  return <pre className="json">{JSON.stringify(value, null, 2)}</pre>
+  return <pre className="json">{visibleText(JSON.stringify(value, null, 2))}</pre>
 }
 
 /** The current time, updated every `ms`. */

@@ -167,8 +167,14 @@ def _messages(body: bytes) -> list[Any]:
         )
     if depth(value) > MAX_CLIENT_DEPTH + 1:  # +1: the array around the messages
         raise Refusal(400, "invalid-message", f"messages nest at most {MAX_CLIENT_DEPTH} deep")
-    if compact_size(value) is None:  # lone UTF-16 surrogates parse but never encode
-        raise Refusal(400, "invalid-message", "the body holds text that is not Unicode")
+    if compact_size(value) is None:  # parses in Python, but not every reader holds it
+        raise Refusal(
+            400,
+            "invalid-message",
+            "the body is not I-JSON (EVT-100): it holds NaN or an infinity, a number too "
+            "large for a double (such as 1e400), an integer beyond +-(2^53 - 1), or text "
+            "with a lone UTF-16 surrogate",
+        )
     return messages
 
 

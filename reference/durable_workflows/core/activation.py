@@ -34,7 +34,7 @@ from .decisions import Decision, ReplayReport, StepOutcome, StepTask
 from .ending import Ending
 from .errors import HistoryError
 from .history import TERMINAL
-from .inbox import InboxEntry
+from .inbox import InboxEntry, run_input_problem
 from .inbox_pass import InboxPass
 from .messages import error_object, run_started
 from .offline import OfflineCheck
@@ -106,6 +106,12 @@ class Activation(OfflineCheck, Timers, InboxPass, Ending):
             )
             if self._workflow is None:
                 self._end("failed", error=error_object("UnknownWorkflow", self._unknown_text()))
+            elif self._workflow.input_schema is not None:
+                # MODEL-051: an input the workflow says it cannot take fails the run at
+                # once, with the schema's reason, not later with whatever the code raises.
+                problem = run_input_problem(self._workflow.input_schema, self._input)
+                if problem is not None:
+                    self._end("failed", error=error_object("InvalidInput", problem))
         if not self.finished and self._cancel_waiting(entries):
             # CANCEL-005/012: a cancel in the inbox ends the run before any code or body runs;
             # what precedes it in the inbox is decided first (INPUT-016). The run does not

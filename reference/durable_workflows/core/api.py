@@ -88,14 +88,19 @@ class Workflow:
 
     name: str
     fn: WorkflowFunction
-    #: A JSON Schema (2020-12) of the input, for clients that build a start form; the
-    #: engine does not enforce it (the code decides what input it takes).
+    #: A JSON Schema (2020-12) of the input: clients build a start form from it, and a
+    #: run whose input it does not accept fails at once with ``InvalidInput`` (MODEL-051).
     input_schema: Any = field(default=None, compare=False)
     #: One line that says what the workflow does, for people choosing one.
     title: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "workflow name")
+        if self.input_schema is not None:
+            from .inbox import check_request_schema
+
+            schema = check_request_schema(f"{self.name} (input schema)", self.input_schema)
+            object.__setattr__(self, "input_schema", schema)
 
 
 def workflow(

@@ -19,7 +19,14 @@ __all__ = ["NOT_BY_CODE", "Ending"]
 
 #: Run failures that the engine decides, not the workflow code.
 NOT_BY_CODE = frozenset(
-    {"NonDeterminism", "HistoryTooLarge", "UnknownWorkflow", "InboxClosed", "MessageTooLarge"}
+    {
+        "NonDeterminism",
+        "HistoryTooLarge",
+        "UnknownWorkflow",
+        "InvalidInput",
+        "InboxClosed",
+        "MessageTooLarge",
+    }
 )
 
 

@@ -148,6 +148,7 @@ FREE_MESSAGE = frozenset(
         "InvalidResult",
         "InvalidPrimitive",
         "UnknownWorkflow",
+        "InvalidInput",
         "ResultTooLarge",
         "HistoryTooLarge",
         "InboxClosed",

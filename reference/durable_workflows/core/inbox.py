@@ -230,10 +230,20 @@ def schema_problem(request_key: str, schema: Any, value: Any) -> str | None:
     The sentence names the request, where in the value and which rule failed, and never
     copies the submitted value (INPUT-025).
     """
+    return _problem(f"Input '{request_key}'", schema, value)
+
+
+def run_input_problem(schema: Any, value: Any) -> str | None:
+    """As :func:`schema_problem`, for a run's input and its workflow's input schema
+    (MODEL-051)."""
+    return _problem("The run's input", schema, value)
+
+
+def _problem(subject: str, schema: Any, value: Any) -> str | None:
     try:
         error = best_match(_validator(schema).iter_errors(value))
     except Exception:  # a recorded schema that cannot be evaluated accepts nothing
-        return f"Input '{request_key}': the request's schema cannot be evaluated."
+        return f"{subject}: the schema cannot be evaluated."
     if error is None:
         return None
     where = (
@@ -247,9 +257,9 @@ def schema_problem(request_key: str, schema: Any, value: Any) -> str | None:
         missing = [p for p in error.validator_value if p not in present]
         if missing:
             at = "" if not error.absolute_path else f" in {where}"
-            return f"Input '{request_key}': property '{missing[0]}' is required{at}."
+            return f"{subject}: property '{missing[0]}' is required{at}."
     if rule == "type":
-        return f"Input '{request_key}': {where} must be of type {error.validator_value}."
+        return f"{subject}: {where} must be of type {error.validator_value}."
     if rule is False or error.schema is False:
-        return f"Input '{request_key}': the schema accepts no value."
-    return f"Input '{request_key}': {where} fails the schema's '{rule}' rule."
+        return f"{subject}: the schema accepts no value."
+    return f"{subject}: {where} fails the schema's '{rule}' rule."

@@ -22,6 +22,17 @@ class OfflineCheck(Replayer, Ending):
         self._offline = True
         self._replayed = True
         recorded = self._history_max_seq
+        run = self._parsed.run or {}
+        if run.get("status") == "failed" and run["error"]["type"] == "InvalidInput":
+            # MODEL-051: the code never ran on this input, so there is nothing to check.
+            return ReplayReport(
+                ok=True,
+                run_id=self._run_id,
+                workflow=self._wf_name,
+                matched=0,
+                recorded=recorded,
+                stopped="finished",
+            )
         self._start_code()
         self._pump()
         if self._nd is None:
@@ -41,7 +52,6 @@ class OfflineCheck(Replayer, Ending):
             )
         mismatch: str | None = None
         stopped = "blocked"
-        run = self._parsed.run or {}
         if self._code_ended():
             assert self._root is not None
             stopped, output, code_error = self._ending()

@@ -2,6 +2,7 @@
 
 import type { JSONSchema7 } from "json-schema"
 import type { InputSchema } from "./generated/rows.js"
+import { visibleText } from "./text.js"
 
 /** What `formSchema` removed, so a page can say the form may be incomplete. */
 export interface FormSchemaReport {
@@ -20,6 +21,10 @@ function clean(node: unknown, report: FormSchemaReport): unknown {
     if (name === "$ref") {
       if (typeof value === "string" && value.startsWith("#")) out[name] = value
       else report.remoteRefs.push(String(value))
+      continue
+    }
+    if ((name === "title" || name === "description") && typeof value === "string") {
+      out[name] = visibleText(value) // shown as labels: no directional tricks (SEC-007)
       continue
     }
     if (name === "const" || name === "enum" || name === "default" || name === "examples") {

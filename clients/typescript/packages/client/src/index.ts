@@ -5,6 +5,12 @@
 /** The protocol version this package implements; the package's version is 1.0.x. */
 export const PROTOCOL_VERSION = "1.0"
 
+/** The default number of `input-rejected` messages an engine records in one run's
+ * history (SEC-034). Once a history holds that many, a refused answer leaves no record,
+ * so a submitter waiting for its outcome waits in vain; after 1,000 submissions to a run
+ * every further one is refused (INPUT-033). Engines may be configured with another limit. */
+export const DEFAULT_REJECTION_LIMIT = 1000
+
 export type {
   InputRow,
   InputSchema,
@@ -60,3 +66,4 @@ export {
   type SubmitArgs,
 } from "./commands.js"
 export { formSchema, type FormSchemaReport } from "./form-schema.js"
+export { visibleText } from "./text.js"

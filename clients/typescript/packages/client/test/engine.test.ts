@@ -6,6 +6,7 @@ import {
   AccessError,
   cancelRun,
   formSchema,
+  visibleText,
   newId,
   openRun,
   openRunList,
@@ -216,5 +217,25 @@ describe("formSchema", () => {
     expect(schema.properties?.b).toEqual({ $ref: "#/$defs/b" })
     expect(formSchema(true)).toEqual({})
     expect(formSchema(false)).toEqual({ not: {} })
+  })
+})
+
+describe("visibleText", () => {
+  it("shows directional controls as markers and leaves other text alone", () => {
+    expect(visibleText("pay \u202Eevorppa")).toBe("pay [U+202E]evorppa")
+    expect(visibleText("a\u2066b\u2069c\u200Fd\u061C")).toBe("a[U+2066]b[U+2069]c[U+200F]d[U+061C]")
+    expect(visibleText("שלום, hello, مرحبا")).toBe("שלום, hello, مرحبا")
+  })
+
+  it("is applied to the titles and descriptions a form shows, not to values", () => {
+    const schema = formSchema({
+      type: "object",
+      title: "Approve \u202Eyaw",
+      properties: { a: { type: "string", description: "\u202Dx", enum: ["\u202E"] } },
+    } as never)
+    expect(schema.title).toBe("Approve [U+202E]yaw")
+    const a = schema.properties?.a as { description: string; enum: string[] }
+    expect(a.description).toBe("[U+202D]x")
+    expect(a.enum).toEqual(["\u202E"])
   })
 })

@@ -3,18 +3,20 @@
 // browser validates as the engine does (JSON Schema 2020-12, `format` an annotation).
 
 import { useMemo, useRef, useState, type ReactNode } from "react"
-import Form, { type IChangeEvent } from "@rjsf/core"
-import type { RJSFSchema, RJSFValidationError, UiSchema } from "@rjsf/utils"
+import Form, { getDefaultRegistry, type IChangeEvent } from "@rjsf/core"
+import type { RJSFSchema, RJSFValidationError, UiSchema, WidgetProps } from "@rjsf/utils"
 import { customizeValidator } from "@rjsf/validator-ajv8"
 import { Ajv2020 } from "ajv/dist/2020.js"
 import {
   AccessError,
+  DEFAULT_REJECTION_LIMIT,
   formSchema,
   newId,
   TimeoutError,
   type InputRow,
   type InputSchema,
   type Outcome,
+  visibleText,
 } from "@durable-workflows/client"
 import { useSubmitInput } from "./hooks.js"
 
@@ -28,6 +30,29 @@ export const validator = customizeValidator({
   ajvFormatOptions: false,
   ajvOptionsOverrides: { validateFormats: false },
 })
+
+const defaultWidgets = getDefaultRegistry().widgets
+function defaultWidget(name: string): NonNullable<(typeof defaultWidgets)[string]> {
+  const widget = defaultWidgets[name]
+  if (!widget) throw new Error(`react-jsonschema-form has no ${name}`)
+  return widget
+}
+const CheckboxWidget = defaultWidget("CheckboxWidget")
+const RadioWidget = defaultWidget("RadioWidget")
+
+/** A yes-or-no field. Without a default it is a Yes / No choice with neither chosen, so
+ * that nobody answers "no" by leaving a box unticked; with a default, a checkbox. */
+export function BooleanWidget(props: WidgetProps) {
+  if (props.schema.default === undefined) {
+    return <RadioWidget {...props} options={{ ...props.options, inline: true }} />
+  }
+  return <CheckboxWidget {...props} />
+}
+
+const widgets = { CheckboxWidget: BooleanWidget }
+
+/** How long an answer to a flooded run waits for its record (see `recordedRejections`). */
+const FLOODED_WAIT_MS = 5_000
 
 /** Removes what RJSF would otherwise show of a value it cannot place. */
 function formDataOf(event: IChangeEvent): unknown {
@@ -79,6 +104,10 @@ export function SchemaForm(props: SchemaFormProps) {
         uiSchema={uiSchema}
         validator={validator}
         formData={data}
+        widgets={widgets}
+        // A required boolean without a default stays unanswered (RJSF would fill in
+        // false), so the schema's `required` asks for an explicit choice.
+        experimental_defaultFormStateBehavior={{ requiredBooleanDefault: "skip" }}
         noValidate={noValidate}
         noHtml5Validate
         showErrorList="top"
@@ -123,13 +152,19 @@ export interface InputFormProps {
   submitLabel?: string
   /** The run has ended (from its run row): a pending input can no longer be answered. */
   runEnded?: boolean
+  /** How many rejected submissions the run's history holds (`useRun().submissions`):
+   * at the engine's limit (SEC-034) a refused answer leaves no record, and the form
+   * says so instead of asking to send it again. */
+  recordedRejections?: number
+  /** The engine's limit on recorded rejections, when it is not the default. */
+  rejectionLimit?: number
 }
 
 type Phase =
   | { kind: "idle" }
   | { kind: "sending"; id: string }
   | { kind: "done"; outcome: Outcome }
-  | { kind: "failed"; message: string }
+  | { kind: "failed"; message: string; unrecorded: boolean }
 
 /**
  * A form for one input request: its prompt (as text), a form built from its schema,
@@ -142,6 +177,7 @@ type Phase =
  */
 export function InputForm(props: InputFormProps) {
   const { runId, input, noValidate = false, onOutcome, submitLabel = "Send answer", runEnded = false } = props
+  const flooded = (props.recordedRejections ?? 0) >= (props.rejectionLimit ?? DEFAULT_REJECTION_LIMIT)
   const submit = useSubmitInput(runId)
   const [phase, setPhase] = useState<Phase>({ kind: "idle" })
   const attempt = useRef<{ id: string; body: string } | null>(null)
@@ -153,29 +189,41 @@ export function InputForm(props: InputFormProps) {
     const id = attempt.current.id
     setPhase({ kind: "sending", id })
     try {
-      const outcome = await submit({ request: input.key, value, submissionId: id })
+      // A flooded run records an accepted answer as quickly as any other, but a refused
+      // one never: waiting the usual 30 s for it would only delay the bad news.
+      const options = flooded ? { timeoutMs: FLOODED_WAIT_MS } : undefined
+      const outcome = await submit({ request: input.key, value, submissionId: id }, options)
       attempt.current = null
       setPhase({ kind: "done", outcome })
       onOutcome?.(outcome)
     } catch (error) {
       const message =
-        error instanceof TimeoutError
+        error instanceof TimeoutError && flooded
+          ? "No record of this answer: the run has recorded as many refused answers as its engine keeps, " +
+            "so an answer it refuses now leaves no trace, and after 1,000 answers it refuses every one. " +
+            "Ask whoever runs the workflow to cancel and restart it."
+          : error instanceof TimeoutError
           ? "No answer from the engine yet. Send again: the same submission is reused."
           : error instanceof AccessError
             ? `Not allowed: ${error.message}`
             : `Could not send: ${error instanceof Error ? error.message : String(error)}`
-      setPhase({ kind: "failed", message })
+      setPhase({ kind: "failed", message, unrecorded: error instanceof TimeoutError && flooded })
     }
   }
 
   const open = input.status === "pending" && !runEnded
   return (
     <section className="dwf-input-form" data-input-key={input.key} data-status={input.status}>
-      {input.prompt !== null ? <p className="dwf-prompt">{input.prompt}</p> : null}
+      {input.prompt !== null ? <p className="dwf-prompt">{visibleText(input.prompt)}</p> : null}
       {input.expires_at ? (
         <p className="dwf-deadline">
           {"Answer before "}
           <time dateTime={input.expires_at}>{new Date(input.expires_at).toLocaleString()}</time>
+        </p>
+      ) : null}
+      {open && flooded ? (
+        <p className="dwf-note" role="note">
+          {`This run has recorded ${props.recordedRejections ?? 0} refused answers, the most its engine keeps: an answer it refuses now leaves no record.`}
         </p>
       ) : null}
       {open ? (
@@ -190,7 +238,7 @@ export function InputForm(props: InputFormProps) {
       ) : (
         <p className="dwf-closed">
           {input.status === "received"
-            ? `Answered by ${input.submission_id ?? "?"}: ${JSON.stringify(input.value)}`
+            ? visibleText(`Answered by ${input.submission_id ?? "?"}: ${JSON.stringify(input.value)}`)
             : input.status === "expired"
               ? `Expired at ${input.expired_at ?? "?"}`
               : "The run has ended: this request can no longer be answered."}
@@ -198,12 +246,12 @@ export function InputForm(props: InputFormProps) {
       )}
       {phase.kind === "done" ? (
         <p className={`dwf-outcome dwf-outcome-${phase.outcome.outcome}`} role="status" data-outcome={phase.outcome.outcome}>
-          {describeOutcome(phase.outcome, input)}
+          {visibleText(describeOutcome(phase.outcome, input))}
         </p>
       ) : null}
       {phase.kind === "failed" ? (
-        <p className="dwf-outcome dwf-outcome-failed" role="alert">
-          {phase.message}
+        <p className="dwf-outcome dwf-outcome-failed" role="alert" data-outcome={phase.unrecorded ? "unrecorded" : "failed"}>
+          {visibleText(phase.message)}
         </p>
       ) : null}
     </section>
