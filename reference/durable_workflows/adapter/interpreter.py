@@ -131,6 +131,9 @@ class ProgramRegistry(WorkflowRegistry):
         self._lock = threading.Lock()
         #: Activations in progress, by their task.
         self._live: dict[int, _Live] = {}
+        #: The Workflow made of each program, the same object while the program is:
+        #: an engine that keeps runs replayed knows the code changed when it is not.
+        self._made: dict[str, tuple[dict[str, Any], Workflow]] = {}
 
     def set_program(self, name: str, program: dict[str, Any]) -> None:
         """Register or replace a program. ADAPT-008: a replacement is a deployment of
@@ -176,9 +179,15 @@ class ProgramRegistry(WorkflowRegistry):
     def get(self, name: str) -> Workflow | None:
         with self._lock:
             program = self.programs.get(name)
-        if program is None:
-            return super().get(name)
-        return Workflow(name, _Interpreter(program, self.log, self.known, self, name).run)
+            if program is None:
+                return super().get(name)
+            made = self._made.get(name)
+            if made is None or made[0] is not program:
+                workflow = Workflow(
+                    name, _Interpreter(program, self.log, self.known, self, name).run
+                )
+                made = self._made[name] = (program, workflow)
+            return made[1]
 
     def __contains__(self, name: object) -> bool:
         with self._lock:

@@ -144,6 +144,11 @@ class RunState:
         return self._wf_name
 
     @property
+    def workflow(self) -> Workflow | None:
+        """The code this run is interpreted with (None: the engine lacks it)."""
+        return self._workflow
+
+    @property
     def status(self) -> str:
         """The run's status as of the messages produced so far (``"new"`` before run-started)."""
         return "new" if self._run is None else str(self._run["status"])

@@ -31,6 +31,8 @@ from ..access.guard import AccessGuard
 from ..core import Limits, WorkflowRegistry
 from ..streams.serve import NO_AUTH_WARNING, SetupError, graceful_server, setup_access
 from ..streams.server import Cors, build_app
+from .bridge import LoopBridge
+from .bridge import LoopBridge
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
 from .runner import LimitsOption
@@ -66,6 +68,7 @@ class WorkerThread:
         name: str,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] | None = None,
+        live_transport: httpx.AsyncBaseTransport | None = None,
         wake: WakeMode = "auto",
         worker_factory: Callable[..., Worker] | None = None,
         limits: LimitsOption = None,
@@ -80,6 +83,7 @@ class WorkerThread:
         self._wake: WakeMode = wake
         self._args = (namespace_url, registry, name)
         self._transport = transport
+        self._live_transport = live_transport
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -102,6 +106,8 @@ class WorkerThread:
                 options["auth"] = self._auth
             if self._unknown_grace is not None:
                 options["unknown_grace"] = self._unknown_grace
+            if self._live_transport is not None:
+                options["live_transport"] = self._live_transport
             self.worker = self._factory(
                 url, registry, name=name, transport=self._transport, wake=self._wake, **options
             )
@@ -217,6 +223,9 @@ class ServeApp:
         self.worker: WorkerThread | None = None
         #: Further worker threads (the conformance adapter's second worker).
         self.more_workers: list[WorkerThread] = []
+        #: The in-process transport of the worker; its loop is the server's, known once
+        #: the server runs.
+        self.bridge: LoopBridge | None = None
         run_limits: LimitsOption = limits
         routes: list[BaseRoute] = [Mount(STREAM_ROOT_PATH, app=self.streams)]
         self.harness: Harness | None = None
@@ -227,6 +236,8 @@ class ServeApp:
                 self.worker, *self.more_workers = mounted.workers()
             routes.append(Mount(mounted.prefix, app=mounted.app))
         elif worker:
+            # The worker reaches this very app in-process (issue 15): no loopback HTTP.
+            self.bridge = LoopBridge(self)
             self.worker = WorkerThread(
                 self.namespace_url,
                 registry,
@@ -234,6 +245,8 @@ class ServeApp:
                 limits=limits,
                 auth=auth,
                 unknown_grace=unknown_grace,
+                transport=self.bridge,
+                live_transport=self.bridge,
             )
         self.handler = WakeHandler(
             self.namespace_url,
@@ -267,6 +280,8 @@ class ServeApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._streams_lifespan.startup()
+                if self.bridge is not None:
+                    self.bridge.loop = asyncio.get_running_loop()
                 self._create_index()
                 await self.handler.start()
                 if self.clock is not None and self.handler.runner is not None:

@@ -190,9 +190,10 @@ class NamespaceIO:
     async def create_history(self, run_id: str) -> None:
         await self.history(run_id).create_json()  # FENCE-001
 
-    async def read_history(self, run_id: str) -> ReadResult | None:
-        """The whole history (to its tail, FENCE-003), or None when it does not exist."""
-        return await _read_or_none(self.history(run_id))
+    async def read_history(self, run_id: str, offset: str = "-1") -> ReadResult | None:
+        """The history from ``offset`` (the whole of it by default) to its tail
+        (FENCE-003), or None when it does not exist."""
+        return await _read_or_none(self.history(run_id), offset)
 
     async def read_inbox(self, run_id: str, offset: str = "-1") -> ReadResult | None:
         return await _read_or_none(self.inbox(run_id), offset)

@@ -16,6 +16,8 @@ import functools
 import inspect
 import logging
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,8 +54,33 @@ OutcomeKind = Literal[
 
 #: How many runs a runner remembers as checked (SEC-029); a forgotten one costs a read.
 TRUSTED_MEMORY = 10_000
-#: While step bodies run, the inbox is re-read at least this often (CANCEL-011).
+#: While step bodies run, the inbox is re-read at least this often (CANCEL-011), and
+#: sooner when the wake path says something arrived.
 INBOX_POLL_SECONDS = 0.5
+
+
+#: How many suspended runs a runner keeps in memory, replayed, so that their next
+#: activation reads only what was appended since (issue 15; like Temporal's sticky
+#: workflows). A run it forgot, or whose history changed elsewhere, is replayed.
+STICKY_RUNS = 1000
+
+
+class _CodeChanged(Exception):
+    """The registry now has other code for the run's workflow (a redeploy)."""
+
+
+@dataclass
+class _Live:
+    """A run between two reads: its replayed core, where its history and inbox reads
+    ended, and its status row. Kept for the next activation of a suspended run."""
+
+    act: Activation
+    position: int  # history messages, for the next append's Stream-Seq
+    history_offset: str | None  # where a tail read of the history starts; None: unknown
+    inbox: list[Any]
+    inbox_offset: str
+    inbox_closed: bool
+    view: StatusView
 
 
 def utc_now() -> datetime:
@@ -152,6 +179,12 @@ class Runner:
         self._trusted: dict[str, None] = {}
         #: The namespace's run-status stream (MODEL-040).
         self.status = StatusRows(io, clock)
+        #: Suspended runs kept replayed (:data:`STICKY_RUNS`), most recent last.
+        self._sticky: OrderedDict[str, _Live] = OrderedDict()
+        self.sticky_runs = STICKY_RUNS
+        #: Activations that resumed a kept run, and those that replayed its history.
+        self.sticky_hits = 0
+        self.replays = 0
 
     def limits_for(self, run_id: str) -> Limits:
         """The limits that apply to ``run_id`` (the defaults of security.md if none set)."""
@@ -177,11 +210,15 @@ class Runner:
         progress: Callable[[str], None] | None = None,
         *,
         start_unknown: bool | None = None,
+        inbox_news: Callable[[], bool] | None = None,
     ) -> ActivationOutcome:
         """One activation of ``run_id``; ``request`` is its ``run-requested`` if known.
 
         ``progress(offset)`` is called each time every inbox message before
         ``offset`` has been decided and what it caused is durable (WAKE-018).
+        ``inbox_news()`` says (and forgets) whether the caller's wake path saw the inbox
+        grow: while bodies run, the inbox is read when it says so, and otherwise only
+        every :data:`INBOX_POLL_SECONDS`, so that a step costs one request, its append.
         ``start_unknown`` overrides :attr:`start_unknown` for this activation: whether a
         new run of a workflow this engine lacks is started, and failed (MODEL-019), or
         left for another worker (MODEL-018).
@@ -189,7 +226,9 @@ class Runner:
         if start_unknown is None:
             start_unknown = self.start_unknown
         try:
-            return await self._activate(run_id, request, progress or _ignore, start_unknown)
+            return await self._activate(
+                run_id, request, progress or _ignore, start_unknown, inbox_news or _no_news
+            )
         except Fenced as exc:
             log.info("run %s: fenced (%s)", run_id, exc)
             return ActivationOutcome(run_id, "fenced", error=str(exc))
@@ -240,7 +279,59 @@ class Runner:
         request: Mapping[str, Any] | None,
         progress: Callable[[str], None],
         start_unknown: bool,
+        inbox_news: Callable[[], bool],
     ) -> ActivationOutcome:
+        live: _Live | ActivationOutcome | None = None
+        kept = self._sticky.pop(run_id, None)
+        if kept is not None:
+            live = await self._resume(run_id, kept, inbox_news)
+        while True:
+            if live is None:
+                live = await self._replay(run_id, request, start_unknown, inbox_news)
+            if isinstance(live, ActivationOutcome):
+                return live
+            try:
+                return await self._drive(run_id, live, progress, inbox_news)
+            except _CodeChanged:
+                # As a worker restart would: what runs is dropped, the history is read
+                # again and replayed with the code now deployed.
+                log.info("run %s: its workflow's code changed; replaying it", run_id)
+                live = None
+
+    async def _resume(
+        self, run_id: str, kept: _Live, inbox_news: Callable[[], bool]
+    ) -> _Live | ActivationOutcome | None:
+        """A kept run, if its history is as this runner left it: one tail read of the
+        history and one of the inbox, no replay. None: replay it (someone else wrote)."""
+        if kept.history_offset is None:
+            return None
+        if self.registry.get(kept.act.workflow_name) is not kept.act.workflow:
+            return None  # the code changed (a redeploy): replay it with the new code
+        tail = await self.io.read_history(run_id, kept.history_offset)  # FENCE-003
+        if tail is None or tail.items:
+            return None
+        if tail.closed:
+            return ActivationOutcome(run_id, "ended")
+        inbox_news()
+        more = await self.io.read_inbox(run_id, kept.inbox_offset)
+        if more is None:
+            return None
+        kept.inbox += more.items
+        kept.inbox_offset = more.next_offset
+        kept.inbox_closed = more.closed
+        kept.history_offset = tail.next_offset
+        self.sticky_hits += 1
+        return kept
+
+    async def _replay(
+        self,
+        run_id: str,
+        request: Mapping[str, Any] | None,
+        start_unknown: bool,
+        inbox_news: Callable[[], bool],
+    ) -> _Live | ActivationOutcome:
+        """Read the whole history and the inbox and replay the run from the top."""
+        self.replays += 1
         history = await self.io.read_history(run_id)  # FENCE-003
         if history is None or (not history.items and not history.closed):
             if request is None:
@@ -278,22 +369,45 @@ class Runner:
         if left is not None:
             # MODEL-018: another worker started it and has its code; this one leaves it.
             return ActivationOutcome(run_id, "unknown-workflow", status=left)
+        inbox_news()  # what it saw so far is in this read
         inbox_read = await self.io.read_inbox(run_id)
-        inbox: list[Any] = list(inbox_read.items) if inbox_read else []
-        inbox_offset = inbox_read.next_offset if inbox_read else "-1"
-        inbox_closed = inbox_read is not None and inbox_read.closed
         act = Activation(
             self.registry,
             history.items,
             request=request if not history.items else None,
             limits=self.limits_for(run_id),
         )
-        writer = FencedWriter(self.io.history(run_id), len(history.items), worker=self.worker)
-        # The run's row, fed only what the stream server acknowledged (MODEL-043).
-        view = StatusView(history.items)
+        return _Live(
+            act=act,
+            position=len(history.items),
+            history_offset=history.next_offset,
+            inbox=list(inbox_read.items) if inbox_read else [],
+            inbox_offset=inbox_read.next_offset if inbox_read else "-1",
+            inbox_closed=inbox_read is not None and inbox_read.closed,
+            # The run's row, fed only what the stream server acknowledged (MODEL-043).
+            view=StatusView(history.items),
+        )
+
+    async def _drive(
+        self,
+        run_id: str,
+        live: _Live,
+        progress: Callable[[str], None],
+        inbox_news: Callable[[], bool],
+    ) -> ActivationOutcome:
+        """Advance the core, append its decisions, run the bodies it asks for, until
+        the run suspends or ends (or the activation is fenced)."""
+        act, view, inbox = live.act, live.view, live.inbox
+        inbox_offset, inbox_closed = live.inbox_offset, live.inbox_closed
+        inbox_read_at = time.monotonic()
+        writer = FencedWriter(self.io.history(run_id), live.position, worker=self.worker)
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}
         try:
             while True:
+                if act.workflow is not None and self.registry.get(act.workflow_name) is not (
+                    act.workflow
+                ):
+                    raise _CodeChanged
                 decision = act.advance(self.clock(), inbox, self.rng, inbox_closed=inbox_closed)
                 if decision.append:
                     await writer.append(decision.append)
@@ -316,6 +430,20 @@ class Runner:
                     running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if not running:
                     await self.status.publish(view)  # MODEL-045
+                    self._keep(
+                        run_id,
+                        _Live(
+                            act=act,
+                            position=writer.position,
+                            history_offset=(
+                                live.history_offset if writer.appends == 0 else writer.next_offset
+                            ),
+                            inbox=inbox,
+                            inbox_offset=inbox_offset,
+                            inbox_closed=inbox_closed,
+                            view=view,
+                        ),
+                    )
                     return ActivationOutcome(
                         run_id,
                         "suspended",
@@ -325,7 +453,7 @@ class Runner:
                         inbox_offset=inbox_offset,
                         appends=writer.appends,
                     )
-                timeout = INBOX_POLL_SECONDS
+                timeout = max(0.0, INBOX_POLL_SECONDS - (time.monotonic() - inbox_read_at))
                 if decision.wake_at is not None:
                     due = (decision.wake_at - self.clock()).total_seconds()
                     timeout = max(0.0, min(timeout, due))
@@ -335,18 +463,38 @@ class Runner:
                 for finished in done:
                     task = running.pop(finished)
                     act.step_finished(task.key, task.attempt, finished.result(), self.clock())
-                # CANCEL-011 / INPUT-018: read what arrived while bodies ran.
-                more = await self.io.read_inbox(run_id, inbox_offset)
-                if more is not None:
-                    inbox += more.items
-                    inbox_offset = more.next_offset
-                    inbox_closed = more.closed
+                # CANCEL-011 / INPUT-018: read what arrived while bodies ran, when the wake
+                # path saw the inbox grow or the last read is INBOX_POLL_SECONDS old; not
+                # after every step, which would double the requests of a step.
+                news = inbox_news()
+                if news or time.monotonic() - inbox_read_at >= INBOX_POLL_SECONDS:
+                    more = await self.io.read_inbox(run_id, inbox_offset)
+                    inbox_read_at = time.monotonic()
+                    if more is not None:
+                        inbox += more.items
+                        inbox_offset = more.next_offset
+                        inbox_closed = more.closed
         finally:
             _cancel(running)
+
+    def _keep(self, run_id: str, live: _Live) -> None:
+        if self.sticky_runs <= 0:
+            return
+        self._sticky[run_id] = live
+        if len(self._sticky) > self.sticky_runs:
+            self._sticky.popitem(last=False)
+
+    def forget(self, run_id: str) -> None:
+        """Drop what is kept of ``run_id`` (its next activation replays it)."""
+        self._sticky.pop(run_id, None)
 
 
 def _ignore(offset: str) -> None:
     pass
+
+
+def _no_news() -> bool:
+    return False
 
 
 def _unknown_and_live(history: list[Any], registry: WorkflowRegistry) -> str | None:

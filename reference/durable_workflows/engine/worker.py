@@ -93,6 +93,12 @@ class RunEntry:
     left_at: float | None = None
     finished: bool = False
     watchers: list[asyncio.Future[None]] | None = None
+    #: a wake came while an activation ran: its inbox may have grown (CANCEL-011)
+    news: bool = False
+
+    def take_news(self) -> bool:
+        news, self.news = self.news, False
+        return news
 
     def notify(self) -> None:
         watchers, self.watchers = self.watchers, None
@@ -128,6 +134,7 @@ class Worker:
         clock: Callable[[], datetime] = utc_now,
         headers: dict[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        live_transport: httpx.AsyncBaseTransport | None = None,
         wake: WakeMode = "auto",
         lease_ttl_ms: int = LEASE_TTL_MS,
         limits: LimitsOption = None,
@@ -147,6 +154,8 @@ class Worker:
         self._pull: PullWake | None = None
         self._claim: Claim | None = None
         self._transport = transport
+        #: For the live reads too (an in-process server); None: HTTP connections.
+        self._live_transport = live_transport
         self.registry = registry
         self.name = name
         self.clock = clock
@@ -173,7 +182,7 @@ class Worker:
             limits=limits, transport=self._transport, auth=self._auth
         ) as http:
             client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
-            self._live = LivePool(self._headers, auth=self._auth)
+            self._live = LivePool(self._headers, auth=self._auth, transport=self._live_transport)
             self.io = NamespaceIO(self.namespace, client)
             self._sem = asyncio.Semaphore(self._concurrency)
             self.runner = Runner(
@@ -283,6 +292,7 @@ class Worker:
             return
         if entry.busy:
             entry.again = True
+            entry.news = True
             return
         entry.busy = True
         self._spawn(self._serve(entry))
@@ -306,6 +316,7 @@ class Worker:
                             entry.request,
                             progress,
                             start_unknown=self._grace_over(entry),
+                            inbox_news=entry.take_news,
                         )
                     except Exception as exc:  # network trouble: try again later
                         log.warning("run %s: activation failed: %r", entry.run_id, exc)
@@ -633,10 +644,15 @@ class LivePool:
     """
 
     def __init__(
-        self, headers: dict[str, str] | None, per_client: int = 64, auth: httpx.Auth | None = None
+        self,
+        headers: dict[str, str] | None,
+        per_client: int = 64,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.headers = headers
         self.auth = auth
+        self.transport = transport
         self.per_client = per_client
         self.shards: list[_Shard] = []
 
@@ -646,7 +662,7 @@ class LivePool:
             limits = httpx.Limits(
                 max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0
             )
-            http = httpx.AsyncClient(limits=limits, auth=self.auth)
+            http = httpx.AsyncClient(limits=limits, auth=self.auth, transport=self.transport)
             client = AsyncStreamClient(
                 headers=self.headers, timeout=30, live_timeout=300, http=http
             )

@@ -97,6 +97,9 @@ class FencedWriter:
         self.fenced = False
         self.closed = False
         self.appends = 0
+        #: The history's tail offset after the last acknowledged append, when the
+        #: server said it (a duplicate's 204 may not): where a later read resumes.
+        self.next_offset: str | None = None
         self._producer = history.producer(self.producer_id, epoch=0, seq=0)
         self._lock = asyncio.Lock()  # FENCE-008: one append in flight
 
@@ -156,6 +159,7 @@ class FencedWriter:
                 raise WriterError(str(exc)) from exc
             self.position += len(messages)  # FENCE-005
             self.appends += 1
+            self.next_offset = result.next_offset
             self.closed = self.closed or close or result.closed
             return
 
