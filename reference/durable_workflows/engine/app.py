@@ -32,7 +32,6 @@ from ..core import Limits, WorkflowRegistry
 from ..streams.serve import NO_AUTH_WARNING, SetupError, graceful_server, setup_access
 from ..streams.server import Cors, build_app
 from .bridge import LoopBridge
-from .bridge import LoopBridge
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
 from .runner import LimitsOption

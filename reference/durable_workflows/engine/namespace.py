@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..core.inbox import encodable
 from ..schemas import SchemaError, identify
-from ..streams import AsyncStream, AsyncStreamClient, ReadResult, StreamNotFound
+from ..streams import AsyncStream, AsyncStreamClient, CreateResult, ReadResult, StreamNotFound
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -184,11 +184,15 @@ class NamespaceIO:
     async def ensure_status(self) -> None:
         await self.status().create_json()  # MODEL-040
 
-    async def ensure_inbox(self, run_id: str) -> None:
-        await self.inbox(run_id).create_json()  # MODEL-016
+    async def ensure_inbox(self, run_id: str) -> ReadResult | None:
+        """Create the run's inbox (MODEL-016); what a read would return when this call
+        created it (nothing yet, at its tail), else None."""
+        return _as_read(await self.inbox(run_id).create_json())
 
-    async def create_history(self, run_id: str) -> None:
-        await self.history(run_id).create_json()  # FENCE-001
+    async def create_history(self, run_id: str) -> ReadResult | None:
+        """Create the run's history (FENCE-001); as :meth:`ensure_inbox`. Only one
+        creator is told it created the stream, so only one may skip reading it."""
+        return _as_read(await self.history(run_id).create_json())
 
     async def read_history(self, run_id: str, offset: str = "-1") -> ReadResult | None:
         """The history from ``offset`` (the whole of it by default) to its tail
@@ -200,6 +204,12 @@ class NamespaceIO:
 
     async def read_index(self, offset: str = "-1") -> ReadResult:
         return _clean(await self.index().read(offset))
+
+
+def _as_read(made: CreateResult) -> ReadResult | None:
+    if not made.created or made.closed or made.next_offset is None:
+        return None
+    return ReadResult(items=[], next_offset=made.next_offset, up_to_date=True, closed=False)
 
 
 async def _read_or_none(stream: AsyncStream, offset: str = "-1") -> ReadResult | None:

@@ -36,7 +36,7 @@ from ..core import (
     WorkflowRegistry,
 )
 from ..core.status import StatusView
-from ..streams import StreamConfigConflict
+from ..streams import ReadResult, StreamConfigConflict
 from .namespace import NamespaceIO, first_requests, untrusted_reason
 from .status import StatusRows
 from .writer import Fenced, FencedWriter, MessageTooLarge, WriterError, finish_run
@@ -333,6 +333,7 @@ class Runner:
         """Read the whole history and the inbox and replay the run from the top."""
         self.replays += 1
         history = await self.io.read_history(run_id)  # FENCE-003
+        new_inbox: ReadResult | None = None
         if history is None or (not history.items and not history.closed):
             if request is None:
                 request = await self.find_request(run_id)
@@ -343,13 +344,16 @@ class Runner:
                 return ActivationOutcome(run_id, "unknown-workflow")  # MODEL-018
             if history is None:
                 try:
-                    await self.io.ensure_inbox(run_id)  # MODEL-016: inbox, then history
-                    await self.io.create_history(run_id)
+                    # MODEL-016: inbox, then history. Streams this call created are
+                    # empty, so they need no read (a new run's first step comes sooner).
+                    new_inbox = await self.io.ensure_inbox(run_id)
+                    history = await self.io.create_history(run_id)
                 except StreamConfigConflict:
                     # Another worker created the run's streams after our read and has
                     # already ended the run: a PUT of a closed stream is a 409. Read it.
                     log.info("run %s: its streams were created and closed meanwhile", run_id)
-                history = await self.io.read_history(run_id)
+                if history is None:
+                    history = await self.io.read_history(run_id)
                 if history is None:
                     raise WriterError(f"history of {run_id} vanished after creation")
         if history.closed:
@@ -370,7 +374,7 @@ class Runner:
             # MODEL-018: another worker started it and has its code; this one leaves it.
             return ActivationOutcome(run_id, "unknown-workflow", status=left)
         inbox_news()  # what it saw so far is in this read
-        inbox_read = await self.io.read_inbox(run_id)
+        inbox_read = new_inbox or await self.io.read_inbox(run_id)
         act = Activation(
             self.registry,
             history.items,
@@ -412,7 +416,14 @@ class Runner:
                 if decision.append:
                     await writer.append(decision.append)
                     view.feed(decision.append)
+                    # The bodies the append made durable start before the row goes out
+                    # (MODEL-027; the row only follows the history, MODEL-044).
+                    for task in decision.steps:
+                        running[asyncio.ensure_future(run_step(task, self.executor))] = task
                     await self.status.publish(view)  # MODEL-044
+                else:
+                    for task in decision.steps:
+                        running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if not decision.close_run:
                     progress(inbox_offset)
                 if decision.close_run:
@@ -426,8 +437,6 @@ class Runner:
                     return ActivationOutcome(
                         run_id, "ended", status=decision.status, appends=writer.appends
                     )
-                for task in decision.steps:
-                    running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if not running:
                     await self.status.publish(view)  # MODEL-045
                     self._keep(
