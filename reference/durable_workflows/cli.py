@@ -12,6 +12,7 @@ a JSON document for scripts.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -141,6 +142,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .adapter import conformance_harness
 
         harness = conformance_harness
+        # The suite proves replay: every activation replays the history, unless the
+        # operator asks for kept runs (DWF_STICKY_RUNS=1000) to test that path instead.
+        os.environ.setdefault("DWF_STICKY_RUNS", "0")
 
     return run_serve(
         host=args.host,

@@ -40,9 +40,9 @@ class LoopBridge(httpx.AsyncBaseTransport):
         queue: asyncio.Queue[Any] = asyncio.Queue()
         gone = asyncio.Event()  # on the server's loop, once created there
 
-        def deliver(item: Any) -> None:  # from the server's loop
+        def deliver(*items: Any) -> None:  # from the server's loop
             if not here.is_closed():
-                here.call_soon_threadsafe(queue.put_nowait, item)
+                here.call_soon_threadsafe(_put_all, queue, items)
 
         url = request.url
         scope = {
@@ -73,16 +73,26 @@ class LoopBridge(httpx.AsyncBaseTransport):
                 await gone.wait()
                 return {"type": "http.disconnect"}
 
+            # Messages go across in one hand-over per response where they can: each
+            # hand-over wakes the other loop (a write to its self-pipe).
+            held: list[Any] = []
+            ended = False
+
             async def send(message: Message) -> None:
-                deliver(message)
+                nonlocal ended
+                held.append(message)
+                if message["type"] == "http.response.body":
+                    ended = not message.get("more_body", False)
+                    deliver(*held)
+                    held.clear()
 
             try:
                 await self.app(scope, receive, send)
             except BaseException as exc:
-                deliver(exc)
+                deliver(*held, exc, _DONE)
                 raise
-            finally:
-                deliver(_DONE)
+            if not ended:
+                deliver(*held, _DONE)
 
         future = asyncio.run_coroutine_threadsafe(call(), self.loop)
 
@@ -107,6 +117,11 @@ class LoopBridge(httpx.AsyncBaseTransport):
             stream=_Body(queue, end_call, future),
             request=request,
         )
+
+
+def _put_all(queue: asyncio.Queue[Any], items: tuple[Any, ...]) -> None:
+    for item in items:
+        queue.put_nowait(item)
 
 
 class _Body(httpx.AsyncByteStream):

@@ -15,6 +15,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import random
 import time
 from collections import OrderedDict
@@ -61,7 +62,8 @@ INBOX_POLL_SECONDS = 0.5
 
 #: How many suspended runs a runner keeps in memory, replayed, so that their next
 #: activation reads only what was appended since (issue 15; like Temporal's sticky
-#: workflows). A run it forgot, or whose history changed elsewhere, is replayed.
+#: workflows). A run it forgot, or whose history changed elsewhere, is replayed. The
+#: environment variable DWF_STICKY_RUNS sets another number; 0 replays every activation.
 STICKY_RUNS = 1000
 
 
@@ -181,7 +183,7 @@ class Runner:
         self.status = StatusRows(io, clock)
         #: Suspended runs kept replayed (:data:`STICKY_RUNS`), most recent last.
         self._sticky: OrderedDict[str, _Live] = OrderedDict()
-        self.sticky_runs = STICKY_RUNS
+        self.sticky_runs = int(os.environ.get("DWF_STICKY_RUNS", STICKY_RUNS))
         #: Activations that resumed a kept run, and those that replayed its history.
         self.sticky_hits = 0
         self.replays = 0
