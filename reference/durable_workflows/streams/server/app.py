@@ -30,6 +30,7 @@ from .core import (
     format_body,
     sse_payload,
 )
+from .group_commit import GroupCommit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -284,6 +285,9 @@ class StreamsApp:
         cors: Cors | None = None,
     ) -> None:
         self.core = core
+        #: PUT, POST and DELETE commit through it: writes that arrive together
+        #: share one storage transaction (:mod:`.group_commit`).
+        self.writes = GroupCommit(core)
         self.gate = gate
         self.cors = cors or Cors()
         #: PRIV-006: reads that needed a credential stay out of shared caches.
@@ -399,13 +403,14 @@ class StreamsApp:
             await self._get(request, send)
             return
         if request.method == "PUT":
-            reply = self._put(request)
+            reply = await self._put(request)
         elif request.method == "POST":
-            reply = self._post(request)
+            reply = await self._post(request)
         elif request.method == "HEAD":
             reply = self._head(request)
         elif request.method == "DELETE":
-            self.core.delete(request.path)
+            path = request.path
+            await self.writes.run(lambda tx: self.core.delete(path, tx))
             reply = Reply(204)
         else:
             reply = Reply(405, {"content-type": "text/plain"}, b"Method not allowed")
@@ -420,7 +425,7 @@ class StreamsApp:
 
     # ------------------------------------------------------------------ PUT
 
-    def _put(self, request: Request) -> Reply:
+    async def _put(self, request: Request) -> Reply:
         content_type = request.header(p.CONTENT_TYPE)
         if not p.is_valid_content_type(content_type):
             content_type = None
@@ -452,17 +457,21 @@ class StreamsApp:
             if forked_from is None or parsed is None:
                 raise ProtocolError(400, "Invalid Stream-Fork-Sub-Offset")
             sub_offset = parsed
-        created, meta = self.core.create(
-            request.path,
-            content_type=content_type,
-            ttl_seconds=ttl,
-            expires_at=expires_header,
-            expires_at_ts=expires_ts,
-            closed=p.is_true(request.header(p.STREAM_CLOSED)),
-            body=request.body,
-            forked_from=forked_from,
-            fork_offset=fork_offset,
-            fork_sub_offset=sub_offset,
+        closed = p.is_true(request.header(p.STREAM_CLOSED))
+        created, meta = await self.writes.run(
+            lambda tx: self.core.create(
+                request.path,
+                content_type=content_type,
+                ttl_seconds=ttl,
+                expires_at=expires_header,
+                expires_at_ts=expires_ts,
+                closed=closed,
+                body=request.body,
+                forked_from=forked_from,
+                fork_offset=fork_offset,
+                fork_sub_offset=sub_offset,
+                tx=tx,
+            )
         )
         headers = {p.CONTENT_TYPE: meta.content_type, p.STREAM_NEXT_OFFSET: meta.tail}
         if created:
@@ -475,14 +484,21 @@ class StreamsApp:
 
     # ----------------------------------------------------------------- POST
 
-    def _post(self, request: Request) -> Reply:
-        result = self.core.append(
-            request.path,
-            content_type=request.header(p.CONTENT_TYPE),
-            body=request.body,
-            close=p.is_true(request.header(p.STREAM_CLOSED)),
-            stream_seq=request.header(p.STREAM_SEQ),
-            producer=_producer(request),
+    async def _post(self, request: Request) -> Reply:
+        content_type = request.header(p.CONTENT_TYPE)
+        close = p.is_true(request.header(p.STREAM_CLOSED))
+        stream_seq = request.header(p.STREAM_SEQ)
+        producer = _producer(request)  # a 400 for bad headers is not worth a batch slot
+        result = await self.writes.run(
+            lambda tx: self.core.append(
+                request.path,
+                content_type=content_type,
+                body=request.body,
+                close=close,
+                stream_seq=stream_seq,
+                producer=producer,
+                tx=tx,
+            )
         )
         return Reply(result.status, result.headers)
 
