@@ -286,9 +286,9 @@ def test_concurrent_producer_appends_with_a_gap_or_stale_epoch_refuse_only_those
                 post("w2", 1, 0),  # w2 fences its epoch 0...
                 post("w2", 0, 1),  # ...so this zombie is refused
             )
-            # Requests in flight together went through few commits (the ASGI
-            # transport runs them on this loop, so usually exactly one).
-            assert storage.commits - commits < len(statuses)
+            # Fewer commits than applied writes (a refused one commits nothing): the
+            # ASGI transport runs them all on this loop, so in practice exactly one.
+            assert storage.commits - commits < statuses.count(200)
             return list(statuses)
 
     statuses = asyncio.run(scenario())
