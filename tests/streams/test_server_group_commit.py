@@ -200,6 +200,26 @@ def test_live_readers_hear_of_a_batch_only_after_its_commit() -> None:
     assert events == ["commit", "s", "s"]
 
 
+def test_an_expired_stream_a_refused_operation_found_stays_retired() -> None:
+    changes: list[str] = []
+    clock = Clock()
+    core = StreamCore(MemoryStorage(), clock, on_change=lambda path, _: changes.append(path))
+    core.run(lambda tx: _create("t", ttl_seconds=5)(core, tx))
+    core.run(lambda tx: _create("u")(core, tx))
+    clock.now += 10
+    changes.clear()
+    # The append to "t" is refused (404: it expired), the one to "u" is not.
+    assert _batch(core, _append("t", b"[1]"), _append("u", b"[2]")) == [404, 204]
+    assert changes == ["t", "u"]  # "t" was retired (as before batching) and readers told
+    assert core.transaction().get("t") is None
+    # Alone (no batch), the same: the refusal keeps the retirement.
+    core.run(lambda tx: _create("v", ttl_seconds=5)(core, tx))
+    clock.now += 10
+    with pytest.raises(ProtocolError):
+        core.run(lambda tx: _append("v", b"[3]")(core, tx))
+    assert core.transaction().get("v") is None
+
+
 # ------------------------------------------------------ concurrent HTTP, SQLite
 
 

@@ -158,6 +158,7 @@ class ReadResult:
 
 T = TypeVar("T")
 _ABSENT: Any = object()  # "the transaction had not touched this path" in the undo log
+Savepoint = tuple[int, int, int, int, int]
 
 
 class Tx:
@@ -177,6 +178,8 @@ class Tx:
         self._records: list[tuple[str, Record]] = []
         self._drops: list[tuple[str, int]] = []  # (path, len(_records) when dropped)
         self.changes: list[tuple[str, bool]] = []  # (path, appended) for the listener
+        #: Paths retired here because they had expired (see :meth:`StreamCore.refuse`).
+        self.expired: list[str] = []
 
     def get(self, path: str) -> StreamMeta | None:
         if path in self._metas:
@@ -199,11 +202,17 @@ class Tx:
         self._undo.append((path, self._metas.get(path, _ABSENT)))
         self._metas[path] = meta
 
-    def savepoint(self) -> tuple[int, int, int, int]:
-        return len(self._undo), len(self._records), len(self._drops), len(self.changes)
+    def savepoint(self) -> Savepoint:
+        return (
+            len(self._undo),
+            len(self._records),
+            len(self._drops),
+            len(self.changes),
+            len(self.expired),
+        )
 
-    def rollback(self, savepoint: tuple[int, int, int, int]) -> None:
-        undo, records, drops, changes = savepoint
+    def rollback(self, savepoint: Savepoint) -> None:
+        undo, records, drops, changes, expired = savepoint
         while len(self._undo) > undo:
             path, previous = self._undo.pop()
             if previous is _ABSENT:
@@ -211,6 +220,7 @@ class Tx:
             else:
                 self._metas[path] = previous
         del self._records[records:], self._drops[drops:], self.changes[changes:]
+        del self.expired[expired:]
 
     @property
     def empty(self) -> bool:
@@ -369,9 +379,23 @@ class StreamCore:
     def run(self, op: Callable[[Tx], T]) -> T:
         """``op`` as a transaction of its own, committed before this returns."""
         tx = self.transaction()
-        value = op(tx)  # a refusal raises here, and the transaction is dropped
+        mark = tx.savepoint()
+        try:
+            value = op(tx)
+        except Exception:
+            self.refuse(tx, mark)
+            self.commit(tx)  # what is left: expired streams the operation found
+            raise
         self.commit(tx)
         return value
+
+    def refuse(self, tx: Tx, mark: Savepoint) -> None:
+        """Undo a refused operation, except that the expired streams it found stay
+        retired: finding one retires it, whatever the request then comes to."""
+        expired = tx.expired[mark[4] :]
+        tx.rollback(mark)
+        for path in expired:
+            self._lookup(path, tx)
 
     def run_batch(self, ops: Sequence[Callable[[Tx], Any]]) -> list[Outcome[Any]]:
         """Group commit: ``ops`` planned in order into one transaction, committed once.
@@ -390,7 +414,7 @@ class StreamCore:
             try:
                 outcomes.append(Outcome(value=op(tx)))
             except Exception as error:  # isolated: the others in the batch go on
-                tx.rollback(mark)
+                self.refuse(tx, mark)
                 outcomes.append(Outcome(error=error))
         try:
             self.commit(tx)
@@ -428,6 +452,7 @@ class StreamCore:
         expired = meta
 
         def retire(tx: Tx) -> StreamMeta | None:
+            tx.expired.append(path)
             self._retire(tx, expired)
             return tx.get(path)
 

@@ -8,7 +8,7 @@ blocked) has queued its operation too, and :meth:`StreamCore.run_batch` plans th
 in arrival order into one transaction: one SQLite commit, one fsync. While other
 write requests are still being received (headers read, body or dispatch pending),
 the commit waits for them a few loop turns at most (:data:`MAX_WAIT_TURNS`); it
-never waits for time, so a lone write is committed at the end of its own turn.
+never waits for time, and a write with no other under way is committed at once.
 
 Each operation keeps its own validation (producer epoch and sequence, Stream-Seq,
 closure, content type) against what the operations before it in the batch wrote,
@@ -57,6 +57,12 @@ class GroupCommit:
 
     async def run(self, op: Callable[[Tx], T]) -> T:
         """Plan ``op`` into the next batch; its value once that batch is committed."""
+        if not self._scheduled and self._expected == 0:
+            # Alone: no batch is pending and no other write is under way, so there is
+            # nobody to wait for; committed at once, as without group commit.
+            self.batches += 1
+            self.operations += 1
+            return self.core.run(op)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((op, future))
