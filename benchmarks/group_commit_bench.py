@@ -24,14 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import platform
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -115,6 +119,9 @@ def concurrent(base: str, writers: int, appends: int, shared: bool) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, help="another checkout's reference dir")
+    parser.add_argument(
+        "--baseline-label", default="baseline", help="what the baseline is (for the report)"
+    )
     parser.add_argument("--out", required=True, help="write the JSON report here")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
@@ -164,9 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         name: {m: statistics.median(r[m] for r in rs) for m in metrics}
         for name, rs in rounds.items()
     }
+    given = list(sys.argv[1:] if argv is None else argv)
+    given = ["DIR" if arg == args.baseline else arg for arg in given]  # no machine paths
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     report = {
-        "command": "python benchmarks/group_commit_bench.py "
-        + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/group_commit_bench.py " + " ".join(given),
+        "date": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "ours": commit,
+        "baseline": args.baseline_label,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "load_average_after": os.getloadavg(),
         "rounds": rounds,
         "median": medians,
         "ratio": {m: medians["ours"][m] / medians["baseline"][m] for m in metrics},
