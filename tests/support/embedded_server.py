@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,20 +101,28 @@ def embedded_server(
     long_poll_timeout: float = 0.5,
     max_body_bytes: int | None = None,
     auth: bool = False,
+    source: str | os.PathLike[str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[EmbeddedServer]:
     """Start ``dwf streams serve`` (memory, or SQLite in ``data_dir``); stop it on exit.
     With ``auth`` it checks credentials (keys: ``EmbeddedServer.keys``); without, anyone
-    may do anything, as on a bare Durable Streams server."""
+    may do anything, as on a bare Durable Streams server. ``source`` runs the package
+    from another checkout's ``reference`` directory (a benchmark's baseline);
+    ``wrapper`` is a command the server runs under (``strace ...``)."""
     with tempfile.TemporaryDirectory(prefix="dwf-streams-") as logs:
         out_path = Path(logs) / "stdout.log"
         err_path = Path(logs) / "stderr.log"
         with out_path.open("wb") as out, err_path.open("wb") as err:
+            env = None
+            if source is not None:
+                env = {**os.environ, "PYTHONPATH": os.fspath(source)}
             proc = subprocess.Popen(
-                _command(data_dir, long_poll_timeout, max_body_bytes, auth),
+                [*wrapper, *_command(data_dir, long_poll_timeout, max_body_bytes, auth)],
                 cwd=REPO_ROOT,
                 stdout=out,
                 stderr=err,
                 stdin=subprocess.DEVNULL,
+                env=env,
             )
         try:
             url, keys = "", None

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs
 
 from .. import protocol as p
@@ -27,9 +27,11 @@ from .core import (
     StorageError,
     StreamCore,
     StreamMeta,
+    Tx,
     format_body,
     sse_payload,
 )
+from .group_commit import GroupCommit
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -37,8 +39,10 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STREAM_PREFIX = "/v1/stream/"
+_WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Section 10.2: close SSE connections about every minute so CDNs can collapse.
 SSE_MAX_SECONDS = 60.0
@@ -179,6 +183,8 @@ class Request:
     scope: Scope
     receive: Receive
     body: bytes = b""
+    #: A write the group commit expects (:meth:`GroupCommit.expect`) and is not yet queued.
+    expected: bool = False
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -284,6 +290,9 @@ class StreamsApp:
         cors: Cors | None = None,
     ) -> None:
         self.core = core
+        #: PUT, POST and DELETE commit through it: writes that arrive together
+        #: share one storage transaction (:mod:`.group_commit`).
+        self.writes = GroupCommit(core)
         self.gate = gate
         self.cors = cors or Cors()
         #: PRIV-006: reads that needed a credential stay out of shared caches.
@@ -333,6 +342,9 @@ class StreamsApp:
             scope=scope,
             receive=receive,
         )
+        if request.method in _WRITE_METHODS:
+            request.expected = True
+            self.writes.expect()
         try:
             await self._dispatch(request, send)
         except Disconnected:
@@ -343,6 +355,18 @@ class StreamsApp:
             # Nothing was applied (the core commits before it changes state), so
             # the client may retry; a producer retry is deduplicated if it did land.
             await _respond(send, _error_reply(ProtocolError(503, f"Storage error: {error}")))
+        finally:
+            self._arrived(request)
+
+    def _arrived(self, request: Request) -> None:
+        if request.expected:
+            request.expected = False
+            self.writes.arrived()
+
+    async def _write(self, request: Request, op: Callable[[Tx], T]) -> T:
+        """``op`` committed with the other writes of its turn (:mod:`.group_commit`)."""
+        self._arrived(request)
+        return await self.writes.run(op)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         sweeper: asyncio.Future[None] | None = None
@@ -399,13 +423,14 @@ class StreamsApp:
             await self._get(request, send)
             return
         if request.method == "PUT":
-            reply = self._put(request)
+            reply = await self._put(request)
         elif request.method == "POST":
-            reply = self._post(request)
+            reply = await self._post(request)
         elif request.method == "HEAD":
             reply = self._head(request)
         elif request.method == "DELETE":
-            self.core.delete(request.path)
+            path = request.path
+            await self._write(request, lambda tx: self.core.delete(path, tx))
             reply = Reply(204)
         else:
             reply = Reply(405, {"content-type": "text/plain"}, b"Method not allowed")
@@ -420,7 +445,7 @@ class StreamsApp:
 
     # ------------------------------------------------------------------ PUT
 
-    def _put(self, request: Request) -> Reply:
+    async def _put(self, request: Request) -> Reply:
         content_type = request.header(p.CONTENT_TYPE)
         if not p.is_valid_content_type(content_type):
             content_type = None
@@ -452,17 +477,22 @@ class StreamsApp:
             if forked_from is None or parsed is None:
                 raise ProtocolError(400, "Invalid Stream-Fork-Sub-Offset")
             sub_offset = parsed
-        created, meta = self.core.create(
-            request.path,
-            content_type=content_type,
-            ttl_seconds=ttl,
-            expires_at=expires_header,
-            expires_at_ts=expires_ts,
-            closed=p.is_true(request.header(p.STREAM_CLOSED)),
-            body=request.body,
-            forked_from=forked_from,
-            fork_offset=fork_offset,
-            fork_sub_offset=sub_offset,
+        closed = p.is_true(request.header(p.STREAM_CLOSED))
+        created, meta = await self._write(
+            request,
+            lambda tx: self.core.create(
+                request.path,
+                content_type=content_type,
+                ttl_seconds=ttl,
+                expires_at=expires_header,
+                expires_at_ts=expires_ts,
+                closed=closed,
+                body=request.body,
+                forked_from=forked_from,
+                fork_offset=fork_offset,
+                fork_sub_offset=sub_offset,
+                tx=tx,
+            ),
         )
         headers = {p.CONTENT_TYPE: meta.content_type, p.STREAM_NEXT_OFFSET: meta.tail}
         if created:
@@ -475,14 +505,22 @@ class StreamsApp:
 
     # ----------------------------------------------------------------- POST
 
-    def _post(self, request: Request) -> Reply:
-        result = self.core.append(
-            request.path,
-            content_type=request.header(p.CONTENT_TYPE),
-            body=request.body,
-            close=p.is_true(request.header(p.STREAM_CLOSED)),
-            stream_seq=request.header(p.STREAM_SEQ),
-            producer=_producer(request),
+    async def _post(self, request: Request) -> Reply:
+        content_type = request.header(p.CONTENT_TYPE)
+        close = p.is_true(request.header(p.STREAM_CLOSED))
+        stream_seq = request.header(p.STREAM_SEQ)
+        producer = _producer(request)  # a 400 for bad headers is not worth a batch slot
+        result = await self._write(
+            request,
+            lambda tx: self.core.append(
+                request.path,
+                content_type=content_type,
+                body=request.body,
+                close=close,
+                stream_seq=stream_seq,
+                producer=producer,
+                tx=tx,
+            ),
         )
         return Reply(result.status, result.headers)
 

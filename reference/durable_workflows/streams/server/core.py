@@ -9,6 +9,12 @@ serialisation of section 5.2.1 for free. Persistence goes through a
 :class:`~.storage.Storage`; a call returns only after its change is committed
 there, so an acknowledged write is as durable as the storage makes it.
 
+Writes are planned into a :class:`Tx` and committed as one storage transaction;
+:meth:`StreamCore.run_batch` plans several operations into one (group commit:
+one fsync for all of them), each validated against the state the earlier ones
+left and rolled back alone when it is refused. Readers see only committed state:
+a transaction's streams are installed, and listeners told, after its commit.
+
 Scope choices we document (PROTOCOL.md leaves them to the server):
 
 * ``Stream-Seq`` is scoped **per stream**: one last value per stream, compared
@@ -25,9 +31,9 @@ import base64
 import json
 import math
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from .. import protocol as p
 
@@ -150,6 +156,113 @@ class ReadResult:
     meta: StreamMeta
 
 
+T = TypeVar("T")
+_ABSENT: Any = object()  # "the transaction had not touched this path" in the undo log
+Savepoint = tuple[int, int, int, int, int]
+
+
+class Tx:
+    """The writes of one storage transaction, as the operations planned into it see them.
+
+    :meth:`get` answers from this transaction's own writes first, then from the
+    committed streams, so an operation sees what the operations before it in the
+    batch did. Nothing here is visible to readers until the transaction is
+    committed and applied (:meth:`StreamCore.commit`). Every write is logged, so
+    :meth:`rollback` to a :meth:`savepoint` undoes one refused operation alone.
+    """
+
+    def __init__(self, committed: Mapping[str, StreamMeta]) -> None:
+        self._committed = committed
+        self._metas: dict[str, StreamMeta | None] = {}  # None: dropped here
+        self._undo: list[tuple[str, Any]] = []  # (path, its previous entry or _ABSENT)
+        self._records: list[tuple[str, Record]] = []
+        self._drops: list[tuple[str, int]] = []  # (path, len(_records) when dropped)
+        self.changes: list[tuple[str, bool]] = []  # (path, appended) for the listener
+        #: Paths retired here because they had expired (see :meth:`StreamCore.refuse`).
+        self.expired: list[str] = []
+
+    def get(self, path: str) -> StreamMeta | None:
+        if path in self._metas:
+            return self._metas[path]
+        return self._committed.get(path)
+
+    def put(self, meta: StreamMeta, records: Sequence[Record] = ()) -> None:
+        self._set(meta.path, meta)
+        self._records.extend((meta.path, r) for r in records)
+
+    def drop(self, path: str) -> None:
+        """Delete the stream with every record it has, committed or written here."""
+        self._set(path, None)
+        self._drops.append((path, len(self._records)))
+
+    def notify(self, path: str, appended: bool) -> None:
+        self.changes.append((path, appended))
+
+    def _set(self, path: str, meta: StreamMeta | None) -> None:
+        self._undo.append((path, self._metas.get(path, _ABSENT)))
+        self._metas[path] = meta
+
+    def savepoint(self) -> Savepoint:
+        return (
+            len(self._undo),
+            len(self._records),
+            len(self._drops),
+            len(self.changes),
+            len(self.expired),
+        )
+
+    def rollback(self, savepoint: Savepoint) -> None:
+        undo, records, drops, changes, expired = savepoint
+        while len(self._undo) > undo:
+            path, previous = self._undo.pop()
+            if previous is _ABSENT:
+                del self._metas[path]
+            else:
+                self._metas[path] = previous
+        del self._records[records:], self._drops[drops:], self.changes[changes:]
+        del self.expired[expired:]
+
+    @property
+    def empty(self) -> bool:
+        return not self._metas
+
+    def writes(self) -> tuple[list[StreamMeta], list[tuple[str, Record]], list[str]]:
+        """(metas, records, deleted) for :meth:`Storage.commit`, which deletes first.
+
+        A record written before its stream was dropped in this transaction is left
+        out: the drop deletes it, and a re-created stream must not inherit it.
+        """
+        dropped_at = dict(self._drops)  # the last drop of each path wins
+        records = [
+            (path, record)
+            for i, (path, record) in enumerate(self._records)
+            if i >= dropped_at.get(path, 0)
+        ]
+        metas = [meta for meta in self._metas.values() if meta is not None]
+        return metas, records, list(dropped_at)
+
+    def installs(self) -> list[tuple[str, StreamMeta | None]]:
+        return list(self._metas.items())
+
+    def pending(self, path: str) -> list[Record]:
+        """The records this transaction appends to ``path``, oldest first."""
+        since = dict(self._drops).get(path, 0)
+        return [record for at, record in self._records[since:] if at == path]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[T]):
+    """What one operation of a batch came to: its value, or the error to raise."""
+
+    value: T | None = None
+    error: Exception | None = None
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
 def _json_records(body: bytes, *, allow_empty: bool) -> bytes | None:
     """Validate a JSON body and flatten one array level into stored form.
 
@@ -211,7 +324,14 @@ def sse_payload(meta: StreamMeta, records: Sequence[Record]) -> str:
 
 
 class StreamCore:
-    """The streams of one server and the rules of every operation on them."""
+    """The streams of one server and the rules of every operation on them.
+
+    Each writing operation (create, append, delete, touch) takes an optional
+    ``tx``: without one it is a transaction of its own, committed before the call
+    returns; with one it is planned into ``tx`` and commits with it. Refusals are
+    raised before anything is written, and :meth:`run` and :meth:`run_batch`
+    discard whatever a refused operation planned.
+    """
 
     def __init__(
         self,
@@ -232,27 +352,114 @@ class StreamCore:
     def close(self) -> None:
         self._storage.close()
 
+    # ----------------------------------------------------------- transactions
+
+    def transaction(self) -> Tx:
+        """An empty transaction over the committed streams."""
+        return Tx(self._streams)
+
+    def commit(self, tx: Tx) -> None:
+        """Commit ``tx`` to storage, then show it to readers and tell the listener.
+
+        Nothing changes when the storage raises; live readers and subscriptions
+        learn of a change only once it is durable.
+        """
+        if not tx.empty:
+            self._storage.commit(*tx.writes())
+        for path, meta in tx.installs():
+            if meta is None:
+                self._streams.pop(path, None)
+                self._touch_persisted.pop(path, None)
+            else:
+                self._streams[path] = meta
+                self._touch_persisted[path] = meta.last_access
+        for path, appended in tx.changes:
+            self._on_change(path, appended)
+
+    def run(self, op: Callable[[Tx], T]) -> T:
+        """``op`` as a transaction of its own, committed before this returns."""
+        tx = self.transaction()
+        mark = tx.savepoint()
+        try:
+            value = op(tx)
+        except Exception:
+            self.refuse(tx, mark)
+            self.commit(tx)  # what is left: expired streams the operation found
+            raise
+        self.commit(tx)
+        return value
+
+    def refuse(self, tx: Tx, mark: Savepoint) -> None:
+        """Undo a refused operation, except that the expired streams it found stay
+        retired: finding one retires it, whatever the request then comes to."""
+        expired = tx.expired[mark[4] :]
+        tx.rollback(mark)
+        for path in expired:
+            self._lookup(path, tx)
+
+    def run_batch(self, ops: Sequence[Callable[[Tx], Any]]) -> list[Outcome[Any]]:
+        """Group commit: ``ops`` planned in order into one transaction, committed once.
+
+        Each operation is validated against what the operations before it wrote (a
+        producer's seq 1 after its seq 0, a close before an append); one that raises
+        is rolled back alone and the others still commit. The outcomes hold only
+        once this returns: a refusal may rest on an earlier write of the batch. If
+        the shared commit fails, each operation is tried again in a transaction of
+        its own, so a storage error that one of them causes fails only that one.
+        """
+        tx = self.transaction()
+        outcomes: list[Outcome[Any]] = []
+        for op in ops:
+            mark = tx.savepoint()
+            try:
+                outcomes.append(Outcome(value=op(tx)))
+            except Exception as error:  # isolated: the others in the batch go on
+                self.refuse(tx, mark)
+                outcomes.append(Outcome(error=error))
+        try:
+            self.commit(tx)
+        except StorageError as error:
+            if len(ops) == 1:
+                return [Outcome(error=error)]
+            return [self._attempt(op) for op in ops]
+        return outcomes
+
+    def _attempt(self, op: Callable[[Tx], Any]) -> Outcome[Any]:
+        try:
+            return Outcome(value=self.run(op))
+        except Exception as error:
+            return Outcome(error=error)
+
+    def _within(self, tx: Tx | None, plan: Callable[[Tx], T]) -> T:
+        return self.run(plan) if tx is None else plan(tx)
+
     # ----------------------------------------------------------------- lookup
 
     def paths(self) -> list[str]:
         """Live (not expired, not soft-deleted) stream paths."""
         return [path for path in list(self._streams) if self.find(path) is not None]
 
-    def find(self, path: str) -> StreamMeta | None:
+    def find(self, path: str, tx: Tx | None = None) -> StreamMeta | None:
         """The live stream at ``path`` or None; expired ones are retired here."""
-        meta = self._lookup(path)
+        meta = self._lookup(path, tx)
         return None if meta is None or meta.soft_deleted else meta
 
-    def _lookup(self, path: str) -> StreamMeta | None:
+    def _lookup(self, path: str, tx: Tx | None = None) -> StreamMeta | None:
         """Like find, but soft-deleted streams are returned (callers answer 410)."""
-        meta = self._streams.get(path)
+        meta = (self._streams if tx is None else tx).get(path)
         if meta is None or meta.soft_deleted or not self._expired(meta):
             return meta
-        self._retire(meta)
-        return self._streams.get(path)
+        expired = meta
 
-    def _get(self, path: str) -> StreamMeta:
-        meta = self._lookup(path)
+        def retire(tx: Tx) -> StreamMeta | None:
+            tx.expired.append(path)
+            self._retire(tx, expired)
+            return tx.get(path)
+
+        return self._within(tx, retire)
+
+    def _get(self, path: str, tx: Tx | None = None) -> StreamMeta:
+        meta = self._lookup(path, tx)
         if meta is None:
             raise ProtocolError(404, "Stream not found")
         if meta.soft_deleted:
@@ -265,39 +472,29 @@ class StreamCore:
             return True
         return meta.ttl_seconds is not None and now >= meta.last_access + meta.ttl_seconds
 
-    def _retire(self, meta: StreamMeta) -> None:
+    def _retire(self, tx: Tx, meta: StreamMeta) -> None:
         """Delete an expired or deleted stream: soft while forks still read it."""
         if meta.ref_count > 0:
-            self._put(replace(meta, soft_deleted=True))
+            tx.put(replace(meta, soft_deleted=True))
         else:
-            self._drop(meta.path)
-        self._on_change(meta.path, False)
+            self._drop(tx, meta)
+        tx.notify(meta.path, False)
 
-    def _drop(self, path: str) -> None:
+    def _drop(self, tx: Tx, meta: StreamMeta) -> None:
         """Remove a stream fully, then any soft-deleted sources it kept alive."""
-        metas: list[StreamMeta] = []
-        deleted = [path]
-        source_path = self._streams[path].forked_from
-        while source_path is not None and source_path in self._streams:
-            source = self._streams[source_path]
+        tx.drop(meta.path)
+        source_path = meta.forked_from
+        while source_path is not None:
+            source = tx.get(source_path)
+            if source is None:
+                return
             source = replace(source, ref_count=max(0, source.ref_count - 1))
             if source.ref_count == 0 and source.soft_deleted:
-                deleted.append(source.path)
+                tx.drop(source.path)
                 source_path = source.forked_from
             else:
-                metas.append(source)
+                tx.put(source)
                 source_path = None
-        self._storage.commit(metas=metas, deleted=deleted)
-        for gone in deleted:
-            del self._streams[gone]
-            self._touch_persisted.pop(gone, None)
-        for meta in metas:
-            self._streams[meta.path] = meta
-
-    def _put(self, meta: StreamMeta, records: Sequence[Record] = ()) -> None:
-        self._storage.commit(metas=[meta], records=[(meta.path, r) for r in records])
-        self._streams[meta.path] = meta
-        self._touch_persisted[meta.path] = meta.last_access
 
     def sweep(self) -> int:
         """Retire every expired stream now (lookups also do it lazily); how many."""
@@ -305,19 +502,22 @@ class StreamCore:
         self.paths()
         return before - len(self._streams)
 
-    def touch(self, path: str) -> None:
+    def touch(self, path: str, tx: Tx | None = None) -> None:
         """Refresh a sliding TTL (reads and writes do; HEAD does not)."""
-        meta = self._streams.get(path)
-        if meta is None or meta.soft_deleted:
-            return
-        now = self._clock()
-        meta.last_access = now
-        if (
-            meta.ttl_seconds is not None
-            and now - self._touch_persisted.get(path, 0.0) >= TOUCH_PERSIST_SECONDS
-        ):
-            self._storage.commit(metas=[meta])
-            self._touch_persisted[path] = now
+
+        def plan(tx: Tx) -> None:
+            meta = tx.get(path)
+            if meta is None or meta.soft_deleted:
+                return
+            now = self._clock()
+            meta.last_access = now
+            if (
+                meta.ttl_seconds is not None
+                and now - self._touch_persisted.get(path, 0.0) >= TOUCH_PERSIST_SECONDS
+            ):
+                tx.put(meta)
+
+        self._within(tx, plan)
 
     # ----------------------------------------------------------------- create
 
@@ -334,62 +534,65 @@ class StreamCore:
         forked_from: str | None = None,
         fork_offset: str | None = None,
         fork_sub_offset: int = 0,
+        tx: Tx | None = None,
     ) -> tuple[bool, StreamMeta]:
         """PUT: (created, stream). Same config again is 200; different is 409."""
-        existing = self._lookup(path)
-        if existing is not None:
-            if existing.soft_deleted:
-                raise ProtocolError(409, "Stream was deleted but still has forks")
-            if not self._same_config(
-                existing,
-                content_type,
-                ttl_seconds,
-                expires_at,
-                closed,
-                forked_from,
-                fork_offset,
-                fork_sub_offset,
-            ):
-                raise ProtocolError(409, "Stream already exists with different configuration")
-            return False, existing
 
-        now = self._clock()
-        meta = StreamMeta(
-            path=path,
-            uid=secrets.token_hex(8),
-            content_type=content_type or p.DEFAULT_CONTENT_TYPE,
-            tail=p.OFFSET_ZERO,
-            created_at=now,
-            last_access=now,
-            ttl_seconds=ttl_seconds,
-            expires_at=expires_at,
-            expires_at_ts=expires_at_ts,
-            closed=closed,
-        )
-        records: list[Record] = []
-        source: StreamMeta | None = None
-        if forked_from is not None:
-            source, prefix = self._resolve_fork(
-                meta, content_type, forked_from, fork_offset, fork_sub_offset
+        def plan(tx: Tx) -> tuple[bool, StreamMeta]:
+            existing = self._lookup(path, tx)
+            if existing is not None:
+                if existing.soft_deleted:
+                    raise ProtocolError(409, "Stream was deleted but still has forks")
+                if not self._same_config(
+                    existing,
+                    content_type,
+                    ttl_seconds,
+                    expires_at,
+                    closed,
+                    forked_from,
+                    fork_offset,
+                    fork_sub_offset,
+                ):
+                    raise ProtocolError(409, "Stream already exists with different configuration")
+                return False, existing
+
+            now = self._clock()
+            meta = StreamMeta(
+                path=path,
+                uid=secrets.token_hex(8),
+                content_type=content_type or p.DEFAULT_CONTENT_TYPE,
+                tail=p.OFFSET_ZERO,
+                created_at=now,
+                last_access=now,
+                ttl_seconds=ttl_seconds,
+                expires_at=expires_at,
+                expires_at_ts=expires_at_ts,
+                closed=closed,
             )
-            if prefix:
-                records.append(Record(p.advance_offset(meta.tail, len(prefix)), prefix))
-                meta.tail = records[-1].offset
-        if body:
-            data = _json_records(body, allow_empty=True) if p.is_json(meta.content_type) else body
-            if data:
-                records.append(Record(p.advance_offset(meta.tail, len(data)), data))
-                meta.tail = records[-1].offset
-        metas = [meta]
-        if source is not None:
-            metas.append(replace(source, ref_count=source.ref_count + 1))
-        self._storage.commit(metas=metas, records=[(path, r) for r in records])
-        for m in metas:
-            self._streams[m.path] = m
-        self._touch_persisted[path] = now
-        if records:
-            self._on_change(path, True)
-        return True, meta
+            records: list[Record] = []
+            source: StreamMeta | None = None
+            if forked_from is not None:
+                source, prefix = self._resolve_fork(
+                    tx, meta, content_type, forked_from, fork_offset, fork_sub_offset
+                )
+                if prefix:
+                    records.append(Record(p.advance_offset(meta.tail, len(prefix)), prefix))
+                    meta.tail = records[-1].offset
+            if body:
+                data = (
+                    _json_records(body, allow_empty=True) if p.is_json(meta.content_type) else body
+                )
+                if data:
+                    records.append(Record(p.advance_offset(meta.tail, len(data)), data))
+                    meta.tail = records[-1].offset
+            tx.put(meta, records)
+            if source is not None:
+                tx.put(replace(source, ref_count=source.ref_count + 1))
+            if records:
+                tx.notify(path, True)
+            return True, meta
+
+        return self._within(tx, plan)
 
     @staticmethod
     def _same_config(
@@ -426,6 +629,7 @@ class StreamCore:
 
     def _resolve_fork(
         self,
+        tx: Tx,
         meta: StreamMeta,
         content_type: str | None,
         source_path: str,
@@ -433,7 +637,7 @@ class StreamCore:
         sub_offset: int,
     ) -> tuple[StreamMeta, bytes]:
         """Check a fork request; set the fork's offset, type and TTL on ``meta``."""
-        source = self._lookup(source_path)
+        source = self._lookup(source_path, tx)
         if source is None:
             raise ProtocolError(404, "Source stream not found")
         if source.soft_deleted:
@@ -457,7 +661,10 @@ class StreamCore:
             meta.expires_at_ts = source.expires_at_ts
         prefix = b""
         if sub_offset > 0:
-            following = self._read_records(source, offset, max_bytes=1)
+            # The append after the fork offset may be one of this batch, not stored yet.
+            following = self._read_records(source, offset, max_bytes=1) or [
+                r for r in tx.pending(source.path) if r.offset > offset
+            ]
             if not following:
                 raise ProtocolError(400, "Invalid fork sub-offset: no data past the fork offset")
             data = following[0].data
@@ -483,18 +690,33 @@ class StreamCore:
         close: bool,
         stream_seq: str | None,
         producer: Producer | None,
+        tx: Tx | None = None,
     ) -> AppendResult:
         """POST: append ``body`` (and close if asked), or close only when empty."""
-        meta = self._get(path)
+        return self._within(
+            tx, lambda tx: self._append(tx, path, content_type, body, close, stream_seq, producer)
+        )
+
+    def _append(
+        self,
+        tx: Tx,
+        path: str,
+        content_type: str | None,
+        body: bytes,
+        close: bool,
+        stream_seq: str | None,
+        producer: Producer | None,
+    ) -> AppendResult:
+        meta = self._get(path, tx)
         if not body and close:
-            return self._close_only(meta, producer)
+            return self._close_only(tx, meta, producer)
         if meta.closed:
             if producer is not None and meta.closed_by == (
                 producer.id,
                 producer.epoch,
                 producer.seq,
             ):
-                return self._duplicate(meta, producer, producer.seq, closed=True)
+                return self._duplicate(tx, meta, producer, producer.seq, closed=True)
             raise ProtocolError(409, "Stream is closed", self._closed_headers(meta))
         if not body:
             raise ProtocolError(400, "Empty body")
@@ -509,7 +731,7 @@ class StreamCore:
             checked = self._check_producer(meta, producer, now)
             if checked is None:  # a retry of an accepted request
                 state = meta.producers[producer.id]
-                return self._duplicate(meta, producer, state.last_seq, closed=False)
+                return self._duplicate(tx, meta, producer, state.last_seq, closed=False)
             producers = checked
         if stream_seq is not None and meta.stream_seq is not None and stream_seq <= meta.stream_seq:
             raise ProtocolError(409, "Stream-Seq regression")
@@ -526,8 +748,8 @@ class StreamCore:
             closed=close,
             closed_by=(producer.id, producer.epoch, producer.seq) if close and producer else None,
         )
-        self._put(updated, [record])
-        self._on_change(path, True)
+        tx.put(updated, [record])
+        tx.notify(path, True)
         headers = {p.STREAM_NEXT_OFFSET: record.offset}
         if close:
             headers[p.STREAM_CLOSED] = "true"
@@ -573,7 +795,7 @@ class StreamCore:
         return producers
 
     def _duplicate(
-        self, meta: StreamMeta, producer: Producer, last_seq: int, *, closed: bool
+        self, tx: Tx, meta: StreamMeta, producer: Producer, last_seq: int, *, closed: bool
     ) -> AppendResult:
         headers = {
             p.STREAM_NEXT_OFFSET: meta.tail,
@@ -582,15 +804,15 @@ class StreamCore:
         }
         if closed or meta.closed:
             headers[p.STREAM_CLOSED] = "true"
-        self.touch(meta.path)
+        self.touch(meta.path, tx)
         return AppendResult(204, headers)
 
-    def _close_only(self, meta: StreamMeta, producer: Producer | None) -> AppendResult:
+    def _close_only(self, tx: Tx, meta: StreamMeta, producer: Producer | None) -> AppendResult:
         """An empty POST with ``Stream-Closed: true`` (section 5.3); refreshes the TTL."""
         now = self._clock()
         if meta.closed:
             if producer is None or meta.closed_by == (producer.id, producer.epoch, producer.seq):
-                self.touch(meta.path)
+                self.touch(meta.path, tx)
                 headers = self._closed_headers(meta)
                 if producer is not None:
                     headers[p.PRODUCER_EPOCH] = str(producer.epoch)
@@ -603,15 +825,15 @@ class StreamCore:
             checked = self._check_producer(meta, producer, now)
             if checked is None:
                 return self._duplicate(
-                    meta, producer, meta.producers[producer.id].last_seq, closed=False
+                    tx, meta, producer, meta.producers[producer.id].last_seq, closed=False
                 )
             producers = checked
             closed_by = (producer.id, producer.epoch, producer.seq)
         updated = replace(
             meta, closed=True, closed_by=closed_by, producers=producers, last_access=now
         )
-        self._put(updated)
-        self._on_change(meta.path, False)
+        tx.put(updated)
+        tx.notify(meta.path, False)
         headers = self._closed_headers(updated)
         if producer is not None:
             headers[p.PRODUCER_EPOCH] = str(producer.epoch)
@@ -628,10 +850,9 @@ class StreamCore:
         """HEAD: metadata; deliberately does not refresh a sliding TTL."""
         return self._get(path)
 
-    def delete(self, path: str) -> None:
+    def delete(self, path: str, tx: Tx | None = None) -> None:
         """DELETE: soft while forks reference the stream (410 afterwards), else gone."""
-        meta = self._get(path)
-        self._retire(meta)
+        self._within(tx, lambda tx: self._retire(tx, self._get(path, tx)))
 
     # ------------------------------------------------------------------- read
 

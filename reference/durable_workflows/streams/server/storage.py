@@ -3,8 +3,9 @@
 Durability guarantee of :class:`SqliteStorage` (the default for ``--data DIR``):
 every change the core makes for one request (the appended record, the new tail,
 producer state, ``Stream-Seq``, closure, TTL settings, fork reference counts) is
-one SQLite transaction, and the core answers the client only after ``COMMIT``
-returned. The database runs in WAL mode with ``synchronous=FULL``, so the WAL is
+part of one SQLite transaction, shared with the other requests committed in the
+same group (:mod:`.group_commit`), and the server answers the client only after
+that ``COMMIT`` returned. The database runs in WAL mode with ``synchronous=FULL``, so the WAL is
 fsynced at every commit: an append acknowledged with a 2xx survives ``kill -9`` of
 the server and a power loss (given a disk that honours fsync). ``NORMAL`` would
 survive a process crash but may lose the last commits on power loss, which is not
@@ -46,6 +47,8 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._records: dict[str, list[Record]] = {}
         self._offsets: dict[str, list[str]] = {}
+        #: Transactions committed (group commit makes it fewer than the writes).
+        self.commits = 0
 
     def load(self) -> list[StreamMeta]:
         return []
@@ -62,6 +65,7 @@ class MemoryStorage:
         for path, record in records:
             self._records.setdefault(path, []).append(record)
             self._offsets.setdefault(path, []).append(record.offset)
+        self.commits += 1
 
     def read(self, path: str, after: str, upto: str | None, max_bytes: int) -> list[Record]:
         offsets = self._offsets.get(path, [])
@@ -110,6 +114,8 @@ class SqliteStorage:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        #: Transactions committed, each one fsync of the WAL (kv writes not counted).
+        self.commits = 0
 
     def load(self) -> list[StreamMeta]:
         rows = self._db.execute("SELECT meta FROM streams").fetchall()
@@ -123,6 +129,7 @@ class SqliteStorage:
     ) -> None:
         with _storage_errors():
             self._commit(metas, records, deleted)
+        self.commits += 1
 
     def _commit(
         self,
