@@ -35,6 +35,7 @@ from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
 from . import _event_rules
+from ._compiled_schemas import compiled
 
 __all__ = [
     "BASE_URI",
@@ -45,6 +46,7 @@ __all__ = [
     "aggregate",
     "identify",
     "identify_any",
+    "identify_valid",
     "registry",
     "rule_violations",
     "schema",
@@ -247,18 +249,31 @@ def _discriminators() -> dict[str, _Discriminator]:
     return table
 
 
+@cache
+def _by_type_operation(
+    events: tuple[str, ...],
+) -> dict[tuple[str, str], list[tuple[str, _Discriminator]]]:
+    """``events`` grouped by their (type, operation), each group in ``events`` order."""
+    table: dict[tuple[str, str], list[tuple[str, _Discriminator]]] = {}
+    for event in events:
+        d = _discriminators()[event]
+        table.setdefault((d.type, d.operation), []).append((event, d))
+    return table
+
+
 def _candidates(message: Mapping[str, Any], events: tuple[str, ...]) -> list[str]:
     """Events whose discriminator the message carries; an explicit status match first."""
     headers = message.get("headers")
     operation = headers.get("operation") if isinstance(headers, dict) else None
     value = message.get("value")
     status = value.get("status") if isinstance(value, dict) else None
+    entity = message.get("type")
+    # Discriminators are strings: anything else matches no event.
+    if not isinstance(entity, str) or not isinstance(operation, str):
+        return []
     explicit: list[str] = []
     statusless: list[str] = []
-    for event in events:
-        d = _discriminators()[event]
-        if d.type != message.get("type") or d.operation != operation:
-            continue
+    for event, d in _by_type_operation(events).get((entity, operation), ()):
         if d.statuses is None:
             statusless.append(event)
         elif status in d.statuses:
@@ -396,9 +411,27 @@ def identify(message: object, stream: str) -> str:
             violations=violations("defs/change-message", message),
         )
     event = candidates[0]
-    found = violations(event, message) or rule_violations(event, message)
+    # The compiled check answers valid or not; only jsonschema words an error.
+    check = compiled(event)
+    valid = check is not None and check(message)
+    found = (() if valid else violations(event, message)) or rule_violations(event, message)
     if found:
         raise SchemaError(f"invalid {event} message", event=event, violations=found)
+    return event
+
+
+def identify_valid(message: object, stream: Stream) -> str | None:
+    """The event of ``message`` when it is a valid message of ``stream``, by the compiled
+    checks only; None when it may not be (then :func:`identify` decides, and words why)."""
+    if not isinstance(message, dict):
+        return None
+    candidates = _candidates(message, STREAM_EVENTS[stream])
+    if not candidates:
+        return None
+    event = candidates[0]
+    check = compiled(event)
+    if check is None or not check(message) or _event_rules.check(event, message):
+        return None
     return event
 
 
