@@ -164,7 +164,19 @@ class _Compiler:
         out: list[str] = []
         in_object: list[str] = []  # checks that apply only to objects
         inner = pad + "    "
-        for keyword, arg in node.items():
+        # Once "type" has passed, a check that applies to one type needs no guard for it.
+        sure = node.get("type") if isinstance(node.get("type"), str) else None
+        sure = sure if sure in _GUARDS else None
+
+        def guard(kind: str) -> str:
+            return "" if sure == kind else f"isinstance({var}, {_GUARDS[kind]}) and "
+
+        required = set(node.get("required", ())) if sure == "object" else set()
+        # "type" first (the guards rely on it), "required" before "properties" (which then
+        # reads required members without testing for them).
+        order = sorted(node, key=lambda k: {"type": 0, "required": 1}.get(k, 2))
+        for keyword in order:
+            arg = node[keyword]
             if keyword in _ANNOTATIONS or keyword in ("then", "else"):
                 continue
             if keyword == "type":
@@ -200,6 +212,12 @@ class _Compiler:
                 for prop, sub in arg.items():
                     self._vars += 1
                     item = f"v{self._vars}"
+                    if prop in required:
+                        body = self.checks(sub, item, resolver, depth + 1)
+                        if body:
+                            in_object.append(f"{inner}{item} = {var}[{_literal(prop)}]")
+                            in_object += body
+                        continue
                     body = self.checks(sub, item, resolver, depth + 2)
                     if body:
                         in_object.append(f"{inner}if {_literal(prop)} in {var}:")
@@ -226,6 +244,17 @@ class _Compiler:
             elif keyword == "allOf":
                 for sub in arg:
                     out += self.checks(sub, var, resolver, depth)
+            elif keyword == "oneOf" and self._disjoint(arg, resolver):
+                # Branches that admit disjoint types: at most one can hold, so the value's
+                # type picks the only branch to check.
+                word = "if"
+                for sub in arg:
+                    kinds = sorted(self._types(sub, resolver) or ())
+                    test = " or ".join(_TYPE_TESTS[k].format(v=var) for k in kinds)
+                    out.append(f"{pad}{word} {test}:")
+                    out += self.checks(sub, var, resolver, depth + 1) or [f"{inner}pass"]
+                    word = "elif"
+                out.append(f"{pad}else: return False")
             elif keyword == "oneOf":
                 calls = " + ".join(f"{self.function(sub, resolver)}({var})" for sub in arg)
                 out.append(f"{pad}if ({calls or 0}) != 1: return False")
@@ -248,16 +277,12 @@ class _Compiler:
                     out += body
             elif keyword == "pattern":
                 search = self.constant(re.compile(arg).search)
-                out.append(
-                    f"{pad}if isinstance({var}, str) and {search}({var}) is None: return False"
-                )
+                out.append(f"{pad}if {guard('string')}{search}({var}) is None: return False")
             elif keyword in ("minLength", "maxLength", "minItems", "maxItems"):
-                kind = "str" if keyword.endswith("Length") else "list"
+                kind = "string" if keyword.endswith("Length") else "array"
                 op = "<" if keyword.startswith("min") else ">"
                 bound = _literal(int(arg))
-                out.append(
-                    f"{pad}if isinstance({var}, {kind}) and len({var}) {op} {bound}: return False"
-                )
+                out.append(f"{pad}if {guard(kind)}len({var}) {op} {bound}: return False")
             elif keyword in _BOUNDS:
                 if isinstance(arg, bool) or type(arg) not in (int, float):
                     raise _Unsupported(f"{keyword} {arg!r}")
@@ -268,9 +293,39 @@ class _Compiler:
             else:
                 raise _Unsupported(keyword)
         if in_object:
-            out.append(f"{pad}if isinstance({var}, dict):")
+            out.append(f"{pad}if {guard('object')}True:")
             out += in_object
         return out
+
+    def _types(self, node: Any, resolver: Resolver[Any]) -> frozenset[str] | None:
+        """The JSON types ``node`` admits at most, as its "type" (or its ``$ref``'s) says;
+        None when it does not say."""
+        if not isinstance(node, dict):
+            return None
+        found: frozenset[str] | None = None
+        kinds = node.get("type")
+        if isinstance(kinds, str | list) and all(k in _TYPE_TESTS for k in kinds or ()):
+            found = frozenset([kinds] if isinstance(kinds, str) else kinds)
+        if isinstance(node.get("$ref"), str):
+            resolved = resolver.lookup(node["$ref"])
+            target = self._types(resolved.contents, resolved.resolver)
+            if target is not None:
+                found = target if found is None else found & target
+        return found
+
+    def _disjoint(self, branches: list[Any], resolver: Resolver[Any]) -> bool:
+        """Whether no value can have a type two of ``branches`` admit."""
+        seen: set[str] = set()
+        for sub in branches:
+            kinds = self._types(sub, resolver)
+            if not kinds:
+                return False
+            # An integer is a number too.
+            wide = {"number" if k == "integer" else k for k in kinds}
+            if wide & seen:
+                return False
+            seen |= wide
+        return True
 
     def build(self, root: str) -> Check:
         namespace = dict(self.namespace, _always=_always, _never=_never)
@@ -278,6 +333,9 @@ class _Compiler:
         check: Check = namespace[root]
         return check
 
+
+#: The Python classes of the types whose checks guard on them.
+_GUARDS = {"object": "dict", "array": "list", "string": "str"}
 
 #: A bound keyword -> the comparison that makes a number break it.
 _BOUNDS = {"minimum": "<", "maximum": ">", "exclusiveMinimum": "<=", "exclusiveMaximum": ">="}
