@@ -1,14 +1,13 @@
-"""Message classification with a memo: each distinct message is schema-checked once per process.
+"""Message classification with a memo for what the compiled checks do not pass.
 
-Refusals are remembered too, so an inbox full of junk costs one check per distinct message,
-not one per message and activation (issue: bounded cost per request).
-
-Validating a message against its event schema costs about a millisecond, and a shell that
-builds an :class:`~.activation.Activation` per wake would otherwise check the whole history
-and inbox again on every wake. The memo is keyed by the message's canonical JSON text, so a
-message that changes in any way is checked again. It holds no I/O and no clock.
+A valid message passes the compiled schema checks (:mod:`.._compiled_schemas`) and the
+event rules in a few microseconds, less than hashing it, so it is checked every time. A
+message they refuse goes to ``jsonschema`` for the words of its error, which costs about
+a millisecond; that outcome is remembered, so an inbox full of junk costs one full check
+per distinct message, not one per message and activation (issue: bounded cost per
+request). The memo is keyed by the message's canonical JSON text, so a message that
+changes in any way is checked again. It holds no I/O and no clock.
 """
-
 from __future__ import annotations
 
 import hashlib
