@@ -8,6 +8,7 @@ per distinct message, not one per message and activation (issue: bounded cost pe
 request). The memo is keyed by the message's canonical JSON text, so a message that
 changes in any way is checked again. It holds no I/O and no clock.
 """
+
 from __future__ import annotations
 
 import hashlib
