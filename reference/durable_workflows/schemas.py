@@ -19,23 +19,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-# jsonschema ships no type information; these names are Any to mypy unless the
-# types-jsonschema stubs are installed (then the ignores are unused, and allowed to be).
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    ValidationError,
-    best_match,
-    relevance,
-)
-from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
 from . import _event_rules
 from ._compiled_schemas import compiled
+
+# jsonschema is imported on use: a valid message never needs it (the compiled checks
+# decide), and importing it costs a cold ``dwf replay`` a tenth of its time.
+# It ships no type information; these names are Any to mypy unless the types-jsonschema
+# stubs are installed (then the ignores are unused, and allowed to be).
+if TYPE_CHECKING:
+    from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+        ValidationError,
+    )
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "BASE_URI",
@@ -211,6 +212,8 @@ def validator(event_name: str) -> Validator:
     ``format`` is an annotation only, as the schemas intend: timestamps are checked by
     their ``pattern``.
     """
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     return Draft202012Validator(schema(event_name), registry=registry())
 
 
@@ -289,6 +292,8 @@ def _leaf(error: ValidationError) -> ValidationError:
     deeper than ``type`` (such as a nullable field's ``null`` branch) over a bare type
     mismatch.
     """
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
     while error.context:
         branches: dict[object, list[ValidationError]] = {}
         for sub in error.context:
@@ -347,6 +352,8 @@ def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
 
     Any schema name works: an event, an aggregate, or ``defs/change-message``.
     """
+    from jsonschema.exceptions import relevance  # type: ignore[import-untyped, unused-ignore]
+
     found: dict[tuple[str, str], Violation] = {}
     for error in sorted(validator(event_name).iter_errors(message), key=relevance):
         leaf = _leaf(error)
