@@ -71,6 +71,8 @@ def _is_number(x: Any) -> bool:
     t = type(x)
     if t is int or t is float:
         return True
+    if x is None or t is str or t is bool or t is dict or t is list:
+        return False  # the other JSON values, without the slow ABC check below
     return not isinstance(x, bool) and isinstance(x, numbers.Number)
 
 
