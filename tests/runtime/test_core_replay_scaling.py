@@ -49,19 +49,20 @@ def _history(steps: int) -> list[dict[str, Any]]:
     return history
 
 
+def _counted(op: str) -> Any:
+    method = getattr(int, op)
+
+    def counted(self: int, other: Any) -> Any:
+        _Seq.count += 1
+        return method(self, other)
+
+    return counted
+
+
 class _Seq(int):
     """An int that counts the comparisons and hashes made of it."""
 
     count = 0
-
-    def _counted(op: str) -> Any:  # type: ignore[misc]  # a class-body helper
-        method = getattr(int, op)
-
-        def counted(self: int, other: Any) -> Any:
-            _Seq.count += 1
-            return method(self, other)
-
-        return counted
 
     __eq__ = _counted("__eq__")
     __ne__ = _counted("__ne__")
