@@ -104,7 +104,7 @@ def _limit(text: str) -> tuple[str, int]:
 
 
 def _limit_option(parser: argparse.ArgumentParser) -> None:
-    from .engine.worker import UNKNOWN_GRACE_SECONDS
+    from .engine.defaults import UNKNOWN_GRACE_SECONDS
 
     parser.add_argument(
         "--unknown-workflow-grace",
@@ -287,7 +287,9 @@ def _client_options(parser: argparse.ArgumentParser, wait: bool = True) -> None:
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``dwf`` parser; given the ``command`` word about to be parsed, it leaves out the
+    access commands' stack (JWT, cryptography, HTTP) when that command is not one of them."""
     parser = argparse.ArgumentParser(
         prog="dwf", description="Durable Workflows: runtime, stream server and tools."
     )
@@ -481,9 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--json", action="store_true", help="print a JSON report")
     replay.set_defaults(handler=_cmd_replay)
 
-    from .access.commands import add_commands
+    # Loading the access commands costs a cold ``dwf replay`` more than its replay; a
+    # command defined above parses without them (its help and errors name only itself).
+    if command not in commands.choices:
+        from .access.commands import add_commands
 
-    add_commands(commands)
+        add_commands(commands)
 
     # Listed for --help only: main() hands everything after the word to the suite's runner.
     commands.add_parser(
@@ -498,7 +503,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["conformance"]:
         return _run_conformance(arguments[1:])
-    args = build_parser().parse_args(arguments)
+    args = build_parser(arguments[0] if arguments else None).parse_args(arguments)
     handler = args.handler
     try:
         result: int = handler(args)

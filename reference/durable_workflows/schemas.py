@@ -19,22 +19,24 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-# jsonschema ships no type information; these names are Any to mypy unless the
-# types-jsonschema stubs are installed (then the ignores are unused, and allowed to be).
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    ValidationError,
-    best_match,
-    relevance,
-)
-from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 from referencing.jsonschema import DRAFT202012
 
 from . import _event_rules
+from ._compiled_schemas import compiled
+
+# jsonschema is imported on use: a valid message never needs it (the compiled checks
+# decide), and importing it costs a cold ``dwf replay`` a tenth of its time.
+# It ships no type information; these names are Any to mypy unless the types-jsonschema
+# stubs are installed (then the ignores are unused, and allowed to be).
+if TYPE_CHECKING:
+    from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+        ValidationError,
+    )
+    from jsonschema.protocols import Validator  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
     "BASE_URI",
@@ -45,6 +47,7 @@ __all__ = [
     "aggregate",
     "identify",
     "identify_any",
+    "identify_valid",
     "registry",
     "rule_violations",
     "schema",
@@ -209,6 +212,8 @@ def validator(event_name: str) -> Validator:
     ``format`` is an annotation only, as the schemas intend: timestamps are checked by
     their ``pattern``.
     """
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+
     return Draft202012Validator(schema(event_name), registry=registry())
 
 
@@ -247,18 +252,31 @@ def _discriminators() -> dict[str, _Discriminator]:
     return table
 
 
+@cache
+def _by_type_operation(
+    events: tuple[str, ...],
+) -> dict[tuple[str, str], list[tuple[str, _Discriminator]]]:
+    """``events`` grouped by their (type, operation), each group in ``events`` order."""
+    table: dict[tuple[str, str], list[tuple[str, _Discriminator]]] = {}
+    for event in events:
+        d = _discriminators()[event]
+        table.setdefault((d.type, d.operation), []).append((event, d))
+    return table
+
+
 def _candidates(message: Mapping[str, Any], events: tuple[str, ...]) -> list[str]:
     """Events whose discriminator the message carries; an explicit status match first."""
     headers = message.get("headers")
     operation = headers.get("operation") if isinstance(headers, dict) else None
     value = message.get("value")
     status = value.get("status") if isinstance(value, dict) else None
+    entity = message.get("type")
+    # Discriminators are strings: anything else matches no event.
+    if not isinstance(entity, str) or not isinstance(operation, str):
+        return []
     explicit: list[str] = []
     statusless: list[str] = []
-    for event in events:
-        d = _discriminators()[event]
-        if d.type != message.get("type") or d.operation != operation:
-            continue
+    for event, d in _by_type_operation(events).get((entity, operation), ()):
         if d.statuses is None:
             statusless.append(event)
         elif status in d.statuses:
@@ -274,6 +292,8 @@ def _leaf(error: ValidationError) -> ValidationError:
     deeper than ``type`` (such as a nullable field's ``null`` branch) over a bare type
     mismatch.
     """
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
     while error.context:
         branches: dict[object, list[ValidationError]] = {}
         for sub in error.context:
@@ -332,6 +352,8 @@ def violations(event_name: str, message: Any) -> tuple[Violation, ...]:
 
     Any schema name works: an event, an aggregate, or ``defs/change-message``.
     """
+    from jsonschema.exceptions import relevance  # type: ignore[import-untyped, unused-ignore]
+
     found: dict[tuple[str, str], Violation] = {}
     for error in sorted(validator(event_name).iter_errors(message), key=relevance):
         leaf = _leaf(error)
@@ -396,9 +418,27 @@ def identify(message: object, stream: str) -> str:
             violations=violations("defs/change-message", message),
         )
     event = candidates[0]
-    found = violations(event, message) or rule_violations(event, message)
+    # The compiled check answers valid or not; only jsonschema words an error.
+    check = compiled(event)
+    valid = check is not None and check(message)
+    found = (() if valid else violations(event, message)) or rule_violations(event, message)
     if found:
         raise SchemaError(f"invalid {event} message", event=event, violations=found)
+    return event
+
+
+def identify_valid(message: object, stream: Stream) -> str | None:
+    """The event of ``message`` when it is a valid message of ``stream``, by the compiled
+    checks only; None when it may not be (then :func:`identify` decides, and words why)."""
+    if not isinstance(message, dict):
+        return None
+    candidates = _candidates(message, STREAM_EVENTS[stream])
+    if not candidates:
+        return None
+    event = candidates[0]
+    check = compiled(event)
+    if check is None or not check(message) or _event_rules.check(event, message):
+        return None
     return event
 
 

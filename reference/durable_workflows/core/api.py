@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import difflib
+import functools
 import inspect
 import math
 import re
@@ -247,7 +248,7 @@ class RetryPolicy:
     def coerce(cls, retry: RetryPolicy | int | None) -> RetryPolicy:
         """``None`` -> defaults, an int -> that many attempts, a policy -> itself."""
         if retry is None:
-            return cls()
+            return _DEFAULT_POLICY if cls is RetryPolicy else cls()
         if isinstance(retry, RetryPolicy):
             return retry
         if isinstance(retry, int) and not isinstance(retry, bool):
@@ -256,6 +257,9 @@ class RetryPolicy:
             f"retry must be a RetryPolicy, an int or None, not {type(retry).__name__}"
         )
 
+
+#: The policy of a step issued without one (frozen, so shared; built once, not per step).
+_DEFAULT_POLICY = RetryPolicy()
 
 # --------------------------------------------------------------------------------------
 # Step bodies: what a body may learn about itself (REPLAY-024)
@@ -462,14 +466,29 @@ class Context:
 _STEP_OPTIONS = ("retry", "timeout")
 
 
+@functools.lru_cache(maxsize=1024)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    """``inspect.signature(fn)``, once per body (a long run issues the same body thousands
+    of times, and building a signature costs more than binding it)."""
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
 def _check_arguments(
     name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> None:
     """Refuse, when the step is issued, arguments its body cannot take: a misspelt
     option (``retries=3``) would otherwise reach the body and fail every attempt."""
     try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
+        signature = _signature(fn)
+    except TypeError:  # unhashable: not cached
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):
+            return
+    if signature is None:
         return  # a builtin without a signature: the body will say
     try:
         signature.bind(*args, **kwargs)

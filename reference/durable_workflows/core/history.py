@@ -117,53 +117,45 @@ def check_protocol(version: object, implemented: str) -> None:
         )
 
 
-def _classify(message: Mapping[str, Any], check: bool) -> str:
-    """The event name of a history message (VER-006)."""
-    if check:
-        from ..schemas import SchemaError
-        from ._memo import classify_message
+#: The event of an insert, by entity (discriminator only: for the core's own output).
+_INSERTS = {
+    ("run", "insert"): "run-started",
+    ("step", "insert"): "step-started",
+    ("sleep", "insert"): "sleep-scheduled",
+    ("input", "insert"): "input-requested",
+    ("submission", "insert"): "input-rejected",
+    ("record", "insert"): "value-recorded",
+    ("patch", "insert"): "patch-recorded",
+}
 
-        try:
-            return classify_message(message, "history")
-        except SchemaError as exc:
-            raise HistoryError(
-                f"history holds a message that is not a protocol event: {exc}"
-            ) from exc
-    # Trusted input (the core's own output): classify by discriminator only.
+#: The event of an update, by entity and status (discriminator only, as above).
+_UPDATES = {
+    "run": {
+        "sleeping": "run-suspended",
+        "waiting": "run-suspended",
+        "running": "run-resumed",
+        "completed": "run-completed",
+        "failed": "run-failed",
+        "cancelled": "run-cancelled",
+    },
+    "step": {
+        "running": "step-attempt-started",
+        "retrying": "step-attempt-failed",
+        "completed": "step-completed",
+        "failed": "step-failed",
+    },
+    "sleep": {"completed": "sleep-completed"},
+    "input": {"received": "input-received", "expired": "input-expired"},
+}
+
+
+def _trusted_event(message: Mapping[str, Any]) -> str:
+    """The event of a message the core wrote itself: classified by discriminator only."""
     entity = message["type"]
-    op = message["headers"]["operation"]
-    value = message["value"]
-    status = value.get("status")
-    table = {
-        ("run", "insert"): "run-started",
-        ("step", "insert"): "step-started",
-        ("sleep", "insert"): "sleep-scheduled",
-        ("input", "insert"): "input-requested",
-        ("submission", "insert"): "input-rejected",
-        ("record", "insert"): "value-recorded",
-        ("patch", "insert"): "patch-recorded",
-    }
-    if (entity, op) in table:
-        return table[(entity, op)]
-    updates = {
-        "run": {
-            "sleeping": "run-suspended",
-            "waiting": "run-suspended",
-            "running": "run-resumed",
-            "completed": "run-completed",
-            "failed": "run-failed",
-            "cancelled": "run-cancelled",
-        },
-        "step": {
-            "running": "step-attempt-started",
-            "retrying": "step-attempt-failed",
-            "completed": "step-completed",
-            "failed": "step-failed",
-        },
-        "sleep": {"completed": "sleep-completed"},
-        "input": {"received": "input-received", "expired": "input-expired"},
-    }
-    return updates[entity][status]
+    event = _INSERTS.get((entity, message["headers"]["operation"]))
+    if event is not None:
+        return event
+    return _UPDATES[entity][message["value"].get("status")]
 
 
 def parse_history(
@@ -171,8 +163,20 @@ def parse_history(
 ) -> ParsedHistory:
     """Parse ``messages`` (a history read from offset -1)."""
     parsed = ParsedHistory(messages=[dict(m) for m in messages])
+    if check:
+        # Imported on use as before, but once per parse rather than once per message.
+        from ..schemas import SchemaError
+        from ._memo import classify_message
     for index, message in enumerate(parsed.messages):
-        event = _classify(message, check)
+        if not check:
+            event = _trusted_event(message)
+        else:
+            try:
+                event = classify_message(message, "history")
+            except SchemaError as exc:
+                raise HistoryError(
+                    f"history holds a message that is not a protocol event: {exc}"
+                ) from exc
         value = message["value"]
         entity = message["type"]
         key = message["key"]

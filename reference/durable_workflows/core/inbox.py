@@ -12,17 +12,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
-from jsonschema import validators as jsonschema_validators  # type: ignore[import-untyped, unused-ignore]
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    SchemaError as JsonSchemaError,
-)
-from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
-    ValidationError,
-    best_match,
-)
 from referencing import Registry
 
 from .errors import InvalidPrimitive
@@ -169,6 +161,10 @@ def _search(pattern: str, text: str) -> bool:
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Any:
+    from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+        ValidationError,
+    )
+
     if validator.is_type(instance, "string") and not _search(pattern, instance):
         yield ValidationError(f"the string does not match {pattern!r}")  # never the value
 
@@ -182,10 +178,20 @@ def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: An
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
-#: 2020-12 with ECMA-262's ASCII classes in ``pattern`` and ``patternProperties``.
-_Validator = jsonschema_validators.extend(
-    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
-)
+@cache
+def _validator_class() -> Any:
+    """2020-12 with ECMA-262's ASCII classes in ``pattern`` and ``patternProperties``.
+
+    Built on first use: jsonschema is imported only when a schema is checked or used.
+    """
+    from jsonschema import (  # type: ignore[import-untyped, unused-ignore]
+        Draft202012Validator,
+        validators,
+    )
+
+    return validators.extend(
+        Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    )
 
 
 def check_request_schema(name: str, schema: Any) -> Any:
@@ -195,6 +201,13 @@ def check_request_schema(name: str, schema: Any) -> Any:
     """
     if not isinstance(schema, dict | bool):
         raise InvalidPrimitive(f"input {name!r}: schema must be a JSON object or a boolean")
+    if isinstance(schema, bool):
+        return schema  # true and false are valid 2020-12 schemas, with nothing to resolve
+    from jsonschema import Draft202012Validator  # type: ignore[import-untyped, unused-ignore]
+    from jsonschema.exceptions import (  # type: ignore[import-untyped, unused-ignore]
+        SchemaError as JsonSchemaError,
+    )
+
     try:
         schema = json.loads(json.dumps(schema, allow_nan=False))
     except (TypeError, ValueError) as exc:
@@ -221,7 +234,7 @@ def check_request_schema(name: str, schema: Any) -> Any:
 
 def _validator(schema: Any) -> Any:
     # An empty registry with no retrieve function: nothing is ever fetched (INPUT-028).
-    return _Validator(schema, registry=Registry())
+    return _validator_class()(schema, registry=Registry())
 
 
 def schema_problem(request_key: str, schema: Any, value: Any) -> str | None:
@@ -240,6 +253,8 @@ def run_input_problem(schema: Any, value: Any) -> str | None:
 
 
 def _problem(subject: str, schema: Any, value: Any) -> str | None:
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped, unused-ignore]
+
     try:
         error = best_match(_validator(schema).iter_errors(value))
     except Exception:  # a recorded schema that cannot be evaluated accepts nothing

@@ -10,6 +10,7 @@ inbox (:mod:`.inbox_pass`) and ending (:mod:`.ending`); :mod:`.activation` drive
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class StepReport:
 
 def json_copy(value: Any) -> Any:
     """The value decoded from its JSON encoding (REPLAY-014)."""
+    kind = type(value)
+    # Immutable values that JSON round-trips to themselves need no copy.
+    if value is None or kind is str or kind is int or kind is bool:
+        return value
+    if kind is float and math.isfinite(value):
+        return value
     return json.loads(json.dumps(value, allow_nan=False))
 
 

@@ -40,6 +40,7 @@ import httpx
 
 from ..core import Limits, WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
+from .defaults import UNKNOWN_GRACE_SECONDS
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
 from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
@@ -56,10 +57,6 @@ MAX_RETRY_SECONDS = 300.0
 #: The longest a claimed wake waits for a run that does not settle (a run whose
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
-
-#: How long a worker that lacks a run's workflow leaves the new run for one that has it
-#: before it records UnknownWorkflow itself (MODEL-018/019, MODEL-038).
-UNKNOWN_GRACE_SECONDS = 10.0
 
 #: How many ended run ids the worker remembers.
 ENDED_MEMORY = 100_000
