@@ -79,7 +79,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install peers system-deps lint ui ts-test
+test: install peers system-deps lint ui ts-test bench-smoke
 	$(BIN)/pytest
 
 docs: install
