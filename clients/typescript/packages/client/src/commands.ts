@@ -205,7 +205,8 @@ export interface SubmitArgs {
  * Answers an input request: appends `input-submitted` to the run's inbox with a plain
  * fetch POST, then waits for the history to record `input-received` (accepted) or
  * `input-rejected` (rejected, with the engine's reason and message) for it. A 409 with
- * Stream-Closed resolves to `run-ended`.
+ * Stream-Closed resolves to `run-ended`, unless the history already holds this id's
+ * outcome (a retry of an answer the run took before it ended).
  */
 export async function submitInput(
   target: RunTarget,
@@ -235,9 +236,23 @@ async function toInbox(
 ): Promise<Outcome> {
   const url = streamUrl(run.namespace, "runs", run.runId, "inbox")
   const posted = await post(url, message, run.token, run.fetch, deadline, signal)
-  if (posted.closed) return { outcome: "run-ended", id }
+  if (posted.closed) {
+    // The run has ended, but this may be a retry of a message it took before it ended
+    // (the engine records an accepted answer before it closes the inbox): its outcome
+    // is then in the history, where it is looked for, briefly.
+    const recorded = Math.min(deadline, deadlineFrom(RECORDED_WAIT_MS))
+    try {
+      return await followOutcome(run, id, recorded, signal)
+    } catch (error) {
+      if (error instanceof TimeoutError) return { outcome: "run-ended", id }
+      throw error
+    }
+  }
   return followOutcome(run, id, deadline, signal)
 }
+
+/** How long a message refused by an ended run's inbox is looked for in its history. */
+const RECORDED_WAIT_MS = 1_500
 
 export interface CancelArgs {
   /** Chosen once per user action and reused on every retry. Default: `c-<uuid>`. */

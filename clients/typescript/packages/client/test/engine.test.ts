@@ -98,8 +98,11 @@ describe("a run of expense-approval, end to end", () => {
     expect(db.collections.input.get("manager")?.status).toBe("pending")
   })
 
+  let answered = ""
+
   it("a valid answer is accepted, and sending it again with the same id changes nothing", async () => {
     const submissionId = newId("s")
+    answered = submissionId
     const outcome = await submitInput(db, { request: "manager", value: { approved: true, comment: "ok" }, submissionId })
     expect(outcome).toEqual({ outcome: "accepted", id: submissionId })
     const again = await submitInput(db, { request: "manager", value: { approved: true, comment: "ok" }, submissionId })
@@ -118,6 +121,9 @@ describe("a run of expense-approval, end to end", () => {
     await historyClosed(id)
     const outcome = await submitInput(db, { request: "manager", value: { approved: false } })
     expect(outcome.outcome).toBe("run-ended")
+    // A retry of the answer the run took before it ended is still reported accepted.
+    const retried = await submitInput(db, { request: "manager", value: { approved: true, comment: "ok" }, submissionId: answered })
+    expect(retried).toEqual({ outcome: "accepted", id: answered })
     const cancel = await cancelRun(db, { reason: "too late" })
     expect(cancel.outcome).toBe("run-ended")
     db.close()
