@@ -139,6 +139,16 @@ async function shot(name, tab = page) {
 const inputForm = (tab, key = "manager") => tab.locator(`section.dwf-input-form[data-input-key="${key}"]`)
 
 /** Opens run `id` in `tab` and waits for its pending manager form. */
+/** Opens a start form. Not by clicking its summary: the lists above it grow as their
+ * rows arrive, and a click aimed a moment earlier can land beside it. */
+async function openDetails(details) {
+  await details.locator("summary").waitFor()
+  await details.evaluate((element) => {
+    element.open = true
+  })
+  await details.locator("form").waitFor()
+}
+
 /** Answers the yes-or-no `approved` field: a Yes / No choice, neither chosen at first. */
 async function choose(form, yes) {
   await form.locator('[role="radiogroup"] input[type="radio"]').nth(yes ? 0 : 1).check()
@@ -234,8 +244,8 @@ const latencies = { list: [], run: [], form: [], next: [] }
 try {
   await scenario("start an expense from the form, answer it wrong then right", async () => {
     await page.goto(`${base}/#/`)
-    await page.click('details[data-workflow="expense-approval"] summary')
     const form = page.locator('details[data-workflow="expense-approval"]')
+    await openDetails(form)
     await form.locator("#start-expense-approval_report_id").fill("E2E-FORM-1")
     await form.locator("#start-expense-approval_items_0_amount").fill("420")
     await form.locator('button[type="submit"]').click()
@@ -630,7 +640,7 @@ try {
       for (const at of [`${base}/#/`, `${base}/#/runs/${id}`]) {
         await phone.goto(at)
         await phone.locator(at.endsWith("/#/") ? "#tasks" : 'section.dwf-input-form button[type="submit"]').waitFor()
-        if (at.endsWith("/#/")) await phone.click('details[data-workflow="expense-approval"] summary')
+        if (at.endsWith("/#/")) await openDetails(phone.locator('details[data-workflow="expense-approval"]'))
         const width = await phone.evaluate(() => document.documentElement.scrollWidth)
         if (width > 375) throw new Error(`${at} is ${width} px wide`)
       }
