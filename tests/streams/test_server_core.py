@@ -43,17 +43,19 @@ def core(clock: Clock) -> StreamCore:
     return StreamCore(MemoryStorage(), clock)
 
 
+#: The arguments of StreamCore.create for a plain JSON stream; tests override some.
+CREATE_DEFAULTS: dict[str, Any] = {
+    "content_type": "application/json",
+    "ttl_seconds": None,
+    "expires_at": None,
+    "expires_at_ts": None,
+    "closed": False,
+    "body": b"",
+}
+
+
 def create(core: StreamCore, path: str, **options: Any) -> None:
-    settings: dict[str, Any] = {
-        "content_type": "application/json",
-        "ttl_seconds": None,
-        "expires_at": None,
-        "expires_at_ts": None,
-        "closed": False,
-        "body": b"",
-    }
-    settings.update(options)
-    core.create(path, **settings)
+    core.create(path, **{**CREATE_DEFAULTS, **options})
 
 
 def append(

@@ -26,21 +26,14 @@ from durable_workflows.streams.server.core import (
     format_body,
 )
 from durable_workflows.streams.server.storage import MemoryStorage, SqliteStorage
+from tests.streams.test_server_core import CREATE_DEFAULTS
 from tests.support.embedded_server import in_process_server
 
 WRITERS = 50
 
 
 def _create(path: str, **options: Any) -> Any:
-    settings: dict[str, Any] = {
-        "content_type": "application/json",
-        "ttl_seconds": None,
-        "expires_at": None,
-        "expires_at_ts": None,
-        "closed": False,
-        "body": b"",
-    }
-    settings.update(options)
+    settings = {**CREATE_DEFAULTS, **options}
     return lambda core, tx: core.create(path, tx=tx, **settings)
 
 

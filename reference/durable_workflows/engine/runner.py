@@ -84,6 +84,12 @@ class _Live:
     inbox_closed: bool
     view: StatusView
 
+    def took(self, read: ReadResult) -> None:
+        """Add an inbox read that went on from :attr:`inbox_offset`."""
+        self.inbox += read.items
+        self.inbox_offset = read.next_offset
+        self.inbox_closed = read.closed
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
@@ -318,9 +324,7 @@ class Runner:
         more = await self.io.read_inbox(run_id, kept.inbox_offset)
         if more is None:
             return None
-        kept.inbox += more.items
-        kept.inbox_offset = more.next_offset
-        kept.inbox_closed = more.closed
+        kept.took(more)
         kept.history_offset = tail.next_offset
         self.sticky_hits += 1
         return kept
@@ -403,8 +407,7 @@ class Runner:
     ) -> ActivationOutcome:
         """Advance the core, append its decisions, run the bodies it asks for, until
         the run suspends or ends (or the activation is fenced)."""
-        act, view, inbox = live.act, live.view, live.inbox
-        inbox_offset, inbox_closed = live.inbox_offset, live.inbox_closed
+        act, view = live.act, live.view
         inbox_read_at = time.monotonic()
         writer = FencedWriter(self.io.history(run_id), live.position, worker=self.worker)
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}
@@ -414,20 +417,20 @@ class Runner:
                     act.workflow
                 ):
                     raise _CodeChanged
-                decision = act.advance(self.clock(), inbox, self.rng, inbox_closed=inbox_closed)
+                decision = act.advance(
+                    self.clock(), live.inbox, self.rng, inbox_closed=live.inbox_closed
+                )
                 if decision.append:
                     await writer.append(decision.append)
                     view.feed(decision.append)
-                    # The bodies the append made durable start before the row goes out
-                    # (MODEL-027; the row only follows the history, MODEL-044).
-                    for task in decision.steps:
-                        running[asyncio.ensure_future(run_step(task, self.executor))] = task
+                # The bodies the append made durable start before the row goes out
+                # (MODEL-027; the row only follows the history, MODEL-044).
+                for task in decision.steps:
+                    running[asyncio.ensure_future(run_step(task, self.executor))] = task
+                if decision.append:
                     await self.status.publish(view)  # MODEL-044
-                else:
-                    for task in decision.steps:
-                        running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if not decision.close_run:
-                    progress(inbox_offset)
+                    progress(live.inbox_offset)
                 if decision.close_run:
                     _cancel(running)
                     await self.status.publish(view)  # MODEL-045: a row lost in a crash
@@ -441,27 +444,17 @@ class Runner:
                     )
                 if not running:
                     await self.status.publish(view)  # MODEL-045
-                    self._keep(
-                        run_id,
-                        _Live(
-                            act=act,
-                            position=writer.position,
-                            history_offset=(
-                                live.history_offset if writer.appends == 0 else writer.next_offset
-                            ),
-                            inbox=inbox,
-                            inbox_offset=inbox_offset,
-                            inbox_closed=inbox_closed,
-                            view=view,
-                        ),
-                    )
+                    live.position = writer.position
+                    if writer.appends:
+                        live.history_offset = writer.next_offset
+                    self._keep(run_id, live)
                     return ActivationOutcome(
                         run_id,
                         "suspended",
                         status=decision.status,
                         wake_at=decision.wake_at,
                         waiting_for_inbox=decision.waiting_for_inbox,
-                        inbox_offset=inbox_offset,
+                        inbox_offset=live.inbox_offset,
                         appends=writer.appends,
                     )
                 timeout = max(0.0, INBOX_POLL_SECONDS - (time.monotonic() - inbox_read_at))
@@ -479,12 +472,10 @@ class Runner:
                 # after every step, which would double the requests of a step.
                 news = inbox_news()
                 if news or time.monotonic() - inbox_read_at >= INBOX_POLL_SECONDS:
-                    more = await self.io.read_inbox(run_id, inbox_offset)
+                    more = await self.io.read_inbox(run_id, live.inbox_offset)
                     inbox_read_at = time.monotonic()
                     if more is not None:
-                        inbox += more.items
-                        inbox_offset = more.next_offset
-                        inbox_closed = more.closed
+                        live.took(more)
         finally:
             _cancel(running)
 
@@ -494,10 +485,6 @@ class Runner:
         self._sticky[run_id] = live
         if len(self._sticky) > self.sticky_runs:
             self._sticky.popitem(last=False)
-
-    def forget(self, run_id: str) -> None:
-        """Drop what is kept of ``run_id`` (its next activation replays it)."""
-        self._sticky.pop(run_id, None)
 
 
 def _ignore(offset: str) -> None:
