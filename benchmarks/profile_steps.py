@@ -99,6 +99,8 @@ class ThreadProfiles:
 
     def __init__(self) -> None:
         self.profiles: list[cProfile.Profile] = []
+        #: Own seconds per function (``file:line(name)``), summed over threads.
+        self.functions: collections.Counter[str] = collections.Counter()
 
     def install(self) -> None:
         def begin(*_: Any) -> None:
@@ -113,8 +115,12 @@ class ThreadProfiles:
         spent: collections.Counter[str] = collections.Counter()
         for profile in self.profiles:
             stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
-            for (filename, _, function), (_, _, own, _, _) in stats.items():
-                spent[bucket_of(filename, function)] += own
+            for (filename, line, function), (_, _, own, _, _) in stats.items():
+                bucket = bucket_of(filename, function)
+                spent[bucket] += own
+                if bucket != "idle":
+                    short = "/".join(filename.replace("\\", "/").split("/")[-2:])
+                    self.functions[f"{short}:{line}({function})"] += own
         spent.pop("idle", None)
         return spent
 
@@ -148,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--top", type=int, default=0, help="also list the N costliest functions")
     args = parser.parse_args(argv)
 
     profiles = ThreadProfiles()
@@ -208,6 +215,11 @@ def main(argv: list[str] | None = None) -> int:
         "busy_seconds": round(busy, 3),
         "busy_share": {bucket: round(100.0 * n / busy, 1) for bucket, n in spent.most_common()},
     }
+    if args.top:
+        report["top_functions_ms_per_step"] = {
+            name: round(1000.0 * n / args.steps, 3)
+            for name, n in profiles.functions.most_common(args.top)
+        }
     text = json.dumps(report, indent=2)
     print(text)
     if args.out is not None:

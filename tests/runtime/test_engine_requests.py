@@ -524,3 +524,142 @@ def test_a_plain_wake_answers_after_every_append_is_acknowledged(
                 await handler.stop()
 
     run_async(scenario)
+
+
+# ---------------------------------------------------------------------- new runs
+
+
+@pytest.mark.req("FENCE-001", "FENCE-003", "MODEL-016")
+def test_a_fresh_run_is_created_without_a_read_and_a_wrong_hint_still_replays() -> None:
+    """``fresh``: the worker saw the request arrive, so the streams are created first
+    (no read that finds nothing); when they existed after all, the engine reads them and
+    builds on what is there, as without the hint."""
+    recorder = new_server()
+
+    async def scenario() -> tuple[list[Any], list[Seen]]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "ask")
+            request = request_message(run_id, "ask")
+            first = Runner(io, registry, worker="first")
+            assert (await first.activate(run_id, request, fresh=True)).kind == "suspended"
+            first.close()
+            mark = len(recorder.seen)
+            # A second worker told the same (its hint is wrong now): it must not start the
+            # run again.
+            second = Runner(io, registry, worker="second")
+            assert (await second.activate(run_id, request, fresh=True)).kind == "suspended"
+            second.close()
+            return await history_of(io, run_id), recorder.seen[mark:]
+
+    history, later = run_async(scenario)
+    first_history = recorder.to("/history")[0]
+    assert (first_history.method, first_history.status) == ("PUT", 201), first_history
+    inbox_put = recorder.to("/inbox", "PUT")[0]
+    assert recorder.seen.index(inbox_put) < recorder.seen.index(first_history)  # MODEL-016
+    again = [(s.method, s.status) for s in later if s.path.endswith("/history")]
+    assert again[:2] == [("PUT", 200), ("GET", 200)], again
+    starts = [m for m in history if m["type"] == "run" and m["headers"]["operation"] == "insert"]
+    assert len(starts) == 1, history
+    assert not [s for s in later if s.method == "POST" and s.path.endswith("/history")]
+
+
+# ---------------------------------------------------------------------- status rows
+
+
+def _view(run_id: str, status: str) -> Any:
+    from durable_workflows.core.status import StatusView
+
+    run = {
+        "run_id": run_id,
+        "workflow": "ask",
+        "protocol": "1.0",
+        "input": None,
+        "status": status,
+        "started_at": "2026-12-04T00:00:00.000Z",
+        "waiting_for": None,
+        "output": None,
+        "error": None,
+        "finished_at": None,
+    }
+    return StatusView([{"type": "run", "key": run_id, "value": run, "headers": {}}])
+
+
+@pytest.mark.req("MODEL-043", "MODEL-044")
+def test_status_rows_queued_together_share_an_append_and_a_lost_one_is_written_again() -> None:
+    from durable_workflows.engine.status import StatusRows
+    from durable_workflows.streams import StreamNetworkError
+
+    recorder = new_server()
+
+    async def scenario() -> list[list[Any]]:
+        io, http = io_over(recorder)
+        async with http:
+            rows = StatusRows(io, lambda: datetime.now(UTC))
+            await rows.ensure([])
+            a, b = unique("a"), unique("b")
+            queued = [rows.schedule(_view(a, "running")), rows.schedule(_view(b, "running"))]
+            assert rows.schedule(_view(a, "running")) is None, "the same row is not queued twice"
+            await asyncio.gather(*[q for q in queued if q is not None])
+            # The next append fails: its row is not taken as written, so it goes again.
+            real = io.status
+
+            def failing() -> Any:
+                stream = real()
+
+                async def refuse(*_: Any, **__: Any) -> Any:
+                    raise StreamNetworkError("gone", method="POST", url=stream.url)
+
+                stream.append_json_batch = refuse  # type: ignore[method-assign]
+                return stream
+
+            io.status = failing  # type: ignore[method-assign]
+            lost = rows.schedule(_view(a, "waiting"))
+            assert lost is not None
+            with pytest.raises(StreamNetworkError):
+                await lost
+            io.status = real  # type: ignore[method-assign]
+            await rows.publish(_view(a, "waiting"))
+            read = await io.status().read()
+            return [
+                [m["key"] for m in json.loads(p.body)] for p in recorder.to("/status", "POST")
+            ] + [[(m["key"], m["value"]["status"]) for m in read.items]]
+
+    *posts, rows_read = run_async(scenario)
+    assert len(posts) == 2 and len(posts[0]) == 2, posts  # one append held both rows
+    assert [status for _, status in rows_read] == ["running", "running", "waiting"], rows_read
+
+
+@pytest.mark.req("SEC-029")
+def test_a_run_this_runner_started_is_trusted_without_reading_the_index_again() -> None:
+    """The history's run-started is the runner's own append at position 0, from the run's
+    request; replaying the run later (nothing kept) must not read the whole index to
+    check it, which costs time in proportion to the number of runs."""
+    recorder = new_server()
+
+    async def scenario() -> tuple[int, str]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "ask")
+            runner = Runner(io, registry, worker="t")
+            runner.sticky_runs = 0
+            request = request_message(run_id, "ask")
+            assert (await runner.activate(run_id, request, fresh=True)).kind == "suspended"
+            mark = len(recorder.seen)
+            answer = {
+                "type": "submission",
+                "key": "s1",
+                "value": {"submission_id": "s1", "request": "q", "value": 3},
+                "headers": {"operation": "insert"},
+            }
+            await io.inbox(run_id).append_json(answer)
+            outcome = await runner.activate(run_id)  # no request: the worker let it go
+            runner.close()
+            index_reads = [s for s in recorder.seen[mark:] if s.path.endswith("/index")]
+            return len(index_reads), outcome.kind
+
+    index_reads, kind = run_async(scenario)
+    assert kind == "ended"
+    assert index_reads == 0

@@ -2,9 +2,10 @@
 
 - ``/v1/stream/...``: the embedded Durable Streams server (memory or SQLite);
 - ``/wake`` (and ``/webhook``): the request-driven handler (:mod:`.handler`);
-- the long-running worker (:mod:`.worker`) in its own thread and event loop, so a
-  step body that blocks never stalls the stream server. It reaches the streams
-  over loopback HTTP like any other worker would.
+- the long-running worker (:mod:`.worker`) as a task on the server's own event loop
+  (:class:`LoopWorker`): its requests reach the streams as calls on that loop, with
+  the same routing and credential checks as HTTP, and sync step bodies run in a thread
+  pool; workers in other processes use HTTP.
 
 The namespace is ``http://HOST:PORT/v1/stream/workflows`` by default.
 """
@@ -58,7 +59,8 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 
 class WorkerThread:
-    """A :class:`Worker` on its own thread and event loop."""
+    """A :class:`Worker` on its own thread and event loop (the conformance adapter's
+    workers: each has a clock and transport of its own)."""
 
     def __init__(
         self,
@@ -93,25 +95,31 @@ class WorkerThread:
         self.thread.start()
         self._started.wait(10)
 
+    def _make_worker(self) -> Worker:
+        """The worker, on the running loop (which it will run on)."""
+        url, registry, name = self._args
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
+        if self._limits is not None:
+            options["limits"] = self._limits
+        if self._auth is not None:
+            options["auth"] = self._auth
+        if self._unknown_grace is not None:
+            options["unknown_grace"] = self._unknown_grace
+        if self._live_transport is not None:
+            options["live_transport"] = self._live_transport
+        self.worker = self._factory(
+            url, registry, name=name, transport=self._transport, wake=self._wake, **options
+        )
+        return self.worker
+
     def _main(self) -> None:
         async def main() -> None:
-            url, registry, name = self._args
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            options: dict[str, Any] = {} if self._clock is None else {"clock": self._clock}
-            if self._limits is not None:
-                options["limits"] = self._limits
-            if self._auth is not None:
-                options["auth"] = self._auth
-            if self._unknown_grace is not None:
-                options["unknown_grace"] = self._unknown_grace
-            if self._live_transport is not None:
-                options["live_transport"] = self._live_transport
-            self.worker = self._factory(
-                url, registry, name=name, transport=self._transport, wake=self._wake, **options
-            )
+            worker = self._make_worker()
+            assert self._stop is not None
             self._started.set()
-            await self.worker.run(self._stop)
+            await worker.run(self._stop)
 
         try:
             asyncio.run(main())
@@ -140,6 +148,30 @@ class WorkerThread:
                 self._loop.call_soon_threadsafe(self._stop.set)
         if self.thread.is_alive():
             self.thread.join(timeout)
+
+
+class LoopWorker(WorkerThread):
+    """``dwf serve``'s own worker: a task on the server's event loop, not a thread.
+
+    Its requests reach the stream server as calls on that loop (:mod:`.bridge`), with no
+    hand-over between threads. Sync step bodies still run in the runner's thread pool;
+    workflow code and async bodies share the loop with the server, as in any ASGI app.
+    """
+
+    _task: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        """Start on the running loop (the server's lifespan calls this)."""
+        worker = self._make_worker()
+        assert self._stop is not None
+        self._task = asyncio.ensure_future(worker.run(self._stop))
+
+    async def astop(self) -> None:
+        """Stop the worker and wait (5 s at most) for it to let go."""
+        if self._stop is not None:
+            self._stop.set()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=5.0)
 
 
 class _Lifespan:
@@ -234,10 +266,11 @@ class ServeApp:
             if worker:
                 self.worker, *self.more_workers = mounted.workers()
             routes.append(Mount(mounted.prefix, app=mounted.app))
-        elif worker:
-            # The worker reaches this very app in-process (issue 15): no loopback HTTP.
+        else:
+            # The engine reaches this very app in-process: no loopback HTTP.
             self.bridge = LoopBridge(self)
-            self.worker = WorkerThread(
+        if harness is None and worker:
+            self.worker = LoopWorker(
                 self.namespace_url,
                 registry,
                 "worker",
@@ -255,6 +288,7 @@ class ServeApp:
             limits=run_limits,
             auth=auth,
             wake_gate=None if keys is None else _wake_gate(AccessGuard(keys), namespace),
+            transport=self.bridge,
         )
         if ui is None:
             routes.append(Mount("", app=self.handler))
@@ -294,8 +328,7 @@ class ServeApp:
             elif message["type"] == "lifespan.shutdown":
                 if self._subscribing is not None:
                     self._subscribing.cancel()
-                for thread in self._worker_threads():
-                    await asyncio.to_thread(thread.stop)
+                await self._stop_workers()
                 await self.handler.stop()
                 await self._streams_lifespan.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -319,9 +352,15 @@ class ServeApp:
     async def before_shutdown(self) -> None:
         """While the server still serves: stop the in-process workers (so their last
         appends and claim releases get answers), then end every live read."""
-        for thread in self._worker_threads():
-            await asyncio.to_thread(thread.stop)
+        await self._stop_workers()
         self.streams.end_live_reads()
+
+    async def _stop_workers(self) -> None:
+        for thread in self._worker_threads():
+            if isinstance(thread, LoopWorker):
+                await thread.astop()
+            else:
+                await asyncio.to_thread(thread.stop)
 
     def _worker_threads(self) -> list[WorkerThread]:
         return ([] if self.worker is None else [self.worker]) + self.more_workers

@@ -31,8 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..core import WorkflowRegistry
-from ..streams import AsyncStreamClient
 from ..streams.server.app import BodyError, Disconnected, read_bounded
+from .bridge import stream_client
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
 
@@ -121,8 +121,10 @@ class WakeHandler:
         limits: LimitsOption = None,
         auth: httpx.Auth | None = None,
         wake_gate: Callable[[str | None, str | None], None] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.namespace = Namespace(namespace_url)
+        self.transport = transport
         self.auth = auth
         #: Checks a plain wake's Authorization header for its run (SEC-015); raises
         #: :class:`~durable_workflows.access.Refusal`. None: wakes need no credential.
@@ -139,8 +141,10 @@ class WakeHandler:
         self.runner: Runner | None = None
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(auth=self.auth)
-        self.io = NamespaceIO(self.namespace, AsyncStreamClient(timeout=30, http=self._http))
+        self._http = httpx.AsyncClient(auth=self.auth, transport=self.transport)
+        self.io = NamespaceIO(
+            self.namespace, stream_client(self._http, self.transport, headers=None)
+        )
         self.runner = Runner(
             self.io, self.registry, worker=self.name, clock=utc_now, limits=self.limits
         )

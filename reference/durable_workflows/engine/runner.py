@@ -64,7 +64,7 @@ INBOX_POLL_SECONDS = 0.5
 #: activation reads only what was appended since (issue 15; like Temporal's sticky
 #: workflows). A run it forgot, or whose history changed elsewhere, is replayed. The
 #: environment variable DWF_STICKY_RUNS sets another number; 0 replays every activation.
-STICKY_RUNS = 1000
+STICKY_RUNS = 256
 
 
 class _CodeChanged(Exception):
@@ -95,7 +95,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivationOutcome:
     """How an activation ended.
 
@@ -219,6 +219,7 @@ class Runner:
         *,
         start_unknown: bool | None = None,
         inbox_news: Callable[[], bool] | None = None,
+        fresh: bool = False,
     ) -> ActivationOutcome:
         """One activation of ``run_id``; ``request`` is its ``run-requested`` if known.
 
@@ -229,13 +230,20 @@ class Runner:
         every :data:`INBOX_POLL_SECONDS`, so that a step costs one request, its append.
         ``start_unknown`` overrides :attr:`start_unknown` for this activation: whether a
         new run of a workflow this engine lacks is started, and failed (MODEL-019), or
-        left for another worker (MODEL-018).
+        left for another worker (MODEL-018). ``fresh`` says the run was requested after
+        this worker started watching the index, so its history most likely does not
+        exist: it is created at once, and read only if the create finds it there.
         """
         if start_unknown is None:
             start_unknown = self.start_unknown
         try:
             return await self._activate(
-                run_id, request, progress or _ignore, start_unknown, inbox_news or _no_news
+                run_id,
+                request,
+                progress or _ignore,
+                start_unknown,
+                inbox_news or _no_news,
+                fresh and request is not None,
             )
         except Fenced as exc:
             log.info("run %s: fenced (%s)", run_id, exc)
@@ -288,6 +296,7 @@ class Runner:
         progress: Callable[[str], None],
         start_unknown: bool,
         inbox_news: Callable[[], bool],
+        fresh: bool,
     ) -> ActivationOutcome:
         live: _Live | ActivationOutcome | None = None
         kept = self._sticky.pop(run_id, None)
@@ -295,7 +304,8 @@ class Runner:
             live = await self._resume(run_id, kept, inbox_news)
         while True:
             if live is None:
-                live = await self._replay(run_id, request, start_unknown, inbox_news)
+                live = await self._replay(run_id, request, start_unknown, inbox_news, fresh)
+                fresh = False
             if isinstance(live, ActivationOutcome):
                 return live
             try:
@@ -335,10 +345,12 @@ class Runner:
         request: Mapping[str, Any] | None,
         start_unknown: bool,
         inbox_news: Callable[[], bool],
+        fresh: bool = False,
     ) -> _Live | ActivationOutcome:
-        """Read the whole history and the inbox and replay the run from the top."""
+        """Read the whole history and the inbox and replay the run from the top; for a
+        ``fresh`` run, create its streams first and read only what already existed."""
         self.replays += 1
-        history = await self.io.read_history(run_id)  # FENCE-003
+        history = None if fresh else await self.io.read_history(run_id)  # FENCE-003
         new_inbox: ReadResult | None = None
         if history is None or (not history.items and not history.closed):
             if request is None:
@@ -372,9 +384,7 @@ class Runner:
                 # SEC-029/030: someone else wrote this history; never build on it.
                 log.error("run %s: history not trusted, left alone: %s", run_id, problem)
                 return ActivationOutcome(run_id, "untrusted", error=problem)
-            self._trusted[run_id] = None
-            if len(self._trusted) > TRUSTED_MEMORY:
-                del self._trusted[next(iter(self._trusted))]
+            self._trust(run_id)
         left = _unknown_and_live(history.items, self.registry)
         if left is not None:
             # MODEL-018: another worker started it and has its code; this one leaves it.
@@ -411,6 +421,7 @@ class Runner:
         inbox_read_at = time.monotonic()
         writer = FencedWriter(self.io.history(run_id), live.position, worker=self.worker)
         running: dict[asyncio.Task[StepOutcome], StepTask] = {}
+        rows: list[asyncio.Future[None]] = []
         try:
             while True:
                 if act.workflow is not None and self.registry.get(act.workflow_name) is not (
@@ -421,18 +432,27 @@ class Runner:
                     self.clock(), live.inbox, self.rng, inbox_closed=live.inbox_closed
                 )
                 if decision.append:
+                    first = writer.position == 0
                     await writer.append(decision.append)
                     view.feed(decision.append)
+                    if first:
+                        # Its run-started is ours, from the run's request, at position 0
+                        # (Stream-Seq): no later activation needs the index to trust it.
+                        self._trust(run_id)
                 # The bodies the append made durable start before the row goes out
                 # (MODEL-027; the row only follows the history, MODEL-044).
                 for task in decision.steps:
                     running[asyncio.ensure_future(run_step(task, self.executor))] = task
                 if decision.append:
-                    await self.status.publish(view)  # MODEL-044
+                    # MODEL-044: written while the run goes on, awaited before it rests.
+                    row = self.status.schedule(view)
+                    if row is not None:
+                        rows.append(row)
                 if not decision.close_run:
                     progress(live.inbox_offset)
                 if decision.close_run:
                     _cancel(running)
+                    await _written(rows)
                     await self.status.publish(view)  # MODEL-045: a row lost in a crash
                     await finish_run(
                         writer,
@@ -443,6 +463,7 @@ class Runner:
                         run_id, "ended", status=decision.status, appends=writer.appends
                     )
                 if not running:
+                    await _written(rows)
                     await self.status.publish(view)  # MODEL-045
                     live.position = writer.position
                     if writer.appends:
@@ -479,6 +500,12 @@ class Runner:
         finally:
             _cancel(running)
 
+    def _trust(self, run_id: str) -> None:
+        """SEC-029 holds for ``run_id``'s history (checked, or started by this runner)."""
+        self._trusted[run_id] = None
+        if len(self._trusted) > TRUSTED_MEMORY:
+            del self._trusted[next(iter(self._trusted))]
+
     def _keep(self, run_id: str, live: _Live) -> None:
         if self.sticky_runs <= 0:
             return
@@ -509,6 +536,13 @@ def _unknown_and_live(history: list[Any], registry: WorkflowRegistry) -> str | N
     if status in ("completed", "failed", "cancelled"):
         return None  # only the closing steps remain, which need no code (MODEL-035)
     return str(status)
+
+
+async def _written(rows: list[asyncio.Future[None]]) -> None:
+    """Wait for the run's queued status rows (the first failure is raised)."""
+    pending, rows[:] = list(rows), []
+    for row in pending:
+        await asyncio.shield(row)
 
 
 def _cancel(running: dict[asyncio.Task[StepOutcome], StepTask]) -> None:

@@ -9,6 +9,8 @@ missing. A row is written only after the history appends it reflects were acknow
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 #: Runs whose last written row this process remembers; a run it forgot costs one more
 #: row at its next activation (MODEL-045), nothing else.
 REMEMBERED_RUNS = 10_000
-#: Rows per append when the stream is rebuilt.
+#: Rows per append (queued rows, and when the stream is rebuilt).
 REBUILD_BATCH = 200
 #: Histories read at once when the stream is rebuilt.
 REBUILD_READS = 8
@@ -39,26 +41,71 @@ class StatusRows:
     def __init__(self, io: NamespaceIO, clock: Callable[[], datetime]) -> None:
         self.io = io
         self.clock = clock
-        self._written: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        #: Per run, a digest of the last row's fields written or queued (a digest, not
+        #: the fields: 10,000 remembered runs cost about 1 MB instead of 8).
+        self._written: OrderedDict[str, bytes] = OrderedDict()
+        self._queue: list[tuple[str, bytes, dict[str, Any], asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
         #: One rebuild at a time, however many activations find the stream missing.
         self._rebuild_lock = asyncio.Lock()
 
-    async def publish(self, view: StatusView) -> None:
-        """Append ``view``'s row unless this process already wrote the same one."""
+    def schedule(self, view: StatusView) -> asyncio.Future[None] | None:
+        """Queue ``view``'s row unless this process already wrote or queued the same one;
+        the future is done once the stream server acknowledged it.
+
+        The row is taken now, from what ``view`` was fed (MODEL-043), and written by one
+        task per namespace in order, rows that queue up together in one append: a step's
+        next append need not wait for the row of the one before (MODEL-044 asks only
+        that the row is written before the activation ends, which the caller awaits).
+        """
         fields = view.fields()
-        if fields is None or self._written.get(fields["run_id"]) == fields:
-            return
+        if fields is None:
+            return None
+        run_id, digest = fields["run_id"], _digest(fields)
+        if self._written.get(run_id) == digest:
+            return None
         message = view.message(format_ts(self.clock()))
         assert message is not None
-        try:
-            await self.io.status().append_json_batch([message])
-        except StreamNotFound:
-            # MODEL-046: deleted under us. A rebuild may have read this run's history
-            # before its latest append, so the row is appended again after it.
-            log.error("the run-status stream is missing; rebuilding it")
-            await self.ensure()
-            await self.io.status().append_json_batch([message])
-        self._remember(fields)
+        self._remember(run_id, digest)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((run_id, digest, message, done))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_queued())
+        return done
+
+    async def publish(self, view: StatusView) -> None:
+        """Append ``view``'s row (see :meth:`schedule`) and wait until it is written."""
+        done = self.schedule(view)
+        if done is not None:
+            await done
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:REBUILD_BATCH], self._queue[REBUILD_BATCH:]
+            messages = [message for _, _, message, _ in batch]
+            try:
+                try:
+                    await self.io.status().append_json_batch(messages)
+                except StreamNotFound:
+                    # MODEL-046: deleted under us. A rebuild may have read these runs'
+                    # histories before their latest appends, so the rows go again after.
+                    log.error("the run-status stream is missing; rebuilding it")
+                    await self.ensure()
+                    await self.io.status().append_json_batch(messages)
+            except BaseException as exc:
+                for run_id, digest, _, done in batch:
+                    if self._written.get(run_id) == digest:
+                        del self._written[run_id]  # not written: write it again
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # a caller that went away leaves no warning
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for _, _, _, done in batch:
+                if not done.done():
+                    done.set_result(None)
 
     async def ensure(self, index: Iterable[Any] | None = None) -> None:
         """MODEL-046/048: rebuild the stream if it does not exist; a caller that waited
@@ -94,12 +141,17 @@ class StatusRows:
             for view, _ in batch:
                 fields = view.fields()
                 assert fields is not None
-                self._remember(fields)
+                self._remember(fields["run_id"], _digest(fields))
         log.info("run-status stream rebuilt: %d rows", len(written))
 
-    def _remember(self, fields: dict[str, Any]) -> None:
-        run_id = fields["run_id"]
-        self._written[run_id] = fields
+    def _remember(self, run_id: str, digest: bytes) -> None:
+        self._written[run_id] = digest
         self._written.move_to_end(run_id)
         if len(self._written) > REMEMBERED_RUNS:
             self._written.popitem(last=False)
+
+
+def _digest(fields: dict[str, Any]) -> bytes:
+    """Equal for equal rows, and (16 bytes of BLAKE2b) different for different ones."""
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()

@@ -40,6 +40,7 @@ import httpx
 
 from ..core import Limits, WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
+from .bridge import stream_client
 from .defaults import UNKNOWN_GRACE_SECONDS
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
@@ -68,7 +69,7 @@ class _Left(Exception):
     """A claimed stream belongs to runs this worker left (MODEL-038): not acknowledged."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RunEntry:
     run_id: str
     request: dict[str, Any] | None = None
@@ -92,6 +93,12 @@ class RunEntry:
     watchers: list[asyncio.Future[None]] | None = None
     #: a wake came while an activation ran: its inbox may have grown (CANCEL-011)
     news: bool = False
+    #: requested after start-up and not activated yet (Runner.activate's ``fresh``)
+    new: bool = False
+
+    def take_new(self) -> bool:
+        new, self.new = self.new, False
+        return new
 
     def take_news(self) -> bool:
         news, self.news = self.news, False
@@ -178,7 +185,7 @@ class Worker:
         async with httpx.AsyncClient(
             limits=limits, transport=self._transport, auth=self._auth
         ) as http:
-            client = AsyncStreamClient(headers=self._headers, timeout=30, http=http)
+            client = stream_client(http, self._transport, headers=self._headers)
             self._live = LivePool(self._headers, auth=self._auth, transport=self._live_transport)
             self.io = NamespaceIO(self.namespace, client)
             self._sem = asyncio.Semaphore(self._concurrency)
@@ -246,12 +253,16 @@ class Worker:
             return None
         return pull
 
-    def _add(self, run_id: str, request: dict[str, Any] | None) -> RunEntry | None:
+    def _add(
+        self, run_id: str, request: dict[str, Any] | None, new: bool = False
+    ) -> RunEntry | None:
+        """Serve ``run_id``; ``new``: its request was appended after start-up, so its
+        streams most likely do not exist yet (the first activation creates them first)."""
         if run_id in self.ended or not is_run_id(run_id):
             return None
         entry = self.runs.get(run_id)
         if entry is None:
-            entry = self.runs[run_id] = RunEntry(run_id, request)
+            entry = self.runs[run_id] = RunEntry(run_id, request, new=new)
             self.wake(run_id)
         return entry
 
@@ -265,7 +276,7 @@ class Worker:
                     for run_id, request in first_requests(batch.items).items():
                         if run_id not in seen:
                             seen.add(run_id)
-                            self._add(run_id, request)
+                            self._add(run_id, request, new=True)
                 # SEC-033: only someone else closes the index; no run can be requested now.
                 log.error("the run index %s is closed: no new run can start", self.io.index().url)
                 return
@@ -314,6 +325,7 @@ class Worker:
                             progress,
                             start_unknown=self._grace_over(entry),
                             inbox_news=entry.take_news,
+                            fresh=entry.take_new(),
                         )
                     except Exception as exc:  # network trouble: try again later
                         log.warning("run %s: activation failed: %r", entry.run_id, exc)
@@ -584,7 +596,7 @@ class Worker:
     async def _settle_index(self, acked_offset: str) -> None:
         """Every run requested past the cursor has its run-started durable (WAKE-017)."""
         index = await self.io.read_index(acked_offset)
-        entries = [self._add(r, q) for r, q in first_requests(index.items).items()]
+        entries = [self._add(r, q, new=True) for r, q in first_requests(index.items).items()]
         for entry in entries:
             while entry is not None and not (
                 entry.finished or entry.progressed or entry.failures or entry.left
@@ -660,8 +672,8 @@ class LivePool:
                 max_connections=None, max_keepalive_connections=None, keepalive_expiry=1.0
             )
             http = httpx.AsyncClient(limits=limits, auth=self.auth, transport=self.transport)
-            client = AsyncStreamClient(
-                headers=self.headers, timeout=30, live_timeout=300, http=http
+            client = stream_client(
+                http, self.transport, headers=self.headers, timeout=30, live_timeout=300
             )
             shard = _Shard(client, http)
             self.shards.append(shard)
