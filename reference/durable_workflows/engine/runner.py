@@ -452,7 +452,7 @@ class Runner:
                     progress(live.inbox_offset)
                 if decision.close_run:
                     _cancel(running)
-                    await _written(rows)
+                    await _written(rows, self.status)
                     await self.status.publish(view)  # MODEL-045: a row lost in a crash
                     await finish_run(
                         writer,
@@ -463,7 +463,7 @@ class Runner:
                         run_id, "ended", status=decision.status, appends=writer.appends
                     )
                 if not running:
-                    await _written(rows)
+                    await _written(rows, self.status)
                     await self.status.publish(view)  # MODEL-045
                     live.position = writer.position
                     if writer.appends:
@@ -538,9 +538,11 @@ def _unknown_and_live(history: list[Any], registry: WorkflowRegistry) -> str | N
     return str(status)
 
 
-async def _written(rows: list[asyncio.Future[None]]) -> None:
+async def _written(rows: list[asyncio.Future[None]], status: StatusRows) -> None:
     """Wait for the run's queued status rows (the first failure is raised)."""
     pending, rows[:] = list(rows), []
+    if pending:
+        status.flush()
     for row in pending:
         await asyncio.shield(row)
 

@@ -9,6 +9,7 @@ missing. A row is written only after the history appends it reflects were acknow
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 #: Runs whose last written row this process remembers; a run it forgot costs one more
 #: row at its next activation (MODEL-045), nothing else.
 REMEMBERED_RUNS = 10_000
+#: How long a queued row waits before it is appended, unless flushed sooner.
+ROW_DELAY_SECONDS = 0.003
 #: Rows per append (queued rows, and when the stream is rebuilt).
 REBUILD_BATCH = 200
 #: Histories read at once when the stream is rebuilt.
@@ -46,6 +49,7 @@ class StatusRows:
         self._written: OrderedDict[str, bytes] = OrderedDict()
         self._queue: list[tuple[str, bytes, dict[str, Any], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._now = asyncio.Event()
         #: One rebuild at a time, however many activations find the stream missing.
         self._rebuild_lock = asyncio.Lock()
 
@@ -80,7 +84,16 @@ class StatusRows:
         if done is not None:
             await done
 
+    def flush(self) -> None:
+        """Write the queued rows now (an activation that is about to end)."""
+        self._now.set()
+
     async def _write_queued(self) -> None:
+        # A moment's wait: the run's next append (its body's outcome, say) goes before
+        # the row, which may lag the history (MODEL-044), unless someone waits for it.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._now.wait(), ROW_DELAY_SECONDS)
+        self._now.clear()
         while self._queue:
             batch, self._queue = self._queue[:REBUILD_BATCH], self._queue[REBUILD_BATCH:]
             messages = [message for _, _, message, _ in batch]
