@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -46,7 +45,7 @@ class StatusRows:
         self.clock = clock
         #: Per run, a digest of the last row's fields written or queued (a digest, not
         #: the fields: 10,000 remembered runs cost about 1 MB instead of 8).
-        self._written: OrderedDict[str, bytes] = OrderedDict()
+        self._written: dict[str, bytes] = {}
         self._queue: list[tuple[str, bytes, dict[str, Any], asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._now = asyncio.Event()
@@ -158,10 +157,10 @@ class StatusRows:
         log.info("run-status stream rebuilt: %d rows", len(written))
 
     def _remember(self, run_id: str, digest: bytes) -> None:
+        self._written.pop(run_id, None)  # to the end: least recently written first
         self._written[run_id] = digest
-        self._written.move_to_end(run_id)
         if len(self._written) > REMEMBERED_RUNS:
-            self._written.popitem(last=False)
+            del self._written[next(iter(self._written))]
 
 
 def _digest(fields: dict[str, Any]) -> bytes:

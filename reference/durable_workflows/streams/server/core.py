@@ -31,6 +31,7 @@ import base64
 import json
 import math
 import secrets
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Generic, Protocol, TypeVar
@@ -98,6 +99,7 @@ class StreamMeta:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StreamMeta:
         data = dict(data)
+        data["content_type"] = sys.intern(data["content_type"])
         data["producers"] = {k: ProducerState(**v) for k, v in data["producers"].items()}
         if data.get("closed_by") is not None:
             data["closed_by"] = tuple(data["closed_by"])
@@ -561,7 +563,8 @@ class StreamCore:
             meta = StreamMeta(
                 path=path,
                 uid=secrets.token_hex(8),
-                content_type=content_type or p.DEFAULT_CONTENT_TYPE,
+                # Interned: a server holds one per stream, nearly all the same few.
+                content_type=sys.intern(content_type or p.DEFAULT_CONTENT_TYPE),
                 tail=p.OFFSET_ZERO,
                 created_at=now,
                 last_access=now,
