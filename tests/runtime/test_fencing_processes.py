@@ -71,16 +71,17 @@ def test_two_workers_on_the_same_runs_never_both_record(
     ns = f"{server.stream_base}/race-{uuid.uuid4().hex[:8]}"
     log = tmp_path / "bodies.log"
     run_ids = [f"race-{n}" for n in range(RUNS)]
-    request_runs(ns, run_ids)  # requested before either worker starts: both see them at once
     # Long-poll wakes: a pull-wake subscription would hand each wake to one of them,
     # and this test wants them to race for every run (fencing is what is tested).
     args = ["worker", "--url", ns, "--workflows", "tests.runtime.test_fencing_processes"]
     args += ["--wake", "long-poll"]
     workers: list[Process] = [
-        spawn([*args, "--name", f"w{n}"], env={LOG_ENV: str(log)}, wait_ready=False)
-        for n in range(2)
+        spawn([*args, "--name", f"w{n}"], env={LOG_ENV: str(log)}) for n in range(2)
     ]
+    # Requested once both follow the index, so both see the requests at once: requested
+    # before they start, the one that started first could finish every run alone.
     try:
+        request_runs(ns, run_ids)
         for run_id in run_ids:
             wait_until(lambda r=run_id: read_history(ns, r)[1], 60, f"{run_id} closed")
     finally:
