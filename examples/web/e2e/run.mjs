@@ -138,7 +138,6 @@ async function shot(name, tab = page) {
 
 const inputForm = (tab, key = "manager") => tab.locator(`section.dwf-input-form[data-input-key="${key}"]`)
 
-/** Opens run `id` in `tab` and waits for its pending manager form. */
 /** Opens a start form. Not by clicking its summary: the lists above it grow as their
  * rows arrive, and a click aimed a moment earlier can land beside it. */
 async function openDetails(details) {
@@ -154,6 +153,7 @@ async function choose(form, yes) {
   await form.locator('[role="radiogroup"] input[type="radio"]').nth(yes ? 0 : 1).check()
 }
 
+/** Opens run `id` in `tab` and waits for its pending manager form. */
 async function openForm(tab, id) {
   await tab.goto(`${base}/#/runs/${encodeURIComponent(id)}`)
   const form = inputForm(tab)

@@ -43,6 +43,7 @@ __all__ = [
     "Harness",
     "HarnessFactory",
     "ServeApp",
+    "WorkerHost",
     "WorkerThread",
     "run_serve",
 ]
@@ -58,9 +59,9 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 
-class WorkerThread:
-    """A :class:`Worker` on its own thread and event loop (the conformance adapter's
-    workers: each has a clock and transport of its own)."""
+class WorkerHost:
+    """A :class:`Worker` and the event loop it runs on: what :class:`WorkerThread` and
+    :class:`LoopWorker` share (how the worker is made, how it is reached)."""
 
     def __init__(
         self,
@@ -88,12 +89,13 @@ class WorkerThread:
         self._clock = clock
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._started = threading.Event()
-        self.thread = threading.Thread(target=self._main, name="dwf-worker", daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
-        self._started.wait(10)
+        raise NotImplementedError
+
+    async def astop(self) -> None:
+        """Stop the worker and wait (a few seconds at most) for it to let go."""
+        raise NotImplementedError
 
     def _make_worker(self) -> Worker:
         """The worker, on the running loop (which it will run on)."""
@@ -114,18 +116,6 @@ class WorkerThread:
         )
         return self.worker
 
-    def _main(self) -> None:
-        async def main() -> None:
-            worker = self._make_worker()
-            assert self._stop is not None
-            self._started.set()
-            await worker.run(self._stop)
-
-        try:
-            asyncio.run(main())
-        except Exception:
-            log.exception("the worker stopped")
-
     def clock_moved(self) -> None:
         """Tell the worker that its (virtual) clock jumped: re-check its timers now."""
         if self._loop is not None and self.worker is not None:
@@ -141,16 +131,46 @@ class WorkerThread:
         if self.worker is not None:
             self.call_soon(self.worker.wake, run_id)
 
+
+class WorkerThread(WorkerHost):
+    """A :class:`Worker` on its own thread and event loop (the conformance adapter's
+    workers: each has a clock and transport of its own)."""
+
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        started = threading.Event()
+        self.thread = threading.Thread(
+            target=self._main, args=(started,), name="dwf-worker", daemon=True
+        )
+        self.thread.start()
+        started.wait(10)
+
+    def _main(self, started: threading.Event) -> None:
+        async def main() -> None:
+            worker = self._make_worker()
+            assert self._stop is not None
+            started.set()
+            await worker.run(self._stop)
+
+        try:
+            asyncio.run(main())
+        except Exception:
+            log.exception("the worker stopped")
+
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the worker and wait for its thread (a second call only waits)."""
         if self._loop is not None and self._stop is not None:
             with contextlib.suppress(RuntimeError):  # the loop closed: already stopped
                 self._loop.call_soon_threadsafe(self._stop.set)
-        if self.thread.is_alive():
+        if self.thread is not None and self.thread.is_alive():
             self.thread.join(timeout)
 
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
 
-class LoopWorker(WorkerThread):
+
+class LoopWorker(WorkerHost):
     """``dwf serve``'s own worker: a task on the server's event loop, not a thread.
 
     Its requests reach the stream server as calls on that loop (:mod:`.bridge`), with no
@@ -167,7 +187,6 @@ class LoopWorker(WorkerThread):
         self._task = asyncio.ensure_future(worker.run(self._stop))
 
     async def astop(self) -> None:
-        """Stop the worker and wait (5 s at most) for it to let go."""
         if self._stop is not None:
             self._stop.set()
         if self._task is not None:
@@ -251,7 +270,7 @@ class ServeApp:
         auth = None if keys is None else Credential.engine(keys, namespace).auth()
         #: The engine's clock when a harness brings one (the adapter's virtual clock).
         self.clock: Callable[[], datetime] | None = None
-        self.worker: WorkerThread | None = None
+        self.worker: WorkerHost | None = None
         #: Further worker threads (the conformance adapter's second worker).
         self.more_workers: list[WorkerThread] = []
         #: The in-process transport of the worker; its loop is the server's, known once
@@ -356,13 +375,10 @@ class ServeApp:
         self.streams.end_live_reads()
 
     async def _stop_workers(self) -> None:
-        for thread in self._worker_threads():
-            if isinstance(thread, LoopWorker):
-                await thread.astop()
-            else:
-                await asyncio.to_thread(thread.stop)
+        for host in self._worker_threads():
+            await host.astop()
 
-    def _worker_threads(self) -> list[WorkerThread]:
+    def _worker_threads(self) -> list[WorkerHost]:
         return ([] if self.worker is None else [self.worker]) + self.more_workers
 
     async def _subscribe(self) -> None:

@@ -26,6 +26,7 @@ from ..access import BearerAuth
 from ..streams import AsyncStreamClient, StreamNetworkError
 from ..streams.client._core import Request, Response
 from ..streams.client._http import network_error
+from ..streams.server.app import header_dict
 
 __all__ = ["BridgedStreamClient", "LoopBridge", "stream_client"]
 
@@ -45,7 +46,7 @@ class LoopBridge(httpx.AsyncBaseTransport):
                 "the in-process server is not running on this loop", request=request
             )
         call = Request(request.method, str(request.url), content=await request.aread())
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers.raw}
+        headers = header_dict(request.headers.raw)
         try:
             answer = await asgi_call(self.app, call, headers)
         except StreamNetworkError as exc:
@@ -129,9 +130,7 @@ async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> 
         nonlocal status
         if message["type"] == "http.response.start":
             status = message["status"]
-            for k, v in message.get("headers", []):
-                name, value = bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")
-                answer[name] = f"{answer[name]}, {value}" if name in answer else value
+            answer.update(header_dict(message.get("headers", [])))
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -141,9 +140,6 @@ async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> 
     call.add_done_callback(_retrieved)
     try:
         await asyncio.shield(call)
-    except asyncio.CancelledError:
-        gone.set()
-        raise
     except Exception as exc:
         raise network_error(request, exc) from exc
     finally:

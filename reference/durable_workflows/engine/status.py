@@ -32,7 +32,7 @@ REMEMBERED_RUNS = 10_000
 #: How long a queued row waits before it is appended, unless flushed sooner.
 ROW_DELAY_SECONDS = 0.003
 #: Rows per append (queued rows, and when the stream is rebuilt).
-REBUILD_BATCH = 200
+ROWS_PER_APPEND = 200
 #: Histories read at once when the stream is rebuilt.
 REBUILD_READS = 8
 
@@ -81,6 +81,7 @@ class StatusRows:
         """Append ``view``'s row (see :meth:`schedule`) and wait until it is written."""
         done = self.schedule(view)
         if done is not None:
+            self.flush()
             await done
 
     def flush(self) -> None:
@@ -94,7 +95,7 @@ class StatusRows:
             await asyncio.wait_for(self._now.wait(), ROW_DELAY_SECONDS)
         self._now.clear()
         while self._queue:
-            batch, self._queue = self._queue[:REBUILD_BATCH], self._queue[REBUILD_BATCH:]
+            batch, self._queue = self._queue[:ROWS_PER_APPEND], self._queue[ROWS_PER_APPEND:]
             messages = [message for _, _, message, _ in batch]
             try:
                 try:
@@ -147,8 +148,8 @@ class StatusRows:
         now = format_ts(self.clock())
         rows = [(v, v.message(now)) for v in views if v is not None]
         written = [(v, m) for v, m in rows if m is not None]
-        for start in range(0, len(written), REBUILD_BATCH):
-            batch = written[start : start + REBUILD_BATCH]
+        for start in range(0, len(written), ROWS_PER_APPEND):
+            batch = written[start : start + ROWS_PER_APPEND]
             await self.io.status().append_json_batch([m for _, m in batch])
             for view, _ in batch:
                 fields = view.fields()

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs
@@ -677,8 +677,13 @@ class StreamsApp:
 
 
 def _headers(scope: Scope) -> dict[str, str]:
+    return header_dict(scope.get("headers", []))
+
+
+def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """ASGI's raw headers as lower-case names to values, repeats joined with ", "."""
     headers: dict[str, str] = {}
-    for raw_name, raw_value in scope.get("headers", []):
+    for raw_name, raw_value in raw:
         name = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
         headers[name] = f"{headers[name]}, {value}" if name in headers else value
