@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from durable_workflows.streams.server import build_app
+from durable_workflows.streams.server.storage import SqliteStorage
 from durable_workflows.streams.server.subscriptions import glob_match, validate_webhook_url
 from tests.support.embedded_server import in_process_server, wait_for
 
@@ -277,3 +279,111 @@ def test_a_deleted_subscription_is_not_woken(tmp_path: Path, receiver: Receiver)
         httpx.put(server.url("q/1"), headers={"content-type": "text/plain"}, content=b"x")
         time.sleep(0.3)
         assert receiver.requests == []
+
+
+def _claim_and_ack(sub: str, path: str) -> int:
+    """Claim the pending wake and ack ``path`` to its tail (done); its generation."""
+    claim = httpx.post(f"{sub}/claim", json={"worker": "w"}).json()
+    tail = next(s["tail_offset"] for s in claim["streams"] if s["path"] == path)
+    ack = {
+        "wake_id": claim["wake_id"],
+        "generation": claim["generation"],
+        "acks": [{"stream": path, "offset": tail}],
+        "done": True,
+    }
+    token = {"authorization": f"Bearer {claim['token']}"}
+    reply = httpx.post(f"{sub}/ack", json=ack, headers=token)
+    assert reply.status_code == 200, reply.text
+    return int(claim["generation"])
+
+
+def test_acked_offsets_links_and_generations_survive_a_restart(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    config = {"type": "pull-wake", "pattern": "jobs/*", "wake_stream": "wake/all"}
+    with in_process_server(build_app(data)) as server:
+        httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/keep"
+        assert httpx.put(sub, json=config).status_code == 201
+        httpx.put(server.url("jobs/1"), headers={"content-type": "text/plain"}, content=b"x")
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 1, 5)
+        first = _claim_and_ack(sub, "jobs/1")
+        # jobs/2 is linked by its first append, after the subscription was stored
+        httpx.put(server.url("jobs/2"), headers={"content-type": "text/plain"})
+        httpx.post(server.url("jobs/2"), headers={"content-type": "text/plain"}, content=b"y")
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 2, 5)
+        before = httpx.get(sub).json()["streams"]
+    with in_process_server(build_app(data)) as server:
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/keep"
+        assert httpx.get(sub).json()["streams"] == before
+        acked = {s["path"]: s["acked_offset"] for s in before}
+        assert acked["jobs/1"] != "-1" and acked["jobs/2"] == "-1"
+        # jobs/2 is still pending and woken again, with a generation above every
+        # generation issued before the restart
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 3, 5)
+        assert _claim_and_ack(sub, "jobs/2") > first + 1
+
+
+def test_a_wake_writes_nothing_and_an_ack_only_its_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[tuple[list[str], bool]] = []
+    real_write = SqliteStorage.write
+
+    def recording(self: SqliteStorage, values: Any, *, sync: bool = True) -> None:
+        writes.append((sorted(values), sync))
+        real_write(self, values, sync=sync)
+
+    monkeypatch.setattr(SqliteStorage, "write", recording)
+    config = {"type": "pull-wake", "pattern": "jobs/*", "wake_stream": "wake/all"}
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/few"
+        assert httpx.put(sub, json=config).status_code == 201
+        for n in range(1, 4):
+            httpx.put(server.url(f"jobs/{n}"), headers={"content-type": "text/plain"}, content=b"x")
+        # the first wake reserves a block of generations: one synced write
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 1, 5)
+        _claim_and_ack(sub, "jobs/1")
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 2, 5)
+        writes.clear()
+        _claim_and_ack(sub, "jobs/2")
+        # the next wake (jobs/3 is pending) and its claim wrote nothing; the ack wrote
+        # the one link it moved, unsynced
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 3, 5)
+        assert writes == [(['subscriptions.link."few".jobs/2'], False)]
+
+
+def test_subscriptions_stored_whole_are_read_and_rewritten(tmp_path: Path) -> None:
+    """A database written before links had a key each still loads."""
+    data = tmp_path / "data"
+    with in_process_server(build_app(data)):
+        pass
+    old = {
+        "config": {
+            "type": "pull-wake",
+            "pattern": "jobs/*",
+            "streams": [],
+            "wake_stream": "wake/all",
+            "lease_ttl_ms": 30000,
+            "description": None,
+        },
+        "config_hash": "h",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "generation": 7,
+        "links": {"jobs/1": {"kinds": ["glob"], "acked_offset": "-1"}},
+    }
+    db = sqlite3.connect(data / "streams.sqlite3")
+    with db:
+        db.execute(
+            "INSERT OR REPLACE INTO kv VALUES (?, ?)", ("subscriptions.sub.old", json.dumps(old))
+        )
+        db.execute("INSERT OR REPLACE INTO kv VALUES (?, ?)", ("subscriptions.index", '["old"]'))
+    db.close()
+    with in_process_server(build_app(data)) as server:
+        got = httpx.get(f"{server.base_url}/v1/stream/__ds/subscriptions/old").json()
+        assert [(s["path"], s["acked_offset"]) for s in got["streams"]] == [("jobs/1", "-1")]
+    db = sqlite3.connect(data / "streams.sqlite3")
+    rows = dict(db.execute("SELECT key, value FROM kv WHERE key LIKE 'subscriptions.%'"))
+    db.close()
+    assert "links" not in json.loads(rows["subscriptions.sub.old"])
+    assert json.loads(rows['subscriptions.link."old".jobs/1'])["acked_offset"] == "-1"

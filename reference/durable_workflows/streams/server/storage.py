@@ -11,9 +11,12 @@ the server and a power loss (given a disk that honours fsync). ``NORMAL`` would
 survive a process crash but may lose the last commits on power loss, which is not
 the promise an acknowledged durable append makes.
 
-One exception, by design: a sliding TTL refreshed only by *reads* is written at
+Two exceptions, by design. A sliding TTL refreshed only by *reads* is written at
 most once a second per stream (:data:`~.core.TOUCH_PERSIST_SECONDS`), so after a
-crash such a stream may expire up to a second earlier than it would have.
+crash such a stream may expire up to a second earlier than it would have. And a
+subscription's acked offsets are written without an fsync (``SqliteStorage.write``):
+they reach the disk with the next append's commit, and one lost to a power loss before
+that means one more wake for work already done, never a missed one.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import bisect
 import itertools
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -177,20 +180,55 @@ class SqliteStorage:
         cursor.close()
         return taken
 
-    # Small settings (subscription state, signing keys); each write is durable.
+    # Small settings (subscription state, signing keys).
 
     def get_value(self, key: str) -> str | None:
         with _storage_errors():
             row = self._db.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
-    def set_value(self, key: str, value: str) -> None:
+    def values_under(self, prefix: str) -> dict[str, str]:
+        """Every setting whose key starts with ``prefix``."""
         with _storage_errors():
-            self._db.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)", (key, value))
+            rows = self._db.execute(
+                "SELECT key, value FROM kv WHERE key >= ? AND key < ?",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchall()
+        return {str(key): str(value) for key, value in rows}
+
+    def set_value(self, key: str, value: str) -> None:
+        self.write({key: value})
 
     def delete_value(self, key: str) -> None:
+        self.write({key: None})
+
+    def write(self, values: Mapping[str, str | None], *, sync: bool = True) -> None:
+        """Set (or, for None, delete) ``values`` in one transaction. ``sync=False``
+        skips the fsync: the write survives a crash of the process and reaches the
+        disk with the next synced commit (any append), but a power loss before that
+        may undo it. Only for state whose loss costs a repeat, never a loss."""
+        db = self._db
         with _storage_errors():
-            self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
+            if not sync:
+                db.execute("PRAGMA synchronous=NORMAL")
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                        [(k, v) for k, v in values.items() if v is not None],
+                    )
+                    db.executemany(
+                        "DELETE FROM kv WHERE key = ?",
+                        [(k,) for k, v in values.items() if v is None],
+                    )
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+            finally:
+                if not sync:
+                    db.execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         self._db.close()

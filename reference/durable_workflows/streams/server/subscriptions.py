@@ -15,6 +15,11 @@ HMAC-signed. With SQLite storage both keys, and each subscription's
 configuration, links and generation, are kept in the database, so a restart
 keeps subscriptions and signatures verifiable; an in-flight wake or lease does
 not survive a restart (pending work is woken again at start-up).
+
+What a wake costs the database: issuing one writes nothing (generations are
+reserved :data:`GENERATION_BLOCK` at a time), a claim nothing, and an ack only the
+links it moves, without an fsync (a lost ack means one more wake, never a missed
+one). Each link has a key of its own, so no write grows with the number of links.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import ipaddress
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,6 +54,10 @@ TOKEN_TTL_SECONDS = 3600
 MAX_RETRY_DELAY_SECONDS = 60.0
 #: The acked offset of a stream discovered by an append: before its first byte.
 BEFORE_FIRST = "-1"
+#: Generations are reserved on disk this many at a time, so that issuing a wake writes
+#: nothing; after a restart they go on from the reserved ceiling (gaps are allowed:
+#: generations only increase).
+GENERATION_BLOCK = 1024
 
 
 class KeyValue(Protocol):
@@ -58,7 +67,10 @@ class KeyValue(Protocol):
 
     def set_value(self, key: str, value: str) -> None: ...
 
-    def delete_value(self, key: str) -> None: ...
+    def values_under(self, prefix: str) -> dict[str, str]: ...
+
+    def write(self, values: Mapping[str, str | None], *, sync: bool = True) -> None:
+        """One transaction; None deletes; ``sync=False`` may be undone by a power loss."""
 
 
 class _MemoryKeyValue:
@@ -71,8 +83,15 @@ class _MemoryKeyValue:
     def set_value(self, key: str, value: str) -> None:
         self._values[key] = value
 
-    def delete_value(self, key: str) -> None:
-        self._values.pop(key, None)
+    def values_under(self, prefix: str) -> dict[str, str]:
+        return {k: v for k, v in self._values.items() if k.startswith(prefix)}
+
+    def write(self, values: Mapping[str, str | None], *, sync: bool = True) -> None:
+        for key, value in values.items():
+            if value is None:
+                self._values.pop(key, None)
+            else:
+                self._values[key] = value
 
 
 class SubscriptionError(Exception):
@@ -98,6 +117,8 @@ class Subscription:
     created_at: str
     links: dict[str, Link] = field(default_factory=dict)
     generation: int = 0
+    #: the generation stored on disk: every generation issued is at most this
+    reserved: int = 0
     status: str = "active"
     # The current wake (not persisted):
     wake_id: str | None = None
@@ -236,11 +257,19 @@ class SubscriptionManager:
 
     def _load_subscriptions(self) -> None:
         index = json.loads(self._kv.get_value("subscriptions.index") or "[]")
+        migrate: list[Subscription] = []
         for sub_id in index:
-            raw = self._kv.get_value(f"subscriptions.sub.{sub_id}")
+            raw = self._kv.get_value(_config_key(sub_id))
             if raw is None:
                 continue
             data = json.loads(raw)
+            stored = data.get("links")  # before links had a key each
+            if stored is None:
+                prefix = _link_prefix(sub_id)
+                stored = {
+                    key[len(prefix) :]: json.loads(value)
+                    for key, value in self._kv.values_under(prefix).items()
+                }
             sub = Subscription(
                 id=sub_id,
                 type=data["config"]["type"],
@@ -248,26 +277,53 @@ class SubscriptionManager:
                 config_hash=data["config_hash"],
                 created_at=data["created_at"],
                 generation=data["generation"],
+                reserved=data["generation"],
                 links={
                     path: Link(path, set(link["kinds"]), link["acked_offset"])
-                    for path, link in data["links"].items()
+                    for path, link in stored.items()
                 },
             )
             self._subs[sub_id] = sub
+            if "links" in data:
+                migrate.append(sub)
+        for sub in migrate:
+            self._save(sub)
 
     def _save(self, sub: Subscription) -> None:
+        """Store ``sub`` whole: its configuration, every link, the index."""
+        gone = {key: None for key in self._kv.values_under(_link_prefix(sub.id))}
+        self._kv.write(
+            {
+                **gone,
+                **self._config_values(sub),
+                **self._link_values(sub, sub.links),
+                "subscriptions.index": json.dumps(sorted(self._subs)),
+            }
+        )
+
+    def _config_values(self, sub: Subscription) -> dict[str, str | None]:
         data = {
             "config": sub.config,
             "config_hash": sub.config_hash,
             "created_at": sub.created_at,
-            "generation": sub.generation,
-            "links": {
-                path: {"kinds": sorted(link.kinds), "acked_offset": link.acked_offset}
-                for path, link in sub.links.items()
-            },
+            "generation": max(sub.generation, sub.reserved),
         }
-        self._kv.set_value(f"subscriptions.sub.{sub.id}", json.dumps(data))
-        self._kv.set_value("subscriptions.index", json.dumps(sorted(self._subs)))
+        return {_config_key(sub.id): json.dumps(data)}
+
+    def _link_values(self, sub: Subscription, paths: Iterable[str]) -> dict[str, str | None]:
+        """The stored form of ``sub``'s links at ``paths`` (None for a link gone)."""
+        values: dict[str, str | None] = {}
+        for path in paths:
+            link = sub.links.get(path)
+            values[_link_prefix(sub.id) + path] = (
+                None
+                if link is None
+                else json.dumps({"kinds": sorted(link.kinds), "acked_offset": link.acked_offset})
+            )
+        return values
+
+    def _save_links(self, sub: Subscription, paths: Iterable[str], *, sync: bool = True) -> None:
+        self._kv.write(self._link_values(sub, paths), sync=sync)
 
     # ------------------------------------------------------------------ hooks
 
@@ -279,14 +335,14 @@ class SubscriptionManager:
             if self.core.find(path) is None:
                 for sub in self._subs.values():
                     if sub.links.pop(path, None) is not None:
-                        self._save(sub)
+                        self._save_links(sub, [path])
             return
         for sub in list(self._subs.values()):
             if _globbed(sub, path):
                 link = sub.links.get(path)
                 if link is None:
                     sub.links[path] = Link(path, {"glob"}, BEFORE_FIRST)
-                    self._save(sub)
+                    self._save_links(sub, [path])
                 else:
                     link.kinds.add("glob")
             if path in sub.links:
@@ -351,8 +407,14 @@ class SubscriptionManager:
                 gone = self._subs.pop(sub_id, None)
                 if gone is not None:
                     self._clear_timers(gone)
-                    self._kv.delete_value(f"subscriptions.sub.{sub_id}")
-                    self._kv.set_value("subscriptions.index", json.dumps(sorted(self._subs)))
+                    links = self._kv.values_under(_link_prefix(sub_id))
+                    self._kv.write(
+                        {
+                            **{key: None for key in links},
+                            _config_key(sub_id): None,
+                            "subscriptions.index": json.dumps(sorted(self._subs)),
+                        }
+                    )
                 return Reply(204)
             return Reply(405)
         action = rest[0]
@@ -361,9 +423,10 @@ class SubscriptionManager:
             if not isinstance(streams, list) or not all(isinstance(s, str) and s for s in streams):
                 raise SubscriptionError(400, "INVALID_REQUEST", "streams must be non-empty strings")
             sub = self._get(sub_id)
-            for stream in streams:
-                self._link(sub, stream.strip("/"), "explicit")
-            self._save(sub)
+            paths = [stream.strip("/") for stream in streams]
+            for path in paths:
+                self._link(sub, path, "explicit")
+            self._save_links(sub, paths)
             return Reply(204)
         if action == "streams" and len(rest) > 1 and method == "DELETE":
             sub = self._get(sub_id)
@@ -372,7 +435,7 @@ class SubscriptionManager:
                 link.kinds.discard("explicit")
                 if not link.kinds:
                     del sub.links[link.path]
-                self._save(sub)
+                self._save_links(sub, [link.path])
             return Reply(204)
         if len(rest) == 1 and method == "POST" and action in ("callback", "ack", "release"):
             return self._settle(self._get(sub_id), action, request)
@@ -499,9 +562,11 @@ class SubscriptionManager:
 
     def _start_wake(self, sub: Subscription, trigger: str) -> None:
         sub.generation += 1
+        if sub.generation > sub.reserved:
+            sub.reserved = sub.generation + GENERATION_BLOCK
+            self._kv.write(self._config_values(sub))
         sub.wake_id = "w_" + secrets.token_hex(12)
         sub.snapshot = {info["path"]: info["tail_offset"] for info in self._infos(sub)}
-        self._save(sub)
         if sub.type == "webhook":
             self._extend_lease(sub)
             self._spawn(self._deliver(sub, sub.wake_id))
@@ -601,10 +666,10 @@ class SubscriptionManager:
             done = False
         if done and sub.wake_id == wake_id and self._subs.get(sub.id) is sub:
             # A synchronous {"done": true} acks the wake's snapshot (section 7.1).
-            for path, tail in sub.snapshot.items():
-                if path in sub.links:
-                    sub.links[path].acked_offset = tail
-            self._save(sub)
+            acked = [path for path in sub.snapshot if path in sub.links]
+            for path in acked:
+                sub.links[path].acked_offset = sub.snapshot[path]
+            self._save_links(sub, acked, sync=False)  # a lost ack is one more wake
             self._end_wake(sub)
 
     def _schedule_retry(self, sub: Subscription, wake_id: str) -> None:
@@ -703,7 +768,7 @@ class SubscriptionManager:
             updates[path] = offset
         for path, offset in updates.items():
             sub.links[path].acked_offset = offset
-        self._save(sub)
+        self._save_links(sub, updates, sync=False)  # a lost ack is one more wake
 
     def _claim(self, sub: Subscription, body: dict[str, Any]) -> Reply:
         worker = body.get("worker")
@@ -736,6 +801,16 @@ class SubscriptionManager:
                 "lease_ttl_ms": sub.config["lease_ttl_ms"],
             },
         )
+
+
+def _config_key(sub_id: str) -> str:
+    return f"subscriptions.sub.{sub_id}"
+
+
+def _link_prefix(sub_id: str) -> str:
+    """Where ``sub_id``'s links are kept, one key each (the id is JSON-quoted, so
+    that no id's prefix is another's)."""
+    return f"subscriptions.link.{json.dumps(sub_id)}."
 
 
 def _globbed(sub: Subscription, path: str) -> bool:
