@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -235,8 +236,19 @@ class HistoryFollower:
 
     def _items(self) -> Generator[dict[str, Any], None, None]:
         history = self.ours.stream(f"runs/{self.run_id}/history")
-        wait_exists(history, deadline_after(self.ours.max_seconds))
-        for batch in history.follow("-1", live="long-poll"):
+        deadline = deadline_after(self.ours.max_seconds)
+        while True:
+            # The worker creates the history: until it has, the first read is a 404.
+            # Polled with the read itself (every 2 ms), not a HEAD and then the read.
+            try:
+                batches = history.follow("-1", live="long-poll")
+                first = next(batches)
+                break
+            except StreamNotFound:
+                if time.monotonic() > deadline:
+                    raise Timeout(f"{history.url} never created") from None
+                time.sleep(0.002)
+        for batch in itertools.chain([first], batches):
             yield from batch.items
             if not batch.items:
                 yield {}  # an empty long-poll answer: lets until() check its deadline

@@ -10,9 +10,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,6 +24,7 @@ import uvicorn
 from durable_workflows.core import Context, WorkflowRegistry
 from durable_workflows.engine.app import LoopWorker, ServeApp
 from durable_workflows.engine.bridge import BridgedStreamClient, asgi_call
+from durable_workflows.engine.worker import Worker
 from durable_workflows.streams import StreamNetworkError
 from durable_workflows.streams.client._core import Request
 
@@ -102,7 +105,9 @@ async def where_flow(ctx: Context, start: Any) -> dict[str, Any]:
     return {"thread": name, "answer": answer}
 
 
-def test_dwf_serve_runs_its_worker_on_the_server_loop_without_http() -> None:
+@contextlib.contextmanager
+def serving() -> Iterator[tuple[ServeApp, str]]:
+    """``dwf serve``'s app behind uvicorn on a free port, in a thread named "serving"."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
@@ -115,19 +120,32 @@ def test_dwf_serve_runs_its_worker_on_the_server_loop_without_http() -> None:
         deadline = time.monotonic() + 10
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.02)
+        yield app, f"{base}/v1/stream/bridge"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def request_run(http: httpx.Client, ns: str, workflow: str) -> str:
+    run_id = unique("run")
+    start = {
+        "type": "start",
+        "key": run_id,
+        "value": {"run_id": run_id, "workflow": workflow, "input": None},
+        "headers": {"operation": "insert"},
+    }
+    assert http.post(f"{ns}/index", json=start).status_code in (200, 204)
+    return run_id
+
+
+def test_dwf_serve_runs_its_worker_on_the_server_loop_without_http() -> None:
+    with serving() as (app, ns):
+        deadline = time.monotonic() + 10
         assert isinstance(app.worker, LoopWorker)
         worker = app.worker.worker
         assert worker is not None
-        ns = f"{base}/v1/stream/bridge"
-        run_id = unique("run")
         with httpx.Client(timeout=10) as http:
-            start = {
-                "type": "start",
-                "key": run_id,
-                "value": {"run_id": run_id, "workflow": "where", "input": None},
-                "headers": {"operation": "insert"},
-            }
-            assert http.post(f"{ns}/index", json=start).status_code in (200, 204)
+            run_id = request_run(http, ns, "where")
             history = f"{ns}/runs/{run_id}/history"
 
             def messages() -> list[Any]:
@@ -152,6 +170,57 @@ def test_dwf_serve_runs_its_worker_on_the_server_loop_without_http() -> None:
         assert run["status"] == "completed", run
         assert run["output"] == {"thread": "serving", "answer": 5}
         assert isinstance(worker.io.client, BridgedStreamClient)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+
+
+def _history_of(http: httpx.Client, ns: str, run_id: str, deadline: float) -> list[Any]:
+    """The run's history once it has ended."""
+    history = f"{ns}/runs/{run_id}/history"
+    while http.get(history).headers.get("stream-closed") != "true":
+        assert time.monotonic() < deadline, f"{run_id} did not end"
+        time.sleep(0.02)
+    return list(http.get(history, params={"offset": "-1"}).json())
+
+
+@registry.workflow("one-step")
+async def one_step(ctx: Context, start: Any) -> int:
+    return int(await ctx.step("one", lambda: 1))
+
+
+def test_a_new_run_s_inbox_and_history_are_created_in_one_transaction() -> None:
+    """MODEL-016 in one commit: the worker sends both PUTs together, the inbox first;
+    the server plans them in that order into one transaction (one fsync)."""
+    with serving() as (app, ns):
+        core = app.streams.core
+        commits: list[list[str]] = []
+        real_commit = core.commit
+
+        def recording(tx: Any) -> None:
+            commits.append([path for path, _ in tx.installs()])
+            real_commit(tx)
+
+        core.commit = recording  # type: ignore[method-assign]
+        with httpx.Client(timeout=10) as http:
+            run_id = request_run(http, ns, "one-step")
+            items = _history_of(http, ns, run_id, time.monotonic() + 20)
+        assert [m["value"]["status"] for m in items if m["type"] == "run"][-1] == "completed"
+        inbox, history = f"bridge/runs/{run_id}/inbox", f"bridge/runs/{run_id}/history"
+        created = next(paths for paths in commits if inbox in paths or history in paths)
+        assert created.index(inbox) < created.index(history), commits
+
+
+def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The in-process worker is told of each append and claims the wake at once; with
+    every wake event ignored, new runs are still served."""
+    monkeypatch.setattr(Worker, "_unclaimed", lambda self, pull, event: None)
+    with serving() as (app, ns), httpx.Client(timeout=10) as http:
+        assert isinstance(app.worker, LoopWorker) and app.worker.worker is not None
+        wait = time.monotonic() + 10
+        while app.worker.worker._pull is None:
+            assert time.monotonic() < wait, "no subscription"
+            time.sleep(0.02)
+        for _ in range(3):
+            run_id = request_run(http, ns, "one-step")
+            items = _history_of(http, ns, run_id, time.monotonic() + 20)
+            assert [m["value"]["output"] for m in items if m["type"] == "run"][-1] == 1

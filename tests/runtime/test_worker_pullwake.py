@@ -19,7 +19,7 @@ from durable_workflows.engine.app import WorkerThread
 from durable_workflows.engine.namespace import Namespace
 from durable_workflows.engine.pullwake import PullWake
 from durable_workflows.engine.worker import Worker
-from durable_workflows.streams import StreamClient
+from durable_workflows.streams import AsyncStreamClient, StreamClient
 
 from .engine_support import (
     SERVER_KINDS,
@@ -61,7 +61,7 @@ def _thread(ns: str, name: str, **options: Any) -> WorkerThread:
 
 
 def _subscription(ns: str) -> dict[str, Any]:
-    pull = PullWake(Namespace(ns), httpx.AsyncClient(), worker="probe", lease_ttl_ms=10_000)
+    pull = PullWake(Namespace(ns), AsyncStreamClient(), worker="probe", lease_ttl_ms=10_000)
     with httpx.Client(timeout=10) as http:
         response = http.get(pull.url)
         response.raise_for_status()
@@ -174,8 +174,8 @@ def test_a_stopping_worker_releases_the_wake_it_holds(server: Server) -> None:
     took = time.monotonic()
 
     async def claim() -> Any:
-        async with httpx.AsyncClient() as http:
-            pull = PullWake(Namespace(ns), http, worker="next", lease_ttl_ms=10_000)
+        async with AsyncStreamClient() as client:
+            pull = PullWake(Namespace(ns), client, worker="next", lease_ttl_ms=10_000)
             got = await pull.claim()
             if got is not None:
                 await pull.release(got)

@@ -334,6 +334,14 @@ def test_a_wake_writes_nothing_and_an_ack_only_its_links(
         real_write(self, values, sync=sync)
 
     monkeypatch.setattr(SqliteStorage, "write", recording)
+    commits: list[tuple[list[str], bool]] = []
+    real_commit = SqliteStorage.commit
+
+    def committing(self: SqliteStorage, *args: Any, sync: bool = True) -> None:
+        commits.append((sorted({path for path, _ in args[1]}), sync))
+        real_commit(self, *args, sync=sync)
+
+    monkeypatch.setattr(SqliteStorage, "commit", committing)
     config = {"type": "pull-wake", "pattern": "jobs/*", "wake_stream": "wake/all"}
     with in_process_server(build_app(tmp_path / "data")) as server:
         httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
@@ -351,6 +359,10 @@ def test_a_wake_writes_nothing_and_an_ack_only_its_links(
         # the one link it moved, unsynced
         wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 3, 5)
         assert writes == [(['subscriptions.link."few".jobs/2'], False)]
+        # wake events are appended without an fsync: a wake does not outlive a restart
+        assert (["wake/all"], False) in commits
+        assert all(not sync for paths, sync in commits if "wake/all" in paths)
+        assert (["jobs/1"], True) in commits
 
 
 def test_subscriptions_stored_whole_are_read_and_rewritten(tmp_path: Path) -> None:
@@ -387,3 +399,18 @@ def test_subscriptions_stored_whole_are_read_and_rewritten(tmp_path: Path) -> No
     db.close()
     assert "links" not in json.loads(rows["subscriptions.sub.old"])
     assert json.loads(rows['subscriptions.link."old".jobs/1'])["acked_offset"] == "-1"
+
+
+def test_a_linked_stream_created_with_a_body_is_woken(tmp_path: Path) -> None:
+    """An explicit link may name a stream before it exists; the PUT that creates it
+    with content is data past the cursor, as an append would be."""
+    config = {"type": "pull-wake", "streams": ["later/1"], "wake_stream": "wake/all"}
+    with in_process_server(build_app(tmp_path / "data")) as server:
+        httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/early"
+        assert httpx.put(sub, json=config).status_code == 201
+        assert httpx.post(f"{sub}/claim", json={"worker": "w"}).status_code == 409
+        httpx.put(server.url("later/1"), headers={"content-type": "text/plain"}, content=b"x")
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 1, 5)
+        _claim_and_ack(sub, "later/1")
+        assert httpx.post(f"{sub}/claim", json={"worker": "w"}).status_code == 409

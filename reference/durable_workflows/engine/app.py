@@ -192,6 +192,11 @@ class LoopWorker(WorkerHost):
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5.0)
 
+    def appended(self, path: str) -> None:
+        """Told by the stream server of each committed append (``Worker.appended``)."""
+        if self.worker is not None:
+            self.worker.appended(path)
+
 
 class _Lifespan:
     """Drives another ASGI app's lifespan protocol by hand."""
@@ -289,7 +294,7 @@ class ServeApp:
             # The engine reaches this very app in-process: no loopback HTTP.
             self.bridge = LoopBridge(self)
         if harness is None and worker:
-            self.worker = LoopWorker(
+            self.worker = loop_worker = LoopWorker(
                 self.namespace_url,
                 registry,
                 "worker",
@@ -299,6 +304,7 @@ class ServeApp:
                 transport=self.bridge,
                 live_transport=self.bridge,
             )
+            self.streams.observers.append(loop_worker.appended)
         self.handler = WakeHandler(
             self.namespace_url,
             registry,

@@ -7,6 +7,7 @@ of the engine is ``{ns}/`` + a relative path: ``index``, ``status``,
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -188,6 +189,22 @@ class NamespaceIO:
         """Create the run's inbox (MODEL-016); what a read would return when this call
         created it (nothing yet, at its tail), else None."""
         return _as_read(await self.inbox(run_id).create_json())
+
+    async def create_run(self, run_id: str) -> tuple[ReadResult | None, ReadResult | None]:
+        """Create the run's inbox, then its history (MODEL-016): what :meth:`ensure_inbox`
+        and :meth:`create_history` return. When the client serves requests in the order
+        they are sent (``dwf serve``'s own worker), both are sent at once and committed
+        together, the inbox first, so the history is never there without it."""
+        if not self.client.in_order:
+            return await self.ensure_inbox(run_id), await self.create_history(run_id)
+        inbox, history = await asyncio.gather(
+            self.ensure_inbox(run_id), self.create_history(run_id), return_exceptions=True
+        )
+        for outcome in (inbox, history):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(inbox, BaseException) and not isinstance(history, BaseException)
+        return inbox, history
 
     async def create_history(self, run_id: str) -> ReadResult | None:
         """Create the run's history (FENCE-001); as :meth:`ensure_inbox`. Only one

@@ -12,12 +12,13 @@ What a claim obliges the worker to do before it acknowledges is the worker's job
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
+from ..streams import AsyncStreamClient, StreamHTTPError
+from ..streams.client._core import Request, Response
 from .namespace import Namespace
 
 __all__ = ["Claim", "PullWake", "Unsupported", "WakeFenced"]
@@ -57,10 +58,11 @@ class PullWake:
     """The namespace's pull-wake subscription, as seen by one worker."""
 
     def __init__(
-        self, namespace: Namespace, http: httpx.AsyncClient, *, worker: str, lease_ttl_ms: int
+        self, namespace: Namespace, client: AsyncStreamClient, *, worker: str, lease_ttl_ms: int
     ) -> None:
         self.namespace = namespace
-        self.http = http
+        #: the worker's stream client: in ``dwf serve`` its requests skip HTTP
+        self.client = client
         self.worker = worker
         self.lease_ttl_ms = lease_ttl_ms
         self.root, self.ns_path = namespace.split_root()
@@ -83,29 +85,37 @@ class PullWake:
 
     async def create(self) -> None:
         """Create the wake stream, then the subscription (idempotent for the pool)."""
-        response = await self.http.put(
-            self.wake_stream_url, headers={"Content-Type": "application/json"}
-        )
-        if response.status_code not in (200, 201, 204):
-            raise Unsupported(f"cannot create the wake stream: HTTP {response.status_code}")
-        response = await self.http.put(self.url, json=self.body())
-        if response.status_code in (200, 201):
+        response = await self._send("PUT", self.wake_stream_url, None)
+        if response.status not in (200, 201, 204):
+            raise Unsupported(f"cannot create the wake stream: HTTP {response.status}")
+        response = await self._send("PUT", self.url, self.body())
+        if response.status in (200, 201):
             return
         raise Unsupported(
             f"the stream server refused the pull-wake subscription: HTTP "
-            f"{response.status_code} {response.text[:200]}"
+            f"{response.status} {response.text[:200]}"
         )
+
+    def covers(self, path: str) -> bool:
+        """Whether an append to ``path`` (relative to the stream root) is work for this
+        subscription: the run index or an inbox of the namespace (WAKE-015)."""
+        prefix = self.ns_path + "/"
+        if not path.startswith(prefix):
+            return False
+        relative = path[len(prefix) :]
+        return relative == "index" or self.namespace.run_id_of_inbox(relative) is not None
 
     def is_ours(self, event: Any) -> bool:
         return isinstance(event, dict) and event.get("subscription_id") == self.id
 
     async def claim(self) -> Claim | None:
         """The current wake, or None when another worker holds it or nothing is pending."""
-        response = await self.http.post(f"{self.url}/claim", json={"worker": self.worker})
-        if response.status_code == 409:
+        response = self._checked(
+            "claim", await self._send("POST", f"{self.url}/claim", {"worker": self.worker})
+        )
+        if response.status == 409:
             return None  # ALREADY_CLAIMED (WAKE-021) or NO_PENDING_WORK
-        response.raise_for_status()
-        data = response.json()
+        data = json.loads(response.content)
         pending: list[PendingStream] = []
         prefix = self.ns_path + "/"
         for info in data.get("streams") or []:
@@ -138,7 +148,7 @@ class PullWake:
             ]
             body["done"] = True
         response = await self._settle("ack", claim, body)
-        return bool(response.json().get("next_wake"))
+        return bool(json.loads(response.content).get("next_wake"))
 
     async def release(self, claim: Claim) -> None:
         """Give the wake back unacknowledged (WAKE-022)."""
@@ -146,13 +156,32 @@ class PullWake:
             "release", claim, {"wake_id": claim.wake_id, "generation": claim.generation}
         )
 
-    async def _settle(self, action: str, claim: Claim, body: dict[str, Any]) -> httpx.Response:
-        response = await self.http.post(
-            f"{self.url}/{action}",
-            json=body,
-            headers={"Authorization": f"Bearer {claim.token}"},
-        )
-        if response.status_code == 409:
+    async def _settle(self, action: str, claim: Claim, body: dict[str, Any]) -> Response:
+        url = f"{self.url}/{action}"
+        response = self._checked(action, await self._send("POST", url, body, claim.token))
+        if response.status == 409:
             raise WakeFenced(f"{action} refused: {response.text[:200]}")
-        response.raise_for_status()
         return response
+
+    async def _send(
+        self, method: str, url: str, body: dict[str, Any] | None, token: str | None = None
+    ) -> Response:
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            # the wake's own token, in place of the worker's credential
+            headers["Authorization"] = f"Bearer {token}"
+        content = b"" if body is None else json.dumps(body).encode()
+        return await self.client.send(Request(method, url, headers, content))
+
+    def _checked(self, action: str, response: Response) -> Response:
+        """``response`` unless it is an error other than 409 (which callers read)."""
+        if response.status < 400 or response.status == 409:
+            return response
+        raise StreamHTTPError(
+            f"{action} failed",
+            status=response.status,
+            method="POST",
+            url=f"{self.url}/{action}",
+            headers=response.headers,
+            body=response.text,
+        )

@@ -364,8 +364,7 @@ class Runner:
                 try:
                     # MODEL-016: inbox, then history. Streams this call created are
                     # empty, so they need no read (a new run's first step comes sooner).
-                    new_inbox = await self.io.ensure_inbox(run_id)
-                    history = await self.io.create_history(run_id)
+                    new_inbox, history = await self.io.create_run(run_id)
                 except StreamConfigConflict:
                     # Another worker created the run's streams after our read and has
                     # already ended the run: a PUT of a closed stream is a 409. Read it.

@@ -59,6 +59,9 @@ MAX_RETRY_SECONDS = 300.0
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
 
+#: The generation assumed for a wake event that names none: newer than any claimed.
+UNKNOWN_GENERATION = 2**62
+
 #: How many ended run ids the worker remembers.
 ENDED_MEMORY = 100_000
 
@@ -157,6 +160,12 @@ class Worker:
         self._lease_ttl_ms = lease_ttl_ms
         self._pull: PullWake | None = None
         self._claim: Claim | None = None
+        #: claims are being served; ``_claim_more``: the latest wake event read meanwhile
+        self._claiming = False
+        self._claim_more = 0
+        self._stopping = False
+        #: the latest generation this worker claimed (its wake events need no claim)
+        self._claimed_generation = 0
         self._transport = transport
         #: For the live reads too (an in-process server); None: HTTP connections.
         self._live_transport = live_transport
@@ -195,7 +204,7 @@ class Worker:
             background: list[asyncio.Task[None]] = []
             try:
                 # Raced with stop: a worker whose server is unreachable still stops.
-                starting = asyncio.ensure_future(self._startup(http))
+                starting = asyncio.ensure_future(self._startup())
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 stopping.cancel()
@@ -211,6 +220,7 @@ class Worker:
                     background.append(asyncio.ensure_future(self._follow_index(offset)))
                 await stop.wait()
             finally:
+                self._stopping = True  # no claim on an append from now on
                 if self._pull is not None and self._claim is not None:
                     with contextlib.suppress(Exception):  # WAKE-022
                         await self._pull.release(self._claim)
@@ -223,7 +233,7 @@ class Worker:
                 self.runner.close()
                 await self._live.aclose()
 
-    async def _startup(self, http: httpx.AsyncClient) -> str:
+    async def _startup(self) -> str:
         """WAKE-006: serve every requested run that has not ended; with a
         subscription, create it first so nothing between the scan and it is lost
         (WAKE-016)."""
@@ -231,7 +241,7 @@ class Worker:
             try:
                 await self.io.ensure_index()  # MODEL-011
                 if self.wake_mode != "long-poll" and self._pull is None:
-                    self._pull = await self._subscribe(http)
+                    self._pull = await self._subscribe()
                 index = await self.io.read_index()
                 await self.runner.status.ensure(index.items)  # MODEL-046/048
                 break
@@ -242,8 +252,10 @@ class Worker:
             self._add(run_id, request)
         return index.next_offset
 
-    async def _subscribe(self, http: httpx.AsyncClient) -> PullWake | None:
-        pull = PullWake(self.namespace, http, worker=self.name, lease_ttl_ms=self._lease_ttl_ms)
+    async def _subscribe(self) -> PullWake | None:
+        pull = PullWake(
+            self.namespace, self.io.client, worker=self.name, lease_ttl_ms=self._lease_ttl_ms
+        )
         try:
             await pull.create()
         except Unsupported as exc:
@@ -485,8 +497,9 @@ class Worker:
                     await self._serve_claims(pull)
                 async for batch in stream.follow(offset, live="long-poll"):
                     offset = batch.next_offset
-                    if any(pull.is_ours(event) for event in batch.items):
-                        await self._serve_claims(pull)
+                    unclaimed = [self._unclaimed(pull, event) for event in batch.items]
+                    if any(g is not None for g in unclaimed):
+                        await self._serve_claims(pull, max(g for g in unclaimed if g is not None))
                 # SEC-032/033: closed by someone else; no wake will come through it again.
                 log.error("the wake stream %s is closed; following every inbox instead", stream.url)
                 self._without_wake_stream()
@@ -512,9 +525,54 @@ class Worker:
                 entry.follower = asyncio.ensure_future(self._follow_inbox(entry))
             self.wake(entry.run_id)
 
-    async def _serve_claims(self, pull: PullWake) -> None:
+    def _unclaimed(self, pull: PullWake, event: Any) -> int | None:
+        """The generation of a wake event of ours for a wake this worker has not
+        claimed already (on the append, :meth:`appended`); None for any other event."""
+        if not pull.is_ours(event):
+            return None
+        generation = event.get("generation")
+        if not isinstance(generation, int):
+            return UNKNOWN_GENERATION
+        return generation if generation > self._claimed_generation else None
+
+    def appended(self, path: str) -> None:
+        """The stream server in this process committed an append to ``path`` (``dwf
+        serve``): if it is work for the subscription, claim the wake now rather than
+        once its event has been read from the wake stream. The event still comes, and
+        finds the wake claimed or served; it stays what wakes every worker of a pool."""
+        pull = self._pull
+        if pull is not None and self.ready.is_set() and not self._stopping and pull.covers(path):
+            self._spawn(self._claim_now(pull))
+
+    async def _claim_now(self, pull: PullWake) -> None:
+        try:
+            await self._serve_claims(pull)
+        except (StreamError, httpx.HTTPError) as exc:
+            log.info("claim on an append failed (the wake event will come): %s", exc)
+
+    async def _serve_claims(self, pull: PullWake, generation: int | None = None) -> None:
+        """Claim and serve wakes until none is left. One caller at a time: a wake event
+        read meanwhile (its ``generation``) makes the running call claim again before it
+        returns, unless that wake was the one it claimed. A call on an append needs
+        nothing more: a wake started meanwhile is the ack's ``next_wake``."""
+        if self._claiming:
+            if generation is not None:
+                self._claim_more = max(self._claim_more, generation)
+            return
+        self._claiming = True
+        try:
+            while True:
+                self._claim_more = 0
+                await self._serve_claimed(pull)
+                if self._claim_more <= self._claimed_generation:
+                    return
+        finally:
+            self._claiming = False
+
+    async def _serve_claimed(self, pull: PullWake) -> None:
         while (claim := await pull.claim()) is not None:
             self._claim = claim
+            self._claimed_generation = max(self._claimed_generation, claim.generation)
             try:
                 again = await self._serve_claim(pull, claim)
             finally:

@@ -306,6 +306,9 @@ class StreamsApp:
         self._clock = clock
         #: Set on shutdown: live reads end as if their timeout had passed.
         self._ending = False
+        #: Told the path of each committed append, in this process (``dwf serve``'s
+        #: own worker), after live readers and subscriptions.
+        self.observers: list[Callable[[str], None]] = []
         core.set_listener(self._on_change)
 
     def end_live_reads(self) -> None:
@@ -317,13 +320,19 @@ class StreamsApp:
 
     def _on_change(self, path: str, appended: bool) -> None:
         self.waiters.notify(path)
+        # The change is already committed: its writer must still get its 2xx, so a
+        # failure of what follows is logged, never raised.
         if self.subscriptions is not None:
             try:
                 self.subscriptions.on_stream_change(path, appended)
             except Exception:
-                # The change is already committed: its writer must still get its
-                # 2xx, so a subscription failure is logged, never raised.
                 log.exception("subscription hook failed for %s", path)
+        if appended:
+            for observer in self.observers:
+                try:
+                    observer(path)
+                except Exception:
+                    log.exception("append observer failed for %s", path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

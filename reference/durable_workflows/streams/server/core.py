@@ -115,7 +115,9 @@ class Record:
 
 
 class Storage(Protocol):
-    """Where metadata and records live. ``commit`` is atomic and durable on return.
+    """Where metadata and records live. ``commit`` is atomic and durable on return;
+    with ``sync=False`` it survives a crash of the process but may be undone by a
+    power loss before the next synced commit.
 
     Failures are raised as :class:`StorageError`; the core changes its in-memory
     state only after a commit returned, so a failed commit changes nothing.
@@ -128,6 +130,8 @@ class Storage(Protocol):
         metas: Sequence[StreamMeta] = (),
         records: Sequence[tuple[str, Record]] = (),
         deleted: Sequence[str] = (),
+        *,
+        sync: bool = True,
     ) -> None: ...
 
     def read(self, path: str, after: str, upto: str | None, max_bytes: int) -> list[Record]: ...
@@ -183,6 +187,8 @@ class Tx:
         self.changes: list[tuple[str, bool]] = []  # (path, appended) for the listener
         #: Paths retired here because they had expired (see :meth:`StreamCore.refuse`).
         self.expired: list[str] = []
+        #: False: committed without an fsync (:class:`Storage`)
+        self.sync = True
 
     def get(self, path: str) -> StreamMeta | None:
         if path in self._metas:
@@ -368,7 +374,7 @@ class StreamCore:
         learn of a change only once it is durable.
         """
         if not tx.empty:
-            self._storage.commit(*tx.writes())
+            self._storage.commit(*tx.writes(), sync=tx.sync)
         for path, meta in tx.installs():
             if meta is None:
                 self._streams.pop(path, None)
@@ -379,9 +385,11 @@ class StreamCore:
         for path, appended in tx.changes:
             self._on_change(path, appended)
 
-    def run(self, op: Callable[[Tx], T]) -> T:
-        """``op`` as a transaction of its own, committed before this returns."""
+    def run(self, op: Callable[[Tx], T], *, sync: bool = True) -> T:
+        """``op`` as a transaction of its own, committed before this returns
+        (``sync=False``: see :class:`Storage`)."""
         tx = self.transaction()
+        tx.sync = sync
         mark = tx.savepoint()
         try:
             value = op(tx)

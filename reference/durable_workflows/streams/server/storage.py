@@ -16,7 +16,9 @@ most once a second per stream (:data:`~.core.TOUCH_PERSIST_SECONDS`), so after a
 crash such a stream may expire up to a second earlier than it would have. And a
 subscription's acked offsets are written without an fsync (``SqliteStorage.write``):
 they reach the disk with the next append's commit, and one lost to a power loss before
-that means one more wake for work already done, never a missed one.
+that means one more wake for work already done, never a missed one. The same holds
+for the events of a pull-wake subscription's wake stream: a wake does not outlive a
+restart (the server wakes pending work again at start-up), so neither need its event.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ class MemoryStorage:
         metas: Sequence[StreamMeta] = (),
         records: Sequence[tuple[str, Record]] = (),
         deleted: Sequence[str] = (),
+        *,
+        sync: bool = True,
     ) -> None:
         for path in deleted:
             self._records.pop(path, None)
@@ -129,10 +133,24 @@ class SqliteStorage:
         metas: Sequence[StreamMeta] = (),
         records: Sequence[tuple[str, Record]] = (),
         deleted: Sequence[str] = (),
+        *,
+        sync: bool = True,
     ) -> None:
-        with _storage_errors():
+        with _storage_errors(), self._synchronous(sync):
             self._commit(metas, records, deleted)
         self.commits += 1
+
+    @contextmanager
+    def _synchronous(self, sync: bool) -> Iterator[None]:
+        """Transactions inside skip the fsync unless ``sync`` (module doc)."""
+        if sync:
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
 
     def _commit(
         self,
@@ -208,27 +226,20 @@ class SqliteStorage:
         disk with the next synced commit (any append), but a power loss before that
         may undo it. Only for state whose loss costs a repeat, never a loss."""
         db = self._db
-        with _storage_errors():
-            if not sync:
-                db.execute("PRAGMA synchronous=NORMAL")
+        with _storage_errors(), self._synchronous(sync):
+            db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    db.executemany(
-                        "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
-                        [(k, v) for k, v in values.items() if v is not None],
-                    )
-                    db.executemany(
-                        "DELETE FROM kv WHERE key = ?",
-                        [(k,) for k, v in values.items() if v is None],
-                    )
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            finally:
-                if not sync:
-                    db.execute("PRAGMA synchronous=FULL")
+                db.executemany(
+                    "INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                    [(k, v) for k, v in values.items() if v is not None],
+                )
+                db.executemany(
+                    "DELETE FROM kv WHERE key = ?", [(k,) for k, v in values.items() if v is None]
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         self._db.close()

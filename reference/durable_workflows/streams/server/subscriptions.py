@@ -120,6 +120,9 @@ class Subscription:
     #: the generation stored on disk: every generation issued is at most this
     reserved: int = 0
     status: str = "active"
+    #: links with data past their acked offset, in the order they became so (kept up
+    #: to date on every change, so that a wake never scans every link)
+    pending: dict[str, None] = field(default_factory=dict)
     # The current wake (not persisted):
     wake_id: str | None = None
     snapshot: dict[str, str] = field(default_factory=dict)
@@ -284,6 +287,8 @@ class SubscriptionManager:
                 },
             )
             self._subs[sub_id] = sub
+            for path in sub.links:
+                self._refresh(sub, path)
             if "links" in data:
                 migrate.append(sub)
         for sub in migrate:
@@ -332,10 +337,17 @@ class SubscriptionManager:
         if self._closing:
             return
         if not appended:
-            if self.core.find(path) is None:
-                for sub in self._subs.values():
-                    if sub.links.pop(path, None) is not None:
-                        self._save_links(sub, [path])
+            gone = self.core.find(path) is None
+            for sub in self._subs.values():
+                if path not in sub.links:
+                    continue
+                if gone:
+                    del sub.links[path]
+                    sub.pending.pop(path, None)
+                    self._save_links(sub, [path])
+                else:  # created (again), perhaps with a body
+                    self._refresh(sub, path)
+                    self._soon(self._maybe_wake, sub)
             return
         for sub in list(self._subs.values()):
             if _globbed(sub, path):
@@ -346,6 +358,7 @@ class SubscriptionManager:
                 else:
                     link.kinds.add("glob")
             if path in sub.links:
+                self._refresh(sub, path)
                 # Deferred: a pull wake appends to the wake stream, and we are
                 # inside the core's append here.
                 self._soon(self._maybe_wake, sub)
@@ -435,6 +448,7 @@ class SubscriptionManager:
                 link.kinds.discard("explicit")
                 if not link.kinds:
                     del sub.links[link.path]
+                    sub.pending.pop(link.path, None)
                 self._save_links(sub, [link.path])
             return Reply(204)
         if len(rest) == 1 and method == "POST" and action in ("callback", "ack", "release"):
@@ -489,6 +503,15 @@ class SubscriptionManager:
             sub.links[path] = Link(path, {kind}, self._tail(path))
         else:
             link.kinds.add(kind)
+        self._refresh(sub, path)
+
+    def _refresh(self, sub: Subscription, path: str) -> None:
+        """Whether link ``path`` of ``sub`` has data past its acked offset."""
+        link = sub.links.get(path)
+        if link is not None and self._tail(path) > link.acked_offset:
+            sub.pending[path] = None
+        else:
+            sub.pending.pop(path, None)
 
     def _tail(self, path: str) -> str:
         meta = self.core.find(path)
@@ -556,9 +579,8 @@ class SubscriptionManager:
             return
         if sub.wake_id is not None or sub.holder is not None:
             return
-        pending = [info for info in self._infos(sub) if info["has_pending"]]
-        if pending:
-            self._start_wake(sub, pending[0]["path"])
+        if sub.pending:
+            self._start_wake(sub, next(iter(sub.pending)))
 
     def _start_wake(self, sub: Subscription, trigger: str) -> None:
         sub.generation += 1
@@ -566,7 +588,8 @@ class SubscriptionManager:
             sub.reserved = sub.generation + GENERATION_BLOCK
             self._kv.write(self._config_values(sub))
         sub.wake_id = "w_" + secrets.token_hex(12)
-        sub.snapshot = {info["path"]: info["tail_offset"] for info in self._infos(sub)}
+        # What a webhook's {"done": true} acks: the other links are acked to their tail.
+        sub.snapshot = {path: self._tail(path) for path in sub.pending}
         if sub.type == "webhook":
             self._extend_lease(sub)
             self._spawn(self._deliver(sub, sub.wake_id))
@@ -585,14 +608,21 @@ class SubscriptionManager:
             "generation": sub.generation,
             "ts": int(self._clock() * 1000),
         }
+        body = json.dumps(event).encode()
         try:
-            self.core.append(
-                wake_stream,
-                content_type=meta.content_type,
-                body=json.dumps(event).encode(),
-                close=False,
-                stream_seq=None,
-                producer=None,
+            # Unsynced: a wake does not outlive a restart, so neither need its event
+            # (pending work is woken again at start-up).
+            self.core.run(
+                lambda tx: self.core.append(
+                    wake_stream,
+                    content_type=meta.content_type,
+                    body=body,
+                    close=False,
+                    stream_seq=None,
+                    producer=None,
+                    tx=tx,
+                ),
+                sync=False,
             )
         except ProtocolError:
             return
@@ -669,6 +699,7 @@ class SubscriptionManager:
             acked = [path for path in sub.snapshot if path in sub.links]
             for path in acked:
                 sub.links[path].acked_offset = sub.snapshot[path]
+                self._refresh(sub, path)
             self._save_links(sub, acked, sync=False)  # a lost ack is one more wake
             self._end_wake(sub)
 
@@ -768,6 +799,7 @@ class SubscriptionManager:
             updates[path] = offset
         for path, offset in updates.items():
             sub.links[path].acked_offset = offset
+            self._refresh(sub, path)
         self._save_links(sub, updates, sync=False)  # a lost ack is one more wake
 
     def _claim(self, sub: Subscription, body: dict[str, Any]) -> Reply:
@@ -784,11 +816,10 @@ class SubscriptionManager:
                 current_holder=sub.holder,
                 generation=sub.generation,
             )
-        pending = [info for info in self._infos(sub) if info["has_pending"]]
-        if not pending:
+        if not sub.pending:
             raise SubscriptionError(409, "NO_PENDING_WORK", "Subscription has no pending work")
         if sub.wake_id is None:
-            self._start_wake(sub, pending[0]["path"])
+            self._start_wake(sub, next(iter(sub.pending)))
         sub.holder = worker
         self._extend_lease(sub)
         return _json_reply(
