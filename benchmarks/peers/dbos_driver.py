@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.peers.common import (
+    START_PAUSE_SECONDS,
     Config,
     SyncCounter,
     Timeout,
@@ -152,6 +153,7 @@ def start_latencies(probes: int, cap: float) -> list[float]:
     out = []
     for _ in range(probes):
         wid = f"first-{uuid.uuid4().hex[:10]}"
+        time.sleep(START_PAUSE_SECONDS)
         sent = time.perf_counter()
         with SetWorkflowID(wid):
             DBOS.start_workflow(seq, 1)

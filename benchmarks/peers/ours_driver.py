@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmarks.peers.common import (
     ROOT,
+    START_PAUSE_SECONDS,
     Config,
     SyncCounter,
     Timeout,
@@ -201,6 +202,7 @@ class Ours:
         out = []
         for _ in range(probes):
             run_id = f"first-{uuid.uuid4().hex[:10]}"
+            time.sleep(START_PAUSE_SECONDS)
             sent = time.perf_counter()
             self.request([(run_id, "bench-seq", {"steps": 1})])
             history = self.follower(run_id)

@@ -30,6 +30,7 @@ from typing import Any
 
 from benchmarks.peers import hooks
 from benchmarks.peers.common import (
+    START_PAUSE_SECONDS,
     Config,
     SyncCounter,
     Timeout,
@@ -223,6 +224,7 @@ async def input_latencies(
 async def start_latencies(client: Client, variant: str, probes: int, cap: float) -> list[float]:
     out = []
     for _ in range(probes):
+        await asyncio.sleep(START_PAUSE_SECONDS)
         sent = time.perf_counter()
         handle = await client.start_workflow(
             Seq.run,

@@ -192,10 +192,12 @@ def test_a_new_run_s_inbox_and_history_are_created_in_one_transaction() -> None:
     with serving() as (app, ns):
         core = app.streams.core
         commits: list[list[str]] = []
+        appended: list[list[str]] = []
         real_commit = core.commit
 
         def recording(tx: Any) -> None:
             commits.append([path for path, _ in tx.installs()])
+            appended.append([path for path, _ in tx.writes()[1]])
             real_commit(tx)
 
         core.commit = recording  # type: ignore[method-assign]
@@ -204,8 +206,11 @@ def test_a_new_run_s_inbox_and_history_are_created_in_one_transaction() -> None:
             items = _history_of(http, ns, run_id, time.monotonic() + 20)
         assert [m["value"]["status"] for m in items if m["type"] == "run"][-1] == "completed"
         inbox, history = f"bridge/runs/{run_id}/inbox", f"bridge/runs/{run_id}/history"
-        created = next(paths for paths in commits if inbox in paths or history in paths)
-        assert created.index(inbox) < created.index(history), commits
+        at = next(i for i, paths in enumerate(commits) if inbox in paths or history in paths)
+        assert commits[at].index(inbox) < commits[at].index(history), commits
+        # run-started only once the PUT said the history is new (SEC-029: a history
+        # that was there already is read and checked first)
+        assert appended[at] == [], appended
 
 
 def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(

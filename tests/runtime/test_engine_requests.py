@@ -27,6 +27,7 @@ import pytest
 
 from durable_workflows.core import Context, StepFailed, WorkflowRegistry
 from durable_workflows.engine import runner as runner_module
+from durable_workflows.engine.bridge import LoopBridge, stream_client
 from durable_workflows.engine.handler import WakeHandler
 from durable_workflows.engine.namespace import Namespace, NamespaceIO
 from durable_workflows.engine.runner import ActivationOutcome, Runner
@@ -563,6 +564,58 @@ def test_a_fresh_run_is_created_without_a_read_and_a_wrong_hint_still_replays() 
     starts = [m for m in history if m["type"] == "run" and m["headers"]["operation"] == "insert"]
     assert len(starts) == 1, history
     assert not [s for s in later if s.method == "POST" and s.path.endswith("/history")]
+
+
+@pytest.mark.req("MODEL-016", "MODEL-017", "SEC-029", "SEC-030")
+def test_in_process_a_new_run_s_streams_are_one_commit_and_a_forged_history_is_left() -> None:
+    """Over the in-process transport (requests served in the order sent) a new run's
+    inbox and history are created in one commit, the inbox first; ``run-started``
+    follows only when the history's PUT created it. Told a run is new when a forged
+    history is there already (no ``Stream-Seq`` of its own), the runner reads it, finds
+    it untrusted and appends nothing."""
+    app = StreamsApp(StreamCore(MemoryStorage(), time.time))
+    commits: list[tuple[set[str], list[str]]] = []  # (streams installed, records' streams)
+    real_commit = app.core.commit
+
+    def recording(tx: Any) -> None:
+        commits.append(({path for path, _ in tx.installs()}, [p for p, _ in tx.writes()[1]]))
+        real_commit(tx)
+
+    app.core.commit = recording  # type: ignore[method-assign]
+
+    async def scenario() -> tuple[str, str, list[Any], str]:
+        bridge = LoopBridge(app, asyncio.get_running_loop())
+        async with httpx.AsyncClient(transport=bridge) as http:
+            client = stream_client(http, bridge, headers=None)
+            assert client.in_order
+            io = NamespaceIO(Namespace(f"{NS_URL}-{uuid.uuid4().hex[:8]}"), client)
+            run_id = unique("run")
+            await request_run(io, run_id, "ask")
+            runner = Runner(io, registry, worker="first")
+            request = request_message(run_id, "ask")
+            assert (await runner.activate(run_id, request, fresh=True)).kind == "suspended"
+            history = io.namespace.history_url(run_id).split("/v1/stream/", 1)[1]
+            # A history forged before the engine saw the run's request.
+            forged_id = unique("run")
+            forged = request_message(forged_id, "ask", "not what was asked")
+            await io.history(forged_id).create_json()
+            await io.history(forged_id).append_json(
+                {**forged, "type": "run", "value": {**forged["value"], "status": "running"}}
+            )
+            await request_run(io, forged_id, "ask")
+            outcome = await runner.activate(
+                forged_id, request_message(forged_id, "ask"), fresh=True
+            )
+            runner.close()
+            return history, outcome.kind, await history_of(io, forged_id), forged_id
+
+    path, kind, forged_history, _ = run_async(scenario)
+    inbox = path.removesuffix("history") + "inbox"
+    created = [(installed, records) for installed, records in commits if path in installed]
+    assert {inbox, path} <= created[0][0] and created[0][1] == [], commits
+    assert path in created[1][0] and created[1][1] == [path], commits  # run-started
+    assert kind == "untrusted"
+    assert len(forged_history) == 1, forged_history  # nothing appended to it
 
 
 # ---------------------------------------------------------------------- status rows

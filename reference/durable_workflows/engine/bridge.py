@@ -30,6 +30,8 @@ from ..streams.server.app import header_dict
 
 __all__ = ["BridgedStreamClient", "LoopBridge", "stream_client"]
 
+_WRITES = frozenset({"PUT", "POST", "DELETE"})
+
 
 class LoopBridge(httpx.AsyncBaseTransport):
     """Calls ``app`` on its own loop (set :attr:`loop` before the first request), which
@@ -132,10 +134,11 @@ async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> 
         nonlocal sent
         if not sent:
             sent = True
-            # One turn of the loop, as a body arriving over a socket would take: calls
-            # made together have all arrived before the first is committed, so their
-            # writes share one transaction (group commit), in the order they were made.
-            await asyncio.sleep(0)
+            if request.method in _WRITES:
+                # One turn of the loop, as a body arriving over a socket would take:
+                # writes sent together have all arrived before the first is committed,
+                # so they share one transaction (group commit), in the order sent.
+                await asyncio.sleep(0)
             return {"type": "http.request", "body": request.content, "more_body": False}
         await gone.wait()
         return {"type": "http.disconnect"}
