@@ -26,11 +26,9 @@ from ..access import BearerAuth
 from ..streams import AsyncStreamClient, StreamNetworkError
 from ..streams.client._core import Request, Response
 from ..streams.client._http import network_error
-from ..streams.server.app import header_dict
+from ..streams.server.app import WRITE_METHODS, header_dict
 
 __all__ = ["BridgedStreamClient", "LoopBridge", "stream_client"]
-
-_WRITES = frozenset({"PUT", "POST", "DELETE"})
 
 
 class LoopBridge(httpx.AsyncBaseTransport):
@@ -134,7 +132,7 @@ async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> 
         nonlocal sent
         if not sent:
             sent = True
-            if request.method in _WRITES:
+            if request.method in WRITE_METHODS:
                 # One turn of the loop, as a body arriving over a socket would take:
                 # writes sent together have all arrived before the first is committed,
                 # so they share one transaction (group commit), in the order sent.

@@ -200,10 +200,10 @@ class NamespaceIO:
         inbox, history = await asyncio.gather(
             self.ensure_inbox(run_id), self.create_history(run_id), return_exceptions=True
         )
-        for outcome in (inbox, history):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert not isinstance(inbox, BaseException) and not isinstance(history, BaseException)
+        if isinstance(inbox, BaseException):
+            raise inbox
+        if isinstance(history, BaseException):
+            raise history
         return inbox, history
 
     async def create_history(self, run_id: str) -> ReadResult | None:

@@ -497,9 +497,11 @@ class Worker:
                     await self._serve_claims(pull)
                 async for batch in stream.follow(offset, live="long-poll"):
                     offset = batch.next_offset
-                    unclaimed = [self._unclaimed(pull, event) for event in batch.items]
-                    if any(g is not None for g in unclaimed):
-                        await self._serve_claims(pull, max(g for g in unclaimed if g is not None))
+                    unclaimed = [
+                        g for e in batch.items if (g := self._unclaimed(pull, e)) is not None
+                    ]
+                    if unclaimed:
+                        await self._serve_claims(pull, max(unclaimed))
                 # SEC-032/033: closed by someone else; no wake will come through it again.
                 log.error("the wake stream %s is closed; following every inbox instead", stream.url)
                 self._without_wake_stream()

@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAM_PREFIX = "/v1/stream/"
-_WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
+#: The methods that write (and go through group commit).
+WRITE_METHODS = frozenset({"PUT", "POST", "DELETE"})
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 #: Section 10.2: close SSE connections about every minute so CDNs can collapse.
 SSE_MAX_SECONDS = 60.0
@@ -351,7 +352,7 @@ class StreamsApp:
             scope=scope,
             receive=receive,
         )
-        if request.method in _WRITE_METHODS:
+        if request.method in WRITE_METHODS:
             request.expected = True
             self.writes.expect()
         try:

@@ -296,15 +296,21 @@ class SubscriptionManager:
 
     def _save(self, sub: Subscription) -> None:
         """Store ``sub`` whole: its configuration, every link, the index."""
-        gone = {key: None for key in self._kv.values_under(_link_prefix(sub.id))}
         self._kv.write(
             {
-                **gone,
+                **self._stored_links_gone(sub.id),
                 **self._config_values(sub),
                 **self._link_values(sub, sub.links),
-                "subscriptions.index": json.dumps(sorted(self._subs)),
+                **self._index_value(),
             }
         )
+
+    def _stored_links_gone(self, sub_id: str) -> dict[str, str | None]:
+        """Every stored link of ``sub_id``, to delete (a write may set some again)."""
+        return {key: None for key in self._kv.values_under(_link_prefix(sub_id))}
+
+    def _index_value(self) -> dict[str, str | None]:
+        return {"subscriptions.index": json.dumps(sorted(self._subs))}
 
     def _config_values(self, sub: Subscription) -> dict[str, str | None]:
         data = {
@@ -420,12 +426,11 @@ class SubscriptionManager:
                 gone = self._subs.pop(sub_id, None)
                 if gone is not None:
                     self._clear_timers(gone)
-                    links = self._kv.values_under(_link_prefix(sub_id))
                     self._kv.write(
                         {
-                            **{key: None for key in links},
+                            **self._stored_links_gone(sub_id),
                             _config_key(sub_id): None,
-                            "subscriptions.index": json.dumps(sorted(self._subs)),
+                            **self._index_value(),
                         }
                     )
                 return Reply(204)
