@@ -42,6 +42,10 @@ GOOD = [
 
 def test_a_log_that_keeps_the_rules_passes() -> None:
     checks.streams_created_in_order(GOOD)
+    # FENCE-001: the history created holding the run's first append; a later PUT with
+    # messages that found it (200) stored nothing.
+    created = [GOOD[0], _req("history", "PUT", 2, status=201), _append("a-1", 0, 10, 12)]
+    checks.streams_created_in_order([*created, _req("history", "PUT", 2, status=200)])
     checks.appends_follow_the_producer_rules(GOOD)
     resent = [*GOOD[:3], _append("a-1", 0, 13, 14), _append("a-1", 1, 14, 16)]
     checks.appends_follow_the_producer_rules(resent)  # FENCE-014: a resend repeats its number
@@ -53,7 +57,10 @@ def test_a_log_that_keeps_the_rules_passes() -> None:
         ([GOOD[1], GOOD[0], GOOD[2]], "before the inbox"),
         ([GOOD[0], GOOD[2], GOOD[1]], "before it created it"),
         ([GOOD[1], GOOD[2]], "never created the run's inbox"),
-        ([GOOD[0], _req("history", "PUT", 1), GOOD[2]], "creates the history with 1 message"),
+        (
+            [GOOD[0], GOOD[1], GOOD[2], _req("history", "PUT", 1, status=201)],
+            "creates the history with 1 message",
+        ),
         ([*GOOD[:2], _req("history", "PATCH", 1)], "other than by an append"),
     ],
 )

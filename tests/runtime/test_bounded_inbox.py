@@ -207,6 +207,48 @@ def test_a_message_the_server_refuses_as_too_large_ends_the_run_visibly() -> Non
         identify(message, "history")
 
 
+@registry.workflow("wide-start")
+async def wide_start(ctx: Context, n: int) -> int:
+    done = await ctx.gather(*[ctx.step(f"step-{i}", lambda: 1) for i in range(n)])
+    return len(done)
+
+
+@pytest.mark.req("FENCE-001", "SEC-035")
+def test_a_first_append_too_large_to_create_the_history_with_is_appended_in_parts() -> None:
+    """The history's PUT with the run's first append (run-started and 150 step starts,
+    over 16 KB) is refused as too large (413): the history is created empty instead and
+    the append goes out in parts, in order, run-started first."""
+
+    async def scenario() -> tuple[ActivationOutcome, list[Any]]:
+        io, http = small_server(16_384)
+        async with http:
+            run_id = "wide-1"
+            await io.ensure_index()
+            await io.index().append_json(
+                {
+                    "type": "start",
+                    "key": run_id,
+                    "value": {"run_id": run_id, "workflow": "wide-start", "input": 150},
+                    "headers": {"operation": "insert"},
+                }
+            )
+            runner = Runner(io, registry, worker="t")
+            try:
+                outcome = await runner.activate(run_id)
+            finally:
+                runner.close()
+            read = await io.read_history(run_id)
+            assert read is not None
+            return outcome, list(read.items)
+
+    outcome, history = asyncio.run(scenario())
+    assert outcome.kind == "ended" and outcome.status == "completed", outcome
+    assert outcome.appends > 3, outcome  # the first append alone took two or more
+    assert history[0]["type"] == "run" and history[0]["value"]["status"] == "running"
+    assert [m["value"]["status"] for m in history if m["type"] == "run"][-1] == "completed"
+    assert sum(1 for m in history if m["type"] == "run") == 2
+
+
 def test_a_run_whose_activations_keep_failing_is_served_again_after_growing_pauses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

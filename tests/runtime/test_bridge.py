@@ -186,18 +186,17 @@ async def one_step(ctx: Context, start: Any) -> int:
     return int(await ctx.step("one", lambda: 1))
 
 
-def test_a_new_run_s_inbox_and_history_are_created_in_one_transaction() -> None:
-    """MODEL-016 in one commit: the worker sends both PUTs together, the inbox first;
-    the server plans them in that order into one transaction (one fsync)."""
+def test_a_new_run_s_history_is_created_holding_its_first_append() -> None:
+    """MODEL-016 and FENCE-001 over the in-process transport: the inbox is created,
+    then the history, in one transaction holding run-started and the step's start (one
+    request and one commit fewer than creating it empty and appending)."""
     with serving() as (app, ns):
         core = app.streams.core
-        commits: list[list[str]] = []
-        appended: list[list[str]] = []
+        commits: list[tuple[list[str], list[str]]] = []  # (streams installed, records)
         real_commit = core.commit
 
         def recording(tx: Any) -> None:
-            commits.append([path for path, _ in tx.installs()])
-            appended.append([path for path, _ in tx.writes()[1]])
+            commits.append(([p for p, _ in tx.installs()], [p for p, _ in tx.writes()[1]]))
             real_commit(tx)
 
         core.commit = recording  # type: ignore[method-assign]
@@ -206,11 +205,12 @@ def test_a_new_run_s_inbox_and_history_are_created_in_one_transaction() -> None:
             items = _history_of(http, ns, run_id, time.monotonic() + 20)
         assert [m["value"]["status"] for m in items if m["type"] == "run"][-1] == "completed"
         inbox, history = f"bridge/runs/{run_id}/inbox", f"bridge/runs/{run_id}/history"
-        at = next(i for i, paths in enumerate(commits) if inbox in paths or history in paths)
-        assert commits[at].index(inbox) < commits[at].index(history), commits
-        # run-started only once the PUT said the history is new (SEC-029: a history
-        # that was there already is read and checked first)
-        assert appended[at] == [], appended
+        at = next(i for i, (paths, _) in enumerate(commits) if inbox in paths)
+        made = next(i for i, (paths, _) in enumerate(commits) if history in paths)
+        assert commits[at] == ([inbox], []) and made > at, commits
+        assert commits[made][0] == [history] and set(commits[made][1]) == {history}, commits
+        assert [m["type"] for m in items[:2]] == ["run", "step"], items
+        assert items[0]["value"]["status"] == "running"
 
 
 def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(

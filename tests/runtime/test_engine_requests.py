@@ -198,7 +198,7 @@ async def hang_then_step(ctx: Context, tag: str) -> str:
 # ---------------------------------------------------------------------- creation
 
 
-@pytest.mark.req("FENCE-001", "MODEL-003", "MODEL-004")
+@pytest.mark.req("FENCE-001", "MODEL-003", "MODEL-004", "MODEL-016")
 def test_streams_are_created_by_a_bare_put_and_history_only_grows_by_fenced_appends() -> None:
     recorder = new_server()
 
@@ -224,20 +224,25 @@ def test_streams_are_created_by_a_bare_put_and_history_only_grows_by_fenced_appe
     # MODEL-003: every message of the history is a change message of a history event.
     for message in history:
         identify(message, "history")
-    # MODEL-004: every creation is PUT, application/json, no body, no other creation header.
+    # MODEL-004: every creation is PUT, application/json, no other creation header, no
+    # body but the history's, which is the run's first append (FENCE-001).
     puts = [s for s in recorder.seen if s.method == "PUT"]
     # (the run-status stream too: MODEL-040, created when the first row finds it missing)
     assert {p.path.rsplit("/", 1)[-1] for p in puts} == {"index", "inbox", "history", "status"}
     for put in puts:
         assert put.headers.get("content-type", "").startswith("application/json"), put
-        assert put.body == b"", put
+        assert put.body == b"" or put.path.endswith("/history"), put
         assert not [h for h in CREATION_HEADERS if h in put.headers], put
-    # FENCE-001: the history is created (empty) before its first append, and grows only by
-    # appends whose Stream-Seq is its message count, or by a close-only POST.
+    # FENCE-001: the history is created holding the run's first append, run-started first
+    # (MODEL-016), and grows only by appends whose Stream-Seq is its message count, or by
+    # a close-only POST.
     history_requests = [s for s in recorder.seen if s.path.endswith("/history")]
     writes = [s for s in history_requests if s.method in ("PUT", "POST")]
-    assert writes[0].method == "PUT" and writes[0].body == b"", writes[0]
-    count = 0
+    assert (writes[0].method, writes[0].status) == ("PUT", 201), writes[0]
+    first = json.loads(writes[0].body)
+    assert first == history[: len(first)] and first[0]["type"] == "run", first
+    assert "stream-seq" not in writes[0].headers and "producer-id" not in writes[0].headers
+    count = len(first)
     for post in [s for s in writes[1:] if s.method == "POST"]:
         if post.body:
             assert post.headers.get("stream-seq") == f"{count:016d}", post
@@ -532,9 +537,10 @@ def test_a_plain_wake_answers_after_every_append_is_acknowledged(
 
 @pytest.mark.req("FENCE-001", "FENCE-003", "MODEL-016")
 def test_a_fresh_run_is_created_without_a_read_and_a_wrong_hint_still_replays() -> None:
-    """``fresh``: the worker saw the request arrive, so the streams are created first
-    (no read that finds nothing); when they existed after all, the engine reads them and
-    builds on what is there, as without the hint."""
+    """``fresh``: the worker saw the request arrive, so the streams are created first,
+    the history holding the run's first append (no read that finds nothing); when they
+    existed after all, the engine reads the history and builds on what is there, as
+    without the hint."""
     recorder = new_server()
 
     async def scenario() -> tuple[list[Any], list[Seen]]:
@@ -559,43 +565,30 @@ def test_a_fresh_run_is_created_without_a_read_and_a_wrong_hint_still_replays() 
     assert (first_history.method, first_history.status) == ("PUT", 201), first_history
     inbox_put = recorder.to("/inbox", "PUT")[0]
     assert recorder.seen.index(inbox_put) < recorder.seen.index(first_history)  # MODEL-016
-    again = [(s.method, s.status) for s in later if s.path.endswith("/history")]
-    assert again[:2] == [("PUT", 200), ("GET", 200)], again
+    again = [s for s in later if s.path.endswith("/history")]
+    assert [(s.method, s.status) for s in again[:2]] == [("PUT", 200), ("GET", 200)], again
+    # Its inbox PUT found the inbox (200), so its history PUT carried nothing (FENCE-001).
+    assert next((s.method, s.status) for s in later if s.path.endswith("/inbox")) == ("PUT", 200)
+    assert again[0].body == b"", again[0]
     starts = [m for m in history if m["type"] == "run" and m["headers"]["operation"] == "insert"]
     assert len(starts) == 1, history
     assert not [s for s in later if s.method == "POST" and s.path.endswith("/history")]
 
 
-@pytest.mark.req("MODEL-016", "MODEL-017", "SEC-029", "SEC-030")
-def test_in_process_a_new_run_s_streams_are_one_commit_and_a_forged_history_is_left() -> None:
-    """Over the in-process transport (requests served in the order sent) a new run's
-    inbox and history are created in one commit, the inbox first; ``run-started``
-    follows only when the history's PUT created it. Told a run is new when a forged
-    history is there already (no ``Stream-Seq`` of its own), the runner reads it, finds
-    it untrusted and appends nothing."""
+@pytest.mark.req("MODEL-016", "MODEL-017", "FENCE-023", "SEC-029", "SEC-030")
+def test_in_process_a_forged_history_is_left_though_the_run_is_new() -> None:
+    """Over the in-process transport, told a run is new when a forged history is there
+    already (no ``Stream-Seq`` of its own): the runner's PUT, which carries its
+    run-started, stores nothing (200); it reads the history, finds it untrusted and
+    appends nothing."""
     app = StreamsApp(StreamCore(MemoryStorage(), time.time))
-    commits: list[tuple[set[str], list[str]]] = []  # (streams installed, records' streams)
-    real_commit = app.core.commit
 
-    def recording(tx: Any) -> None:
-        commits.append(({path for path, _ in tx.installs()}, [p for p, _ in tx.writes()[1]]))
-        real_commit(tx)
-
-    app.core.commit = recording  # type: ignore[method-assign]
-
-    async def scenario() -> tuple[str, str, list[Any], str]:
+    async def scenario() -> tuple[str, list[Any], list[Any]]:
         bridge = LoopBridge(app, asyncio.get_running_loop())
         async with httpx.AsyncClient(transport=bridge) as http:
             client = stream_client(http, bridge, headers=None)
-            assert client.in_order
             io = NamespaceIO(Namespace(f"{NS_URL}-{uuid.uuid4().hex[:8]}"), client)
-            run_id = unique("run")
-            await request_run(io, run_id, "ask")
             runner = Runner(io, registry, worker="first")
-            request = request_message(run_id, "ask")
-            assert (await runner.activate(run_id, request, fresh=True)).kind == "suspended"
-            history = io.namespace.history_url(run_id).split("/v1/stream/", 1)[1]
-            # A history forged before the engine saw the run's request.
             forged_id = unique("run")
             forged = request_message(forged_id, "ask", "not what was asked")
             await io.history(forged_id).create_json()
@@ -607,15 +600,58 @@ def test_in_process_a_new_run_s_streams_are_one_commit_and_a_forged_history_is_l
                 forged_id, request_message(forged_id, "ask"), fresh=True
             )
             runner.close()
-            return history, outcome.kind, await history_of(io, forged_id), forged_id
+            inbox = await io.read_inbox(forged_id)
+            return outcome.kind, await history_of(io, forged_id), inbox.items if inbox else []
 
-    path, kind, forged_history, _ = run_async(scenario)
-    inbox = path.removesuffix("history") + "inbox"
-    created = [(installed, records) for installed, records in commits if path in installed]
-    assert {inbox, path} <= created[0][0] and created[0][1] == [], commits
-    assert path in created[1][0] and created[1][1] == [path], commits  # run-started
+    kind, forged_history, inbox = run_async(scenario)
     assert kind == "untrusted"
-    assert len(forged_history) == 1, forged_history  # nothing appended to it
+    assert len(forged_history) == 1, forged_history  # nothing stored in it
+    assert inbox == []
+
+
+@pytest.mark.req("MODEL-016", "FENCE-001", "CANCEL-012", "INPUT-021")
+@pytest.mark.parametrize("kept", ["cancel", "submission"])
+def test_an_inbox_there_before_the_run_is_read_before_the_first_append(kept: str) -> None:
+    """A worker stopped between creating a run's inbox and its history, and a client
+    appended to the inbox meanwhile. The next worker's first append was decided
+    without that inbox, so its history is created empty instead of holding it; the run
+    is read and replayed, and decides what the inbox holds first: a kept cancel ends
+    it with no step body run (CANCEL-012), a kept answer is taken without the run
+    suspending (INPUT-021)."""
+    recorder = new_server()
+
+    async def scenario() -> tuple[ActivationOutcome, list[Any]]:
+        io, http = io_over(recorder)
+        async with http:
+            run_id = unique("run")
+            await request_run(io, run_id, "two-steps" if kept == "cancel" else "ask")
+            await io.ensure_inbox(run_id)  # the worker that stopped
+            message = (
+                cancel("c-1")
+                if kept == "cancel"
+                else {
+                    "type": "submission",
+                    "key": "s-1",
+                    "value": {"submission_id": "s-1", "request": "q", "value": 7},
+                    "headers": {"operation": "insert"},
+                }
+            )
+            await io.inbox(run_id).append_json(message)
+            runner = Runner(io, registry, worker="next")
+            name = "two-steps" if kept == "cancel" else "ask"
+            outcome = await runner.activate(run_id, request_message(run_id, name), fresh=True)
+            runner.close()
+            return outcome, await history_of(io, run_id)
+
+    outcome, history = run_async(scenario)
+    puts = [s for s in recorder.seen if s.method == "PUT" and s.path.endswith("/history")]
+    assert [(p.status, p.body) for p in puts] == [(201, b"")], puts
+    events = [(m["type"], m["value"].get("status")) for m in history]
+    assert outcome.kind == "ended", outcome
+    if kept == "cancel":
+        assert events == [("run", "running"), ("run", "cancelled")], events
+    else:
+        assert ("run", "waiting") not in events and events[-1] == ("run", "completed"), events
 
 
 # ---------------------------------------------------------------------- status rows

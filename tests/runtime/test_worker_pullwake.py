@@ -140,7 +140,8 @@ def test_a_pool_divides_the_wakes_and_never_races(server: Server) -> None:
 
 
 class _SlowHistoryAppends(httpx.AsyncBaseTransport):
-    """Holds every history append of one run for ``seconds`` (a slow server)."""
+    """Holds every history write of one run for ``seconds`` (a slow server): its
+    creation, which holds the run's first append, and its appends."""
 
     def __init__(self, run_id: str, seconds: float) -> None:
         self.inner = httpx.AsyncHTTPTransport()
@@ -148,7 +149,9 @@ class _SlowHistoryAppends(httpx.AsyncBaseTransport):
         self.seconds = seconds
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "POST" and request.url.path.endswith(f"/{self.run_id}/history"):
+        if request.method in ("PUT", "POST") and request.url.path.endswith(
+            f"/{self.run_id}/history"
+        ):
             await asyncio.sleep(self.seconds)
         return await self.inner.handle_async_request(request)
 

@@ -195,7 +195,8 @@ def _messages(request: httpx.Request) -> list[Any]:
 
 
 class FaultTransport(httpx.AsyncBaseTransport):
-    """The worker's HTTP transport: sees every ``POST`` to a run's history."""
+    """The worker's HTTP transport: sees every ``POST`` to a run's history, and every
+    ``PUT`` that creates it holding messages (FENCE-001), which counts as an append."""
 
     def __init__(
         self, namespace_url: str, plan: FaultPlan, requests: RequestLog | None = None
@@ -256,6 +257,9 @@ class FaultTransport(httpx.AsyncBaseTransport):
         if self._history_run(request, "GET") is not None:
             return await self._read(request)
         run_id = self._history_run(request)
+        creation = run_id is None and bool(request.content)
+        if creation:
+            run_id = self._history_run(request, "PUT")
         if run_id is None:
             return await self._logged(request)
         producer = request.headers.get("Producer-Id")
@@ -265,11 +269,15 @@ class FaultTransport(httpx.AsyncBaseTransport):
         response = await self._logged(request)
         if 200 <= response.status_code < 300:
             seq = request.headers.get("Stream-Seq")
-            if seq is not None and seq.isdigit():
+            stored = not creation or response.status_code == 201  # a 200 PUT stored nothing
+            if creation and stored:
+                KNOWN_HISTORY.set(len(_messages(request)))
+            elif seq is not None and seq.isdigit():
                 KNOWN_HISTORY.set(int(seq) + len(_messages(request)))
             try:
                 self.plan.occurred(run_id, "after-append", key)
-                self.plan.appended(run_id, _messages(request))
+                if stored:
+                    self.plan.appended(run_id, _messages(request))
             except ActivationStopped:
                 await response.aclose()
                 raise

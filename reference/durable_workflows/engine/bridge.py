@@ -60,10 +60,8 @@ class BridgedStreamClient(AsyncStreamClient):
     """A stream client whose requests, sent on ``bridge``'s loop, are ASGI calls of its
     app with no httpx in between (about a third of a step's own time); elsewhere, or
     for a response read as a stream, they take ``http`` (over the bridge) as usual.
-
     Requests sent together (tasks started one after the other in one turn of the loop)
-    reach the app in the order they were sent, and their writes are committed in one
-    transaction: :attr:`in_order`."""
+    reach the app in the order they were sent, and their writes share a commit."""
 
     def __init__(
         self,
@@ -79,12 +77,6 @@ class BridgedStreamClient(AsyncStreamClient):
         auth = http.auth
         self._credential = auth.credential if isinstance(auth, BearerAuth) else None
         self._direct = auth is None or self._credential is not None
-
-    @property
-    def in_order(self) -> bool:
-        """Whether requests started together are served in the order they were
-        started, their writes committed together (only on the app's own loop)."""
-        return self._direct and self.bridge.loop is asyncio.get_running_loop()
 
     async def _send(self, request: Request) -> Response:
         if not self._direct or self.bridge.loop is not asyncio.get_running_loop():

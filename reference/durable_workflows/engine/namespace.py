@@ -7,9 +7,8 @@ of the engine is ``{ns}/`` + a relative path: ``index``, ``status``,
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -190,26 +189,23 @@ class NamespaceIO:
         created it (nothing yet, at its tail), else None."""
         return _as_read(await self.inbox(run_id).create_json())
 
-    async def create_run(self, run_id: str) -> tuple[ReadResult | None, ReadResult | None]:
-        """Create the run's inbox, then its history (MODEL-016): what :meth:`ensure_inbox`
-        and :meth:`create_history` return. When the client serves requests in the order
-        they are sent (``dwf serve``'s own worker), both are sent at once and committed
-        together, the inbox first, so the history is never there without it."""
-        if not self.client.in_order:
-            return await self.ensure_inbox(run_id), await self.create_history(run_id)
-        inbox, history = await asyncio.gather(
-            self.ensure_inbox(run_id), self.create_history(run_id), return_exceptions=True
-        )
-        if isinstance(inbox, BaseException):
-            raise inbox
-        if isinstance(history, BaseException):
-            raise history
-        return inbox, history
+    async def create_run(
+        self, run_id: str, first: Sequence[Any] = ()
+    ) -> tuple[ReadResult | None, ReadResult | None]:
+        """Create the run's inbox, then its history (MODEL-016): what
+        :meth:`ensure_inbox` and :meth:`create_history` return. The history holds
+        ``first``, the run's first append, only if the inbox is new: ``first`` was
+        decided without reading the inbox, so an inbox that was there already (a worker
+        that stopped between the two creations) leaves the history empty (FENCE-001)."""
+        inbox = await self.ensure_inbox(run_id)
+        return inbox, await self.create_history(run_id, first if inbox is not None else ())
 
-    async def create_history(self, run_id: str) -> ReadResult | None:
-        """Create the run's history (FENCE-001); as :meth:`ensure_inbox`. Only one
-        creator is told it created the stream, so only one may skip reading it."""
-        return _as_read(await self.history(run_id).create_json())
+    async def create_history(self, run_id: str, first: Sequence[Any] = ()) -> ReadResult | None:
+        """Create the run's history (FENCE-001), holding ``first`` if given: what a read
+        would return when this call created it, else None. Only one creator is told it
+        created the stream, so only one may skip reading it, and only one creator's
+        ``first`` is ever stored (a ``PUT`` that finds the stream writes nothing)."""
+        return _as_read(await self.history(run_id).create_json(first or None), first)
 
     async def read_history(self, run_id: str, offset: str = "-1") -> ReadResult | None:
         """The history from ``offset`` (the whole of it by default) to its tail
@@ -223,10 +219,12 @@ class NamespaceIO:
         return _clean(await self.index().read(offset))
 
 
-def _as_read(made: CreateResult) -> ReadResult | None:
+def _as_read(made: CreateResult, items: Sequence[Any] = ()) -> ReadResult | None:
     if not made.created or made.closed or made.next_offset is None:
         return None
-    return ReadResult(items=[], next_offset=made.next_offset, up_to_date=True, closed=False)
+    return ReadResult(
+        items=list(items), next_offset=made.next_offset, up_to_date=True, closed=False
+    )
 
 
 async def _read_or_none(stream: AsyncStream, offset: str = "-1") -> ReadResult | None:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +37,7 @@ from ..core import (
     WorkflowRegistry,
 )
 from ..core.status import StatusView
-from ..streams import ReadResult, StreamConfigConflict
+from ..streams import PayloadTooLarge, ReadResult, StreamConfigConflict
 from .namespace import NamespaceIO, first_requests, untrusted_reason
 from .status import StatusRows
 from .writer import Fenced, FencedWriter, MessageTooLarge, WriterError, finish_run
@@ -71,6 +71,11 @@ class _CodeChanged(Exception):
     """The registry now has other code for the run's workflow (a redeploy)."""
 
 
+class _HistoryFound(Exception):
+    """The history this activation was to create already existed: it wrote nothing
+    there, and must read the history instead (FENCE-001, FENCE-003)."""
+
+
 @dataclass
 class _Live:
     """A run between two reads: its replayed core, where its history and inbox reads
@@ -83,6 +88,8 @@ class _Live:
     inbox_offset: str
     inbox_closed: bool
     view: StatusView
+    #: The run's streams do not exist yet: its first append creates them (FENCE-001).
+    uncreated: bool = False
 
     def took(self, read: ReadResult) -> None:
         """Add an inbox read that went on from :attr:`inbox_offset`."""
@@ -302,12 +309,15 @@ class Runner:
         kept = self._sticky.pop(run_id, None)
         if kept is not None:
             live = await self._resume(run_id, kept, inbox_news)
+        found = False
         while True:
             if live is None:
                 live = await self._replay(run_id, request, start_unknown, inbox_news, fresh)
                 fresh = False
             if isinstance(live, ActivationOutcome):
                 return live
+            if live.uncreated and found:
+                raise WriterError(f"history of {run_id} vanished after creation")
             try:
                 return await self._drive(run_id, live, progress, inbox_news)
             except _CodeChanged:
@@ -315,6 +325,10 @@ class Runner:
                 # again and replayed with the code now deployed.
                 log.info("run %s: its workflow's code changed; replaying it", run_id)
                 live = None
+            except _HistoryFound:
+                # Another creator's history: nothing of this activation was stored and
+                # no body has run, so it is read and replayed as any other (FENCE-003).
+                found, live = True, None
 
     async def _resume(
         self, run_id: str, kept: _Live, inbox_news: Callable[[], bool]
@@ -351,7 +365,6 @@ class Runner:
         ``fresh`` run, create its streams first and read only what already existed."""
         self.replays += 1
         history = None if fresh else await self.io.read_history(run_id)  # FENCE-003
-        new_inbox: ReadResult | None = None
         if history is None or (not history.items and not history.closed):
             if request is None:
                 request = await self.find_request(run_id)
@@ -361,18 +374,19 @@ class Runner:
             if value.get("workflow") not in self.registry and not start_unknown:
                 return ActivationOutcome(run_id, "unknown-workflow")  # MODEL-018
             if history is None:
-                try:
-                    # MODEL-016: inbox, then history. Streams this call created are
-                    # empty, so they need no read (a new run's first step comes sooner).
-                    new_inbox, history = await self.io.create_run(run_id)
-                except StreamConfigConflict:
-                    # Another worker created the run's streams after our read and has
-                    # already ended the run: a PUT of a closed stream is a 409. Read it.
-                    log.info("run %s: its streams were created and closed meanwhile", run_id)
-                if history is None:
-                    history = await self.io.read_history(run_id)
-                if history is None:
-                    raise WriterError(f"history of {run_id} vanished after creation")
+                # MODEL-016: its streams are created by its first append (:meth:`_create`).
+                return _Live(
+                    act=Activation(
+                        self.registry, [], request=request, limits=self.limits_for(run_id)
+                    ),
+                    position=0,
+                    history_offset=None,
+                    inbox=[],
+                    inbox_offset="-1",
+                    inbox_closed=False,
+                    view=StatusView([]),
+                    uncreated=True,
+                )
         if history.closed:
             return ActivationOutcome(run_id, "ended")
         if history.items and run_id not in self._trusted:
@@ -389,7 +403,7 @@ class Runner:
             # MODEL-018: another worker started it and has its code; this one leaves it.
             return ActivationOutcome(run_id, "unknown-workflow", status=left)
         inbox_news()  # what it saw so far is in this read
-        inbox_read = new_inbox or await self.io.read_inbox(run_id)
+        inbox_read = await self.io.read_inbox(run_id)
         act = Activation(
             self.registry,
             history.items,
@@ -431,13 +445,16 @@ class Runner:
                     self.clock(), live.inbox, self.rng, inbox_closed=live.inbox_closed
                 )
                 if decision.append:
-                    first = writer.position == 0
-                    await writer.append(decision.append)
+                    if live.uncreated:
+                        await self._create(run_id, live, writer, decision.append)
+                    else:
+                        first = writer.position == 0
+                        await writer.append(decision.append)
+                        if first:
+                            # Its run-started is ours, from the run's request, at position
+                            # 0 (Stream-Seq): no later activation needs the index to trust it.
+                            self._trust(run_id)
                     view.feed(decision.append)
-                    if first:
-                        # Its run-started is ours, from the run's request, at position 0
-                        # (Stream-Seq): no later activation needs the index to trust it.
-                        self._trust(run_id)
                 # The bodies the append made durable start before the row goes out
                 # (MODEL-027; the row only follows the history, MODEL-044).
                 for task in decision.steps:
@@ -498,6 +515,38 @@ class Runner:
                         live.took(more)
         finally:
             _cancel(running)
+
+    async def _create(
+        self, run_id: str, live: _Live, writer: FencedWriter, first: Sequence[Any]
+    ) -> None:
+        """Start the run (MODEL-016): create its inbox, then its history holding its
+        first append, ``first`` (FENCE-001): one request less than creating the history
+        empty and appending. Raises :class:`_HistoryFound` when either stream was there
+        already: ``first`` was decided without reading them, so nothing of it is stored
+        (a history ``PUT`` that finds the stream stores nothing, FENCE-023), and the run
+        is read and replayed instead."""
+        try:
+            inbox, history = await self.io.create_run(run_id, first)
+        except PayloadTooLarge:
+            # Created empty instead; the append splits what it can (SEC-035).
+            inbox, history = await self.io.create_run(run_id)
+            if inbox is None or history is None:
+                raise _HistoryFound from None
+            await writer.append(first)
+        except StreamConfigConflict:
+            # Another worker created the run's streams and has already ended the run:
+            # a PUT of a closed stream is a 409.
+            log.info("run %s: its streams were created and closed meanwhile", run_id)
+            raise _HistoryFound from None
+        else:
+            if inbox is None or history is None:
+                raise _HistoryFound
+            writer.created(len(first), history.next_offset)
+        live.uncreated = False
+        live.inbox_offset = inbox.next_offset
+        # Its run-started is ours, from the run's request: no later activation needs
+        # the index to trust it.
+        self._trust(run_id)
 
     def _trust(self, run_id: str) -> None:
         """SEC-029 holds for ``run_id``'s history (checked, or started by this runner)."""

@@ -163,6 +163,15 @@ class FencedWriter:
             self.closed = self.closed or close or result.closed
             return
 
+    def created(self, count: int, next_offset: str) -> None:
+        """The history was created holding this writer's first ``count`` messages
+        (FENCE-001): what an acknowledged append of them at position 0 would leave."""
+        if self.position != 0 or self.appends:
+            raise ValueError("only a writer that has appended nothing can create")
+        self.position = count
+        self.appends = 1
+        self.next_offset = next_offset
+
     async def close_history(self) -> None:
         """Close-only POST on the history: no Stream-Seq, no producer headers (MODEL-034)."""
         async with self._lock:

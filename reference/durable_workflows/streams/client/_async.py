@@ -110,12 +110,6 @@ class AsyncStreamClient(HTTPClient[httpx.AsyncClient]):
     ) -> None:
         await self.aclose()
 
-    @property
-    def in_order(self) -> bool:
-        """Whether requests started together are served in the order they were started
-        (an in-process client may promise it; over HTTP nothing does)."""
-        return False
-
     async def send(self, request: Request) -> Response:
         """``request`` as it is, its response whatever the status: for APIs beside
         the stream operations (the reserved ``__ds`` routes)."""
