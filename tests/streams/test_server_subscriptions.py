@@ -414,3 +414,60 @@ def test_a_linked_stream_created_with_a_body_is_woken(tmp_path: Path) -> None:
         wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) == 1, 5)
         _claim_and_ack(sub, "later/1")
         assert httpx.post(f"{sub}/claim", json={"worker": "w"}).status_code == 409
+
+
+def test_a_closed_stream_acked_to_its_tail_is_unlinked(tmp_path: Path) -> None:
+    """A pattern link whose stream is closed and acked to its tail can never have work
+    again: it is dropped (on the ack, or on the close when nothing was pending), so
+    claims and wake payloads do not grow with every stream that ever matched. An
+    explicit link, a closed stream with data unacked, and an open stream stay; a stream
+    created again at a dropped path is linked again. Stored links follow, across a
+    restart."""
+    data = tmp_path / "data"
+    config = {"type": "pull-wake", "pattern": "jobs/*", "wake_stream": "wake/all"}
+    text = {"content-type": "text/plain"}
+    closing = {**text, "Stream-Closed": "true"}
+    with in_process_server(build_app(data)) as server:
+        httpx.put(server.url("wake/all"), headers={"content-type": "application/json"})
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/spent"
+        assert httpx.put(sub, json=config).status_code == 201
+
+        def linked() -> list[str]:
+            return sorted(s["path"] for s in httpx.get(sub).json()["streams"])
+
+        for name in ("a", "b", "c", "d"):
+            httpx.put(server.url(f"jobs/{name}"), headers=text, content=b"x")
+        httpx.post(f"{sub}/streams", json={"streams": ["jobs/d"]})  # explicit as well
+        wait_for(lambda: len(httpx.get(server.url("wake/all")).json()) >= 1, 5)
+        claim = httpx.post(f"{sub}/claim", json={"worker": "w"}).json()
+        tails = {s["path"]: s["tail_offset"] for s in claim["streams"]}
+        # a: closed before its ack; b: closed after it; c: closed with data unacked
+        httpx.post(server.url("jobs/a"), headers=closing)
+        httpx.post(server.url("jobs/c"), headers=closing, content=b"more")
+        httpx.post(server.url("jobs/d"), headers=closing)
+        ack = {
+            "wake_id": claim["wake_id"],
+            "generation": claim["generation"],
+            "acks": [{"stream": p, "offset": tails[p]} for p in ("jobs/a", "jobs/b", "jobs/d")],
+            "done": True,
+        }
+        token = {"authorization": f"Bearer {claim['token']}"}
+        assert httpx.post(f"{sub}/ack", json=ack, headers=token).status_code == 200
+        assert linked() == ["jobs/b", "jobs/c", "jobs/d"]
+        httpx.post(server.url("jobs/b"), headers=closing)  # closed, nothing pending
+        assert linked() == ["jobs/c", "jobs/d"]
+        assert httpx.delete(server.url("jobs/a")).status_code in (200, 204)
+        httpx.put(server.url("jobs/a"), headers=text, content=b"again")
+        assert linked() == ["jobs/a", "jobs/c", "jobs/d"]
+    with sqlite3.connect(data / SqliteStorage.FILENAME) as db:
+        keys = sorted(
+            k for (k,) in db.execute("SELECT key FROM kv") if k.startswith("subscriptions.link.")
+        )
+    assert [k.rsplit(".", 1)[-1] for k in keys] == ["jobs/a", "jobs/c", "jobs/d"], keys
+    with in_process_server(build_app(data)) as server:
+        sub = f"{server.base_url}/v1/stream/__ds/subscriptions/spent"
+        assert sorted(s["path"] for s in httpx.get(sub).json()["streams"]) == [
+            "jobs/a",
+            "jobs/c",
+            "jobs/d",
+        ]

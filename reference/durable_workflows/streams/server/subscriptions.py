@@ -289,7 +289,7 @@ class SubscriptionManager:
             self._subs[sub_id] = sub
             for path in sub.links:
                 self._refresh(sub, path)
-            if "links" in data:
+            if "links" in data or self._unlink_spent(sub, list(sub.links)):
                 migrate.append(sub)
         for sub in migrate:
             self._save(sub)
@@ -351,8 +351,10 @@ class SubscriptionManager:
                     del sub.links[path]
                     sub.pending.pop(path, None)
                     self._save_links(sub, [path])
-                else:  # created (again), perhaps with a body
+                else:  # created (again), perhaps with a body, or closed
                     self._refresh(sub, path)
+                    if self._unlink_spent(sub, [path]):
+                        self._save_links(sub, [path])
                     self._soon(self._maybe_wake, sub)
             return
         for sub in list(self._subs.values()):
@@ -517,6 +519,26 @@ class SubscriptionManager:
             sub.pending[path] = None
         else:
             sub.pending.pop(path, None)
+
+    def _unlink_spent(self, sub: Subscription, paths: Iterable[str]) -> bool:
+        """Drop the pattern links among ``paths`` whose stream is closed and acked to its
+        tail: it can never have pending work again, and each link costs every claim and
+        wake payload (a namespace's ended runs would otherwise pile up). A stream
+        created again at the path is linked again. Whether any was dropped."""
+        dropped = False
+        for path in paths:
+            link = sub.links.get(path)
+            meta = self.core.find(path)
+            if (
+                link is not None
+                and link.kinds == {"glob"}
+                and path not in sub.pending
+                and meta is not None
+                and meta.closed
+            ):
+                del sub.links[path]
+                dropped = True
+        return dropped
 
     def _tail(self, path: str) -> str:
         meta = self.core.find(path)
@@ -705,6 +727,7 @@ class SubscriptionManager:
             for path in acked:
                 sub.links[path].acked_offset = sub.snapshot[path]
                 self._refresh(sub, path)
+            self._unlink_spent(sub, acked)
             self._save_links(sub, acked, sync=False)  # a lost ack is one more wake
             self._end_wake(sub)
 
@@ -805,6 +828,7 @@ class SubscriptionManager:
         for path, offset in updates.items():
             sub.links[path].acked_offset = offset
             self._refresh(sub, path)
+        self._unlink_spent(sub, updates)
         self._save_links(sub, updates, sync=False)  # a lost ack is one more wake
 
     def _claim(self, sub: Subscription, body: dict[str, Any]) -> Reply:
