@@ -229,3 +229,15 @@ def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(
             run_id = request_run(http, ns, "one-step")
             items = _history_of(http, ns, run_id, time.monotonic() + 20)
             assert [m["value"]["output"] for m in items if m["type"] == "run"][-1] == 1
+
+
+def test_the_worker_s_stream_requests_skip_the_router_and_nothing_else() -> None:
+    """Requests under the stream root go straight to the stream app (the one the
+    router's Mount would pick: same credentials, limits and answers); anything else,
+    such as the wake route, still goes through the whole app."""
+    app = ServeApp("http://127.0.0.1:1", registry, namespace="bridge")
+    assert app.bridge is not None
+    assert app.bridge.app_for("/v1/stream/bridge/runs/r/history") is app.streams
+    assert app.bridge.app_for("/v1/stream/__ds/subscriptions/s/claim") is app.streams
+    assert app.bridge.app_for("/wake") is app
+    assert app.bridge.app_for("/v1/streamless") is app

@@ -292,7 +292,8 @@ class ServeApp:
             routes.append(Mount(mounted.prefix, app=mounted.app))
         else:
             # The engine reaches this very app in-process: no loopback HTTP.
-            self.bridge = LoopBridge(self)
+            # Stream requests go straight to the stream app, as its Mount would route them.
+            self.bridge = LoopBridge(self, mounts={f"{STREAM_ROOT_PATH}/": self.streams})
         if harness is None and worker:
             self.worker = loop_worker = LoopWorker(
                 self.namespace_url,

@@ -16,6 +16,7 @@ there). A caller that goes away is a dropped connection to the app, as over HTTP
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,11 +35,26 @@ __all__ = ["BridgedStreamClient", "LoopBridge", "stream_client"]
 class LoopBridge(httpx.AsyncBaseTransport):
     """Calls ``app`` on its own loop (set :attr:`loop` before the first request), which
     must be the caller's: each request is one :func:`asgi_call`, its response read whole
-    (a long-poll answers when it answers)."""
+    (a long-poll answers when it answers). ``mounts`` maps path prefixes to the apps
+    ``app`` routes them to, so that those requests skip its routing."""
 
-    def __init__(self, app: ASGIApp, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        mounts: Mapping[str, ASGIApp] | None = None,
+    ) -> None:
         self.app = app
         self.loop = loop
+        self.mounts = dict(mounts or {})
+
+    def app_for(self, path: str) -> ASGIApp:
+        """The app that serves ``path``: a mounted one, or :attr:`app`."""
+        for prefix, mounted in self.mounts.items():
+            if path.startswith(prefix):
+                return mounted
+        return self.app
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.loop is not asyncio.get_running_loop():
@@ -48,7 +64,7 @@ class LoopBridge(httpx.AsyncBaseTransport):
         call = Request(request.method, str(request.url), content=await request.aread())
         headers = header_dict(request.headers.raw)
         try:
-            answer = await asgi_call(self.app, call, headers)
+            answer = await asgi_call(self.app_for(request.url.path), call, headers)
         except StreamNetworkError as exc:
             raise httpx.ReadError(str(exc), request=request) from exc
         return httpx.Response(
@@ -87,7 +103,8 @@ class BridgedStreamClient(AsyncStreamClient):
         limit = self._live_timeout.read if request.live else self._timeout.read
         try:
             async with asyncio.timeout(limit):
-                return await asgi_call(self.bridge.app, request, headers)
+                app = self.bridge.app_for(urlsplit(request.url).path)
+                return await asgi_call(app, request, headers)
         except TimeoutError as exc:
             raise network_error(request, exc) from exc
 
