@@ -33,7 +33,6 @@ from ..core import Limits, WorkflowRegistry
 from ..streams.serve import NO_AUTH_WARNING, SetupError, graceful_server, setup_access
 from ..streams.server import Cors, build_app
 from .bridge import LoopBridge
-from .gc_tuning import tune_for_server
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
 from .runner import LimitsOption
@@ -472,7 +471,6 @@ def run_serve(
     except ImportError as exc:
         print(f"dwf serve: cannot import workflows: {exc}", file=sys.stderr)
         return 2
-    tune_for_server()
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

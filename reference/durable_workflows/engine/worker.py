@@ -42,7 +42,6 @@ from ..core import Limits, WorkflowRegistry
 from ..streams import AsyncStreamClient, StreamClosed, StreamError, StreamNotFound
 from .bridge import stream_client
 from .defaults import UNKNOWN_GRACE_SECONDS
-from .gc_tuning import tune_for_server
 from .namespace import Namespace, NamespaceIO, first_requests, is_run_id
 from .pullwake import LEASE_TTL_MS, Claim, PullWake, Unsupported, WakeFenced
 from .runner import ActivationOutcome, LimitsOption, Runner, utc_now
@@ -812,7 +811,6 @@ def run_worker(
         return 2
     credential = resolve_credential(namespace.url, token=token, keys=keys)
     auth = None if credential is None else credential.auth()
-    tune_for_server()
 
     async def main() -> None:
         stop = asyncio.Event()
