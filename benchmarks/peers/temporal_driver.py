@@ -64,14 +64,14 @@ def temporal_cli() -> str:
     return shutil.which("temporal") or "temporal"
 
 
-@contextlib.asynccontextmanager
-async def engine(data: Path) -> AsyncIterator[tuple[Client, subprocess.Popen[bytes]]]:
-    """The dev server on a free port with its SQLite file in ``data``, a client, and a
-    worker for the benchmark's workflows."""
-    port = free_port()
-    log = Path(tempfile.mkdtemp(prefix="temporal-bench-")) / "server.log"
+#: How often the dev server is started on a new port when it exits before it answers
+#: (it binds more ports than the one it is given, and one of them can be taken).
+DEV_SERVER_ATTEMPTS = 3
+
+
+def start_dev_server(data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
-        server = subprocess.Popen(  # noqa: ASYNC220 (started once, before any await)
+        return subprocess.Popen(
             [
                 temporal_cli(),
                 "server",
@@ -90,20 +90,42 @@ async def engine(data: Path) -> AsyncIterator[tuple[Client, subprocess.Popen[byt
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+def _log_excerpt(log: Path) -> str:
+    """The start and the end of the server's log: a Go panic names its cause first."""
+    text = log.read_text(errors="replace")
+    return text if len(text) <= 3000 else f"{text[:1500]}\n...\n{text[-1500:]}"
+
+
+@contextlib.asynccontextmanager
+async def engine(data: Path) -> AsyncIterator[tuple[Client, subprocess.Popen[bytes]]]:
+    """The dev server on a free port with its SQLite file in ``data``, a client, and a
+    worker for the benchmark's workflows."""
     global SERVER
-    SERVER = server
+    server: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                client = await Client.connect(f"127.0.0.1:{port}")
-                await client.count_workflows()  # the frontend answers
+        for attempt in range(1, DEV_SERVER_ATTEMPTS + 1):
+            port = free_port()
+            log = Path(tempfile.mkdtemp(prefix="temporal-bench-")) / "server.log"
+            server = SERVER = start_dev_server(data, port, log)
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client = await Client.connect(f"127.0.0.1:{port}")
+                    await client.count_workflows()  # the frontend answers
+                    break
+                except Exception as error:
+                    if server.poll() is not None and attempt < DEV_SERVER_ATTEMPTS:
+                        excerpt = _log_excerpt(log)[:300]
+                        print(f"dev server exited, trying another port: {excerpt}", file=sys.stderr)
+                        break
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        excerpt = _log_excerpt(log)
+                        raise RuntimeError(f"dev server did not start: {excerpt}") from error
+                    await asyncio.sleep(0.2)
+            if server.poll() is None:
                 break
-            except Exception as error:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    tail = log.read_text()[-2000:]
-                    raise RuntimeError(f"dev server did not start: {tail}") from error
-                await asyncio.sleep(0.2)
         # The sandbox (on, as by default) shares the hooks module with this process.
         runner = SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules(
@@ -120,7 +142,7 @@ async def engine(data: Path) -> AsyncIterator[tuple[Client, subprocess.Popen[byt
         async with worker:
             yield client, server
     finally:
-        if server.poll() is None:
+        if server is not None and server.poll() is None:
             server.terminate()
             try:
                 server.wait(20)
