@@ -166,21 +166,26 @@ async def big_result(ctx: Context, n: int) -> int:
     return len(await ctx.step("big", big, n))
 
 
+async def request_run(io: NamespaceIO, run_id: str, workflow: str, value: Any) -> None:
+    """Append the run's ``run-requested`` to the index, as a client does."""
+    await io.ensure_index()
+    await io.index().append_json(
+        {
+            "type": "start",
+            "key": run_id,
+            "value": {"run_id": run_id, "workflow": workflow, "input": value},
+            "headers": {"operation": "insert"},
+        }
+    )
+
+
 @pytest.mark.req("SEC-035")
 def test_a_message_the_server_refuses_as_too_large_ends_the_run_visibly() -> None:
     async def scenario() -> tuple[ActivationOutcome, list[Any], bool]:
         io, http = small_server(16_384)
         async with http:
             run_id = "big-1"
-            await io.ensure_index()
-            await io.index().append_json(
-                {
-                    "type": "start",
-                    "key": run_id,
-                    "value": {"run_id": run_id, "workflow": "big-result", "input": 40_000},
-                    "headers": {"operation": "insert"},
-                }
-            )
+            await request_run(io, run_id, "big-result", 40_000)
             runner = Runner(io, registry, worker="t")
             try:
                 first = await runner.activate(run_id)
@@ -223,15 +228,7 @@ def test_a_first_append_too_large_to_create_the_history_with_is_appended_in_part
         io, http = small_server(16_384)
         async with http:
             run_id = "wide-1"
-            await io.ensure_index()
-            await io.index().append_json(
-                {
-                    "type": "start",
-                    "key": run_id,
-                    "value": {"run_id": run_id, "workflow": "wide-start", "input": 150},
-                    "headers": {"operation": "insert"},
-                }
-            )
+            await request_run(io, run_id, "wide-start", 150)
             runner = Runner(io, registry, worker="t")
             try:
                 outcome = await runner.activate(run_id)

@@ -72,8 +72,9 @@ class _CodeChanged(Exception):
 
 
 class _HistoryFound(Exception):
-    """The history this activation was to create already existed: it wrote nothing
-    there, and must read the history instead (FENCE-001, FENCE-003)."""
+    """The history this activation was to create holding its first append does not
+    hold it (it was there already, or had to be created empty): read it and replay
+    (FENCE-001, FENCE-003)."""
 
 
 @dataclass
@@ -361,8 +362,9 @@ class Runner:
         inbox_news: Callable[[], bool],
         fresh: bool = False,
     ) -> _Live | ActivationOutcome:
-        """Read the whole history and the inbox and replay the run from the top; for a
-        ``fresh`` run, create its streams first and read only what already existed."""
+        """Read the whole history and the inbox and replay the run from the top; a run
+        with no history (or a ``fresh`` one, not read first) is left for its first
+        append to create its streams (:meth:`_create`)."""
         self.replays += 1
         history = None if fresh else await self.io.read_history(run_id)  # FENCE-003
         if history is None or (not history.items and not history.closed):
@@ -528,20 +530,18 @@ class Runner:
         try:
             inbox, history = await self.io.create_run(run_id, first)
         except PayloadTooLarge:
-            # Created empty instead; the append splits what it can (SEC-035).
-            inbox, history = await self.io.create_run(run_id)
-            if inbox is None or history is None:
-                raise _HistoryFound from None
-            await writer.append(first)
+            # Too large for one request (SEC-035): created empty, then replayed, so
+            # that the append goes out in parts.
+            await self.io.create_history(run_id)
+            raise _HistoryFound from None
         except StreamConfigConflict:
             # Another worker created the run's streams and has already ended the run:
             # a PUT of a closed stream is a 409.
             log.info("run %s: its streams were created and closed meanwhile", run_id)
             raise _HistoryFound from None
-        else:
-            if inbox is None or history is None:
-                raise _HistoryFound
-            writer.created(len(first), history.next_offset)
+        if inbox is None or history is None:
+            raise _HistoryFound
+        writer.created(len(first), history.next_offset)
         live.uncreated = False
         live.inbox_offset = inbox.next_offset
         # Its run-started is ours, from the run's request: no later activation needs

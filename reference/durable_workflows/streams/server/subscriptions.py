@@ -289,7 +289,9 @@ class SubscriptionManager:
             self._subs[sub_id] = sub
             for path in sub.links:
                 self._refresh(sub, path)
-            if "links" in data or self._unlink_spent(sub, list(sub.links)):
+            # Both, always: a database in the old form is pruned as it is rewritten.
+            spent = self._unlink_spent(sub, list(sub.links))
+            if "links" in data or spent:
                 migrate.append(sub)
         for sub in migrate:
             self._save(sub)
