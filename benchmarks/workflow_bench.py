@@ -80,6 +80,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "input_ms": ("3. input -> step recorded, ms", False),
     "input_big_ms": ("4. the same, 10,000-event history, ms", False),
     "start_ms": ("5. start -> first step recorded, ms", False),
+    "start_http_ms": ("5b. the same, seen by a client reading the history, ms", False),
 }
 
 SMOKE = Config(

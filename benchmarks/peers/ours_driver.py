@@ -5,7 +5,12 @@ Runs are requested by appending ``run-requested`` to ``{ns}/index``, inputs answ
 by appending ``input-submitted`` to ``{ns}/runs/ID/inbox``; a step counts as recorded
 when the driver, following ``{ns}/runs/ID/history`` with long-polls, reads its
 ``step`` message with status ``completed`` (the server acknowledged that append after
-its SQLite commit). Run with the project's interpreter::
+its SQLite commit). A new run's first step counts as recorded when the body of the
+run's next step tells the driver so (a datagram on loopback, ``ours_flows.mark``): that
+body runs only once the append holding the first step's outcome was acknowledged, as
+DBOS's mark is the line after its step; the same start seen through the history (which
+does not exist when the driver starts reading it) is reported too. Run with the
+project's interpreter::
 
     .venv/bin/python -m benchmarks.peers.ours_driver --phase round --data DIR
 """
@@ -16,6 +21,8 @@ import argparse
 import contextlib
 import itertools
 import json
+import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -42,6 +49,7 @@ from benchmarks.peers.common import (
     wait_for,
     wait_go,
 )
+from benchmarks.peers.ours_flows import MARK_PORT
 
 from durable_workflows.engine.namespace import strip_read_annotations
 from durable_workflows.streams import Stream, StreamClient, StreamNotFound
@@ -59,9 +67,14 @@ class Ours:
         self.proc: subprocess.Popen[bytes] | None = None
         self.ns = ""
         self.client: StreamClient
+        #: Where the runs' marks arrive (``ours_flows.mark``).
+        self.marks: socket.socket
 
     def __enter__(self) -> Ours:
         log = Path(tempfile.mkdtemp(prefix="ours-bench-")) / "serve.log"
+        self.marks = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.marks.bind(("127.0.0.1", 0))
+        env = {**os.environ, MARK_PORT: str(self.marks.getsockname()[1])}
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [
@@ -80,6 +93,7 @@ class Ours:
                     FLOWS,
                 ],
                 cwd=ROOT,
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -100,6 +114,7 @@ class Ours:
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
+        self.marks.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -199,6 +214,24 @@ class Ours:
         return out
 
     def start_latencies(self, probes: int) -> list[float]:
+        """Start -> the mark of the run's next step (see the module doc), ms."""
+        out = []
+        for _ in range(probes):
+            run_id = f"first-{uuid.uuid4().hex[:10]}"
+            time.sleep(START_PAUSE_SECONDS)
+            sent = time.perf_counter()
+            self.request([(run_id, "bench-first", {"probe": run_id})])
+            self.marks.settimeout(self.max_seconds)
+            try:
+                while self.marks.recv(256).decode() != run_id:
+                    pass  # a mark of an earlier probe, sent again by a retried body
+            except TimeoutError:
+                raise Timeout(f"no mark from run {run_id}") from None
+            out.append((time.perf_counter() - sent) * 1000)
+        return out
+
+    def start_latencies_http(self, probes: int) -> list[float]:
+        """Start -> the first step's outcome read from the run's history, ms."""
         out = []
         for _ in range(probes):
             run_id = f"first-{uuid.uuid4().hex[:10]}"
@@ -375,6 +408,10 @@ def one_round(data: Path, cfg: Config, args: argparse.Namespace) -> dict[str, An
 
         attempt("input_big_ms", big_inputs)
         attempt("start_ms", lambda: latency_summary(ours.start_latencies(cfg.start_probes + 1)))
+        attempt(
+            "start_http_ms",
+            lambda: latency_summary(ours.start_latencies_http(cfg.start_probes + 1)),
+        )
     try:
         out["replay_seconds"] = round(replay_seconds(data), 2)
     except Exception as error:

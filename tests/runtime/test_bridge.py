@@ -23,10 +23,19 @@ import uvicorn
 
 from durable_workflows.core import Context, WorkflowRegistry
 from durable_workflows.engine.app import LoopWorker, ServeApp
-from durable_workflows.engine.bridge import BridgedStreamClient, asgi_call
+from durable_workflows.engine.bridge import (
+    BridgedStreamClient,
+    LoopBridge,
+    asgi_call,
+    create_chained,
+    stream_client,
+)
 from durable_workflows.engine.worker import Worker
-from durable_workflows.streams import StreamNetworkError
+from durable_workflows.streams import StreamConfigConflict, StreamError, StreamNetworkError
 from durable_workflows.streams.client._core import Request
+from durable_workflows.streams.server import StreamsApp
+from durable_workflows.streams.server.core import StorageError, StreamCore
+from durable_workflows.streams.server.storage import MemoryStorage
 
 from .engine_support import unique
 
@@ -205,20 +214,24 @@ def test_a_new_run_s_history_is_created_holding_its_first_append() -> None:
             items = _history_of(http, ns, run_id, time.monotonic() + 20)
         assert [m["value"]["status"] for m in items if m["type"] == "run"][-1] == "completed"
         inbox, history = f"bridge/runs/{run_id}/inbox", f"bridge/runs/{run_id}/history"
-        at = next(i for i, (paths, _) in enumerate(commits) if inbox in paths)
-        made = next(i for i, (paths, _) in enumerate(commits) if history in paths)
-        assert commits[at] == ([inbox], []) and made > at, commits
-        assert commits[made][0] == [history] and set(commits[made][1]) == {history}, commits
+        made = [c for c in commits if inbox in c[0] or history in c[0]]
+        assert made[0] == ([inbox, history], [history]), commits
         assert [m["type"] for m in items[:2]] == ["run", "step"], items
         assert items[0]["value"]["status"] == "running"
 
 
-def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(
+def test_dwf_serve_s_worker_is_told_of_each_wake_and_never_reads_the_wake_stream(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The in-process worker is told of each append and claims the wake at once; with
-    every wake event ignored, new runs are still served."""
-    monkeypatch.setattr(Worker, "_unclaimed", lambda self, pull, event: None)
+    """The stream server tells its in-process worker of each wake it starts, and the
+    worker claims it at once: it follows no wake stream (one live read and one answer
+    fewer per wake), and new runs and answers are still served."""
+    followed: list[Any] = []
+
+    async def follow(self: Worker, pull: Any) -> None:
+        followed.append(pull)
+
+    monkeypatch.setattr(Worker, "_follow_wakes", follow)
     with serving() as (app, ns), httpx.Client(timeout=10) as http:
         assert isinstance(app.worker, LoopWorker) and app.worker.worker is not None
         wait = time.monotonic() + 10
@@ -229,6 +242,40 @@ def test_dwf_serve_s_worker_claims_on_the_append_without_the_wake_event(
             run_id = request_run(http, ns, "one-step")
             items = _history_of(http, ns, run_id, time.monotonic() + 20)
             assert [m["value"]["output"] for m in items if m["type"] == "run"][-1] == 1
+        assert app.worker.worker.stats.ended >= 3
+    assert followed == []
+
+
+def test_dwf_serve_s_worker_claims_again_when_a_claim_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No wake event comes to the in-process worker, so a claim that fails (a storage
+    error, say) is tried again by the worker itself, and the new run is still served."""
+    from durable_workflows.engine import pullwake
+    from durable_workflows.engine import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "RETRY_SECONDS", 0.2)
+    real_claim = pullwake.PullWake.claim
+    failed: list[int] = []
+
+    async def claim_failing_once(self: Any) -> Any:
+        if not failed:
+            failed.append(1)
+            raise StreamError("claim failed: storage error")
+        return await real_claim(self)
+
+    with serving() as (app, ns), httpx.Client(timeout=10) as http:
+        assert isinstance(app.worker, LoopWorker) and app.worker.worker is not None
+        wait = time.monotonic() + 10
+        while not app.worker.worker.ready.is_set():
+            assert time.monotonic() < wait, "the worker never started"
+            time.sleep(0.02)
+        time.sleep(0.2)  # the claim of the start-up has been made
+        monkeypatch.setattr(pullwake.PullWake, "claim", claim_failing_once)
+        run_id = request_run(http, ns, "one-step")
+        items = _history_of(http, ns, run_id, time.monotonic() + 10)
+        assert [m["value"]["output"] for m in items if m["type"] == "run"][-1] == 1
+    assert failed == [1]
 
 
 def test_the_worker_s_stream_requests_skip_the_router_and_nothing_else() -> None:
@@ -241,3 +288,106 @@ def test_the_worker_s_stream_requests_skip_the_router_and_nothing_else() -> None
     assert app.bridge.app_for("/v1/stream/__ds/subscriptions/s/claim") is app.streams
     assert app.bridge.app_for("/wake") is app
     assert app.bridge.app_for("/v1/streamless") is app
+
+
+# ---------------------------------------------------------------------- chained creation
+
+
+class _FailingStorage(MemoryStorage):
+    """Refuses the commits that ``refuse`` picks (by the streams they install)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refuse: Any = lambda paths: False
+
+    def commit(
+        self, metas: Any = (), records: Any = (), deleted: Any = (), *, sync: bool = True
+    ) -> None:
+        if self.refuse([m.path for m in metas]):
+            raise StorageError("disk full")
+        super().commit(metas, records, deleted, sync=sync)
+
+
+def _chained(storage: MemoryStorage, before: Any = None) -> tuple[Any, Any]:
+    """``create_chained`` of ``a`` then ``b`` (body [1, 2]) on a server over ``storage``,
+    after ``before(client)``; its answers (or the error it raised) and what ``b`` holds."""
+    app = StreamsApp(StreamCore(storage, time.time))
+
+    async def scenario() -> tuple[Any, Any]:
+        bridge = LoopBridge(app, asyncio.get_running_loop())
+        async with httpx.AsyncClient(transport=bridge, base_url="http://h") as http:
+            client = stream_client(http, bridge, headers=None)
+            a = client.stream("http://h/v1/stream/a", content_type="application/json")
+            b = client.stream("http://h/v1/stream/b", content_type="application/json")
+            if before is not None:
+                await before(client)
+            try:
+                made: Any = await create_chained(client, a, b, [1, 2])
+            except Exception as exc:
+                made = exc
+            try:
+                held: Any = (await b.read()).items
+            except Exception as exc:
+                held = exc
+            return made, held
+
+    return asyncio.run(scenario())
+
+
+def test_chained_creation_stores_the_body_when_the_first_is_new_in_one_commit() -> None:
+    storage = MemoryStorage()
+    made, held = _chained(storage)
+    assert [m.created for m in made] == [True, True]
+    assert held == [1, 2]
+    assert storage.commits == 1
+
+
+def test_chained_creation_stores_nothing_when_the_first_was_there() -> None:
+    async def there(client: Any) -> None:
+        a = client.stream("http://h/v1/stream/a", content_type="application/json")
+        await a.create_json([{"kept": "cancel"}])
+
+    made, held = _chained(MemoryStorage(), there)
+    assert [m.created for m in made] == [False, True]
+    assert held == []  # created, empty: the body was decided without what "a" holds
+
+
+def test_chained_creation_creates_nothing_when_the_first_is_refused() -> None:
+    async def other_kind(client: Any) -> None:
+        await client.stream("http://h/v1/stream/a", content_type="text/plain").create()
+
+    made, held = _chained(MemoryStorage(), other_kind)
+    assert isinstance(made, StreamConfigConflict), made  # the first PUT's 409
+    assert type(held).__name__ == "StreamNotFound", held
+
+
+def test_chained_creation_after_a_failed_group_commit_rests_on_the_retry() -> None:
+    """The shared commit fails and each PUT is tried alone (run_batch): the chained one
+    stores its body only if the first's own retry was committed."""
+    failing = _FailingStorage()
+    failing.refuse = lambda paths: "a" in paths  # the first never commits
+    made, held = _chained(failing)
+    assert isinstance(made, Exception) and not isinstance(made, AssertionError), made
+    assert type(held).__name__ == "StreamNotFound", held
+
+    once = _FailingStorage()
+    calls: list[list[str]] = []
+
+    def first_batch_only(paths: list[str]) -> bool:
+        calls.append(paths)
+        return len(calls) == 1
+
+    once.refuse = first_batch_only
+    made, held = _chained(once)
+    assert [m.created for m in made] == [True, True] and held == [1, 2]
+    assert calls[0] == ["a", "b"] and len(calls) == 3, calls
+
+
+def test_chained_creation_is_not_sent_over_http() -> None:
+    async def scenario() -> Any:
+        async with httpx.AsyncClient(base_url="http://127.0.0.1:9") as http:
+            client = stream_client(http, None, headers=None)
+            a = client.stream("http://127.0.0.1:9/v1/stream/a")
+            return await create_chained(client, a, a, [1])
+
+    assert asyncio.run(scenario()) is None

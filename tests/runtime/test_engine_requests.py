@@ -626,17 +626,7 @@ def test_an_inbox_there_before_the_run_is_read_before_the_first_append(kept: str
             run_id = unique("run")
             await request_run(io, run_id, "two-steps" if kept == "cancel" else "ask")
             await io.ensure_inbox(run_id)  # the worker that stopped
-            message = (
-                cancel("c-1")
-                if kept == "cancel"
-                else {
-                    "type": "submission",
-                    "key": "s-1",
-                    "value": {"submission_id": "s-1", "request": "q", "value": 7},
-                    "headers": {"operation": "insert"},
-                }
-            )
-            await io.inbox(run_id).append_json(message)
+            await io.inbox(run_id).append_json(_kept(kept))
             runner = Runner(io, registry, worker="next")
             name = "two-steps" if kept == "cancel" else "ask"
             outcome = await runner.activate(run_id, request_message(run_id, name), fresh=True)
@@ -646,6 +636,49 @@ def test_an_inbox_there_before_the_run_is_read_before_the_first_append(kept: str
     outcome, history = run_async(scenario)
     puts = [s for s in recorder.seen if s.method == "PUT" and s.path.endswith("/history")]
     assert [(p.status, p.body) for p in puts] == [(201, b"")], puts
+    _decided_what_the_inbox_held(kept, outcome, history)
+
+
+@pytest.mark.req("MODEL-016", "FENCE-001", "CANCEL-012", "INPUT-021")
+@pytest.mark.parametrize("kept", ["cancel", "submission"])
+def test_in_process_an_inbox_there_before_the_run_is_read_before_the_first_append(
+    kept: str,
+) -> None:
+    """The same over the in-process transport, where the inbox and the history are
+    created in one transaction: the history holds the first append only if that
+    transaction made the inbox, so here it is created empty and the run replayed."""
+    app = StreamsApp(StreamCore(MemoryStorage(), time.time))
+
+    async def scenario() -> tuple[ActivationOutcome, list[Any]]:
+        bridge = LoopBridge(app, asyncio.get_running_loop())
+        async with httpx.AsyncClient(transport=bridge) as http:
+            client = stream_client(http, bridge, headers=None)
+            io = NamespaceIO(Namespace(f"{NS_URL}-{uuid.uuid4().hex[:8]}"), client)
+            run_id = unique("run")
+            name = "two-steps" if kept == "cancel" else "ask"
+            await request_run(io, run_id, name)
+            await io.ensure_inbox(run_id)  # the worker that stopped
+            await io.inbox(run_id).append_json(_kept(kept))
+            runner = Runner(io, registry, worker="next")
+            outcome = await runner.activate(run_id, request_message(run_id, name), fresh=True)
+            runner.close()
+            return outcome, await history_of(io, run_id)
+
+    _decided_what_the_inbox_held(kept, *run_async(scenario))
+
+
+def _kept(kept: str) -> dict[str, Any]:
+    if kept == "cancel":
+        return cancel("c-1")
+    return {
+        "type": "submission",
+        "key": "s-1",
+        "value": {"submission_id": "s-1", "request": "q", "value": 7},
+        "headers": {"operation": "insert"},
+    }
+
+
+def _decided_what_the_inbox_held(kept: str, outcome: ActivationOutcome, history: list[Any]) -> None:
     events = [(m["type"], m["value"].get("status")) for m in history]
     assert outcome.kind == "ended", outcome
     if kept == "cancel":

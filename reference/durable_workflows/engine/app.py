@@ -32,6 +32,7 @@ from ..access.guard import AccessGuard
 from ..core import Limits, WorkflowRegistry
 from ..streams.serve import NO_AUTH_WARNING, SetupError, graceful_server, setup_access
 from ..streams.server import Cors, build_app
+from ..streams.server.subscriptions import SubscriptionManager
 from .bridge import LoopBridge
 from .handler import WakeHandler
 from .namespace import STREAM_ROOT_PATH
@@ -183,6 +184,7 @@ class LoopWorker(WorkerHost):
     def start(self) -> None:
         """Start on the running loop (the server's lifespan calls this)."""
         worker = self._make_worker()
+        worker.wakes_in_process = True  # the server tells it of wakes (woken)
         assert self._stop is not None
         self._task = asyncio.ensure_future(worker.run(self._stop))
 
@@ -192,10 +194,10 @@ class LoopWorker(WorkerHost):
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=5.0)
 
-    def appended(self, path: str) -> None:
-        """Told by the stream server of each committed append (``Worker.appended``)."""
+    def woken(self, subscription_id: str, generation: int) -> None:
+        """Told by the stream server of each wake it starts (``Worker.woken``)."""
         if self.worker is not None:
-            self.worker.appended(path)
+            self.worker.woken(subscription_id, generation)
 
 
 class _Lifespan:
@@ -305,7 +307,8 @@ class ServeApp:
                 transport=self.bridge,
                 live_transport=self.bridge,
             )
-            self.streams.observers.append(loop_worker.appended)
+            assert isinstance(self.streams.subscriptions, SubscriptionManager)
+            self.streams.subscriptions.wake_observers.append(loop_worker.woken)
         self.handler = WakeHandler(
             self.namespace_url,
             registry,

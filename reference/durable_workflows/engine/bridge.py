@@ -16,20 +16,34 @@ there). A caller that goes away is a dropped connection to the app, as over HTTP
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+import contextvars
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 from starlette.types import ASGIApp, Message
 
 from ..access import BearerAuth
-from ..streams import AsyncStreamClient, StreamNetworkError
+from ..streams import AsyncStream, AsyncStreamClient, CreateResult, StreamNetworkError
 from ..streams.client._core import Request, Response
 from ..streams.client._http import network_error
-from ..streams.server.app import WRITE_METHODS, header_dict
+from ..streams.server.app import (
+    BODY_IF_CREATED,
+    REPORTS_CREATION,
+    WRITE_METHODS,
+    CreationChain,
+    header_dict,
+)
 
-__all__ = ["BridgedStreamClient", "LoopBridge", "stream_client"]
+__all__ = ["BridgedStreamClient", "LoopBridge", "create_chained", "stream_client"]
+
+T = TypeVar("T")
+
+#: ASGI scope extensions for the in-process requests the current task sends.
+_extensions: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "durable_workflows_scope_extensions", default=None
+)
 
 
 class LoopBridge(httpx.AsyncBaseTransport):
@@ -94,8 +108,18 @@ class BridgedStreamClient(AsyncStreamClient):
         self._credential = auth.credential if isinstance(auth, BearerAuth) else None
         self._direct = auth is None or self._credential is not None
 
+    def in_process(self) -> bool:
+        """Whether requests sent now reach the app as ASGI calls (and may carry scope
+        extensions, :func:`create_chained`)."""
+        return self._direct and self.bridge.loop is asyncio.get_running_loop()
+
     async def _send(self, request: Request) -> Response:
-        if not self._direct or self.bridge.loop is not asyncio.get_running_loop():
+        extensions = _extensions.get()
+        if not self.in_process():
+            if extensions is not None:
+                # Over HTTP the extension would be lost, and the chained PUT stored
+                # unconditionally: never sent that way.
+                raise RuntimeError("scope extensions need the in-process transport")
             return await super()._send(request)
         headers = {**self._headers, **request.headers}
         if self._credential is not None and not any(k.lower() == "authorization" for k in headers):
@@ -104,13 +128,50 @@ class BridgedStreamClient(AsyncStreamClient):
         try:
             async with asyncio.timeout(limit):
                 app = self.bridge.app_for(urlsplit(request.url).path)
-                return await asgi_call(app, request, headers)
+                return await asgi_call(app, request, headers, extensions)
         except TimeoutError as exc:
             raise network_error(request, exc) from exc
 
 
-async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> Response:
-    """``request`` as one ASGI call of ``app`` on this loop, as uvicorn would make it.
+async def create_chained(
+    client: AsyncStreamClient, first: AsyncStream, then: AsyncStream, messages: list[Any]
+) -> tuple[CreateResult, CreateResult] | None:
+    """Create ``first``, then ``then`` holding ``messages`` only if that creation made
+    ``first`` (else ``then`` is created empty), both in one transaction of the stream
+    server in this process: the answers a ``PUT`` of each, one after the other, would
+    get, with ``then``'s body sent only after ``first`` answered 201. None when
+    ``client`` does not reach the server in-process (the caller sends them one by one).
+    Raises what the first ``PUT`` raised, else what the second did."""
+    if not isinstance(client, BridgedStreamClient) or not client.in_process():
+        return None
+    chain = CreationChain()
+    made = await asyncio.gather(
+        _with_extensions({REPORTS_CREATION: chain}, first.create_json()),
+        _with_extensions({BODY_IF_CREATED: chain}, then.create_json(messages)),
+        return_exceptions=True,
+    )
+    for result in made:
+        if isinstance(result, BaseException):
+            raise result
+    inbox, history = made
+    assert isinstance(inbox, CreateResult) and isinstance(history, CreateResult)
+    return inbox, history
+
+
+async def _with_extensions(extensions: dict[str, Any], call: Awaitable[T]) -> T:
+    # Run as a task of its own (gather), so the setting is this request's alone.
+    _extensions.set(extensions)
+    return await call
+
+
+async def asgi_call(
+    app: ASGIApp,
+    request: Request,
+    headers: dict[str, str],
+    extensions: dict[str, Any] | None = None,
+) -> Response:
+    """``request`` as one ASGI call of ``app`` on this loop, as uvicorn would make it
+    (with ``extensions`` as its scope's ``extensions``).
 
     The app runs in a task of its own: a caller that goes away (cancelled, timed out)
     is a dropped connection to it, seen as ``http.disconnect``, never a cancellation in
@@ -130,6 +191,7 @@ async def asgi_call(app: ASGIApp, request: Request, headers: dict[str, str]) -> 
         "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
         "client": ("127.0.0.1", 0),
         "server": (url.hostname or "127.0.0.1", url.port or 80),
+        "extensions": extensions or {},
     }
     gone = asyncio.Event()
     sent = False

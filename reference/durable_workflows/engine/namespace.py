@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 from ..core.inbox import encodable
 from ..schemas import SchemaError, identify
 from ..streams import AsyncStream, AsyncStreamClient, CreateResult, ReadResult, StreamNotFound
+from .bridge import create_chained
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -197,6 +198,16 @@ class NamespaceIO:
         ``first``, the run's first append, only if the inbox is new: ``first`` was
         decided without reading the inbox, so an inbox that was there already (a worker
         that stopped between the two creations) leaves the history empty (FENCE-001)."""
+        if first:
+            # dwf serve's own worker: both in one transaction, ``first`` stored only if
+            # that transaction made the inbox (so it held nothing): the same outcome
+            # with one commit fewer.
+            chained = await create_chained(
+                self.client, self.inbox(run_id), self.history(run_id), list(first)
+            )
+            if chained is not None:
+                inbox = _as_read(chained[0])
+                return inbox, _as_read(chained[1], first if inbox is not None else ())
         inbox = await self.ensure_inbox(run_id)
         return inbox, await self.create_history(run_id, first if inbox is not None else ())
 

@@ -59,6 +59,12 @@ MAX_RETRY_SECONDS = 300.0
 #: activations keep failing); its stream stays unacknowledged and wakes again.
 MAX_WAKE_HOLD_SECONDS = 5.0
 
+#: How long a served wake waits before its acknowledgement: the runs it woke take
+#: their next steps first (an ack and the wake it may start cost the server's loop
+#: about half a millisecond, right when a new run's first step would be recorded).
+#: Work that arrives meanwhile waits for the ack's ``next_wake``, at most this long.
+ACK_DELAY_SECONDS = 0.003
+
 #: The generation assumed for a wake event that names none: newer than any claimed.
 UNKNOWN_GENERATION = 2**62
 
@@ -166,6 +172,9 @@ class Worker:
         self._stopping = False
         #: the latest generation this worker claimed (its wake events need no claim)
         self._claimed_generation = 0
+        #: Told of each wake by the stream server in its process (:meth:`woken`), so
+        #: it does not follow the wake stream (``dwf serve``).
+        self.wakes_in_process = False
         self._transport = transport
         #: For the live reads too (an in-process server); None: HTTP connections.
         self._live_transport = live_transport
@@ -214,7 +223,9 @@ class Worker:
                 offset = starting.result()
                 self.ready.set()
                 background.append(asyncio.ensure_future(self._timers()))
-                if self._pull is not None:
+                if self._pull is not None and self.wakes_in_process:
+                    self._spawn(self._claim_now(self._pull))  # work pending at start-up
+                elif self._pull is not None:
                     background.append(asyncio.ensure_future(self._follow_wakes(self._pull)))
                 else:
                     background.append(asyncio.ensure_future(self._follow_index(offset)))
@@ -529,7 +540,7 @@ class Worker:
 
     def _unclaimed(self, pull: PullWake, event: Any) -> int | None:
         """The generation of a wake event of ours for a wake this worker has not
-        claimed already (on the append, :meth:`appended`); None for any other event."""
+        claimed already; None for any other event."""
         if not pull.is_ours(event):
             return None
         generation = event.get("generation")
@@ -537,20 +548,29 @@ class Worker:
             return UNKNOWN_GENERATION
         return generation if generation > self._claimed_generation else None
 
-    def appended(self, path: str) -> None:
-        """The stream server in this process committed an append to ``path`` (``dwf
-        serve``): if it is work for the subscription, claim the wake now rather than
-        once its event has been read from the wake stream. The event still comes, and
-        finds the wake claimed or served; it stays what wakes every worker of a pool."""
+    def woken(self, subscription_id: str, generation: int) -> None:
+        """The stream server in this process started a wake (``dwf serve``): claim it
+        now, as a worker following the wake stream would once it read the wake's event.
+        The event is still written, for the other workers of a pool."""
         pull = self._pull
-        if pull is not None and self.ready.is_set() and not self._stopping and pull.covers(path):
-            self._spawn(self._claim_now(pull))
+        if (
+            pull is not None
+            and subscription_id == pull.id
+            and self.ready.is_set()
+            and not self._stopping
+            and generation > self._claimed_generation
+        ):
+            self._spawn(self._claim_now(pull, generation))
 
-    async def _claim_now(self, pull: PullWake) -> None:
+    async def _claim_now(self, pull: PullWake, generation: int | None = None) -> None:
         try:
-            await self._serve_claims(pull)
+            await self._serve_claims(pull, generation)
         except (StreamError, httpx.HTTPError) as exc:
-            log.info("claim on an append failed (the wake event will come): %s", exc)
+            # No wake event will come to this worker: it tries again itself.
+            log.warning("claim failed, trying again in %g s: %s", RETRY_SECONDS, exc)
+            await asyncio.sleep(RETRY_SECONDS)
+            if not self._stopping:
+                self._spawn(self._claim_now(pull))
 
     async def _serve_claims(self, pull: PullWake, generation: int | None = None) -> None:
         """Claim and serve wakes until none is left. One caller at a time: a wake event
@@ -624,6 +644,7 @@ class Worker:
                 if job.done() and not job.cancelled() and isinstance(job.exception(), _Left):
                     self._left_in_claim = True
         try:
+            await asyncio.sleep(ACK_DELAY_SECONDS)
             return await pull.ack(claim, tails)
         except WakeFenced as exc:
             log.info("wake %s fenced: %s", claim.wake_id, exc)

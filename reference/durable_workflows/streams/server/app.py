@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -51,6 +52,16 @@ SSE_MAX_SECONDS = 60.0
 BODY_SECONDS = 60.0
 #: How often expired streams are retired without being touched.
 SWEEP_SECONDS = 60.0
+
+#: ASGI scope extensions that chain two PUTs sent together by a caller in this process
+#: (no HTTP request can carry them): the first (``REPORTS_CREATION``) notes whether it
+#: created its stream, and the second (``BODY_IF_CREATED``) stores its body only if it
+#: did, creating its stream empty if the first found its stream there. Both are planned
+#: in that order, in one transaction when they arrive together (group commit).
+REPORTS_CREATION = "durable_workflows.reports_creation"
+BODY_IF_CREATED = "durable_workflows.body_if_created"
+
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 _CACHEABLE = "public, max-age=60, stale-while-revalidate=300"
 _ALLOW_HEADERS = ", ".join(
@@ -206,6 +217,27 @@ class Reply:
     body: bytes = b""
 
 
+@dataclass
+class CreationChain:
+    """What the first of two chained PUTs did (see :data:`REPORTS_CREATION`)."""
+
+    #: "created", "found" (the stream was there), or None: refused, or not planned yet.
+    outcome: str | None = None
+    path: str = ""
+    uid: str = ""
+
+    def body_for(self, body: bytes, tx: Tx) -> bytes:
+        """The chained PUT's body as it may be stored in ``tx``: all of it only if the
+        first PUT's creation is in ``tx`` (one it planned in a batch whose commit then
+        failed is not: a retry plans again), none if it found its stream."""
+        if self.outcome == "found":
+            return b""
+        meta = tx.get(self.path) if self.outcome == "created" else None
+        if meta is None or meta.uid != self.uid:
+            raise ProtocolError(409, "Not created: the PUT it is chained to was refused")
+        return body
+
+
 class SubscriptionHandler(Protocol):
     """What the app needs from the subscription manager (``__ds`` routes)."""
 
@@ -307,9 +339,6 @@ class StreamsApp:
         self._clock = clock
         #: Set on shutdown: live reads end as if their timeout had passed.
         self._ending = False
-        #: Told the path of each committed append, in this process (``dwf serve``'s
-        #: own worker), after live readers and subscriptions.
-        self.observers: list[Callable[[str], None]] = []
         core.set_listener(self._on_change)
 
     def end_live_reads(self) -> None:
@@ -328,12 +357,6 @@ class StreamsApp:
                 self.subscriptions.on_stream_change(path, appended)
             except Exception:
                 log.exception("subscription hook failed for %s", path)
-        if appended:
-            for observer in self.observers:
-                try:
-                    observer(path)
-                except Exception:
-                    log.exception("append observer failed for %s", path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -414,7 +437,7 @@ class StreamsApp:
             await _respond(send, Reply(404, {"content-type": "text/plain"}, b"Not found"))
             return
         request.path = full_path[len(STREAM_PREFIX) :]
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in request.path):
+        if _CONTROL_CHARACTER.search(request.path):
             # A decoded %00 or %0A could never be echoed in a header (Location), nor
             # named safely in a log: refused before anything is created.
             raise ProtocolError(400, "Stream paths may not contain control characters")
@@ -488,22 +511,32 @@ class StreamsApp:
                 raise ProtocolError(400, "Invalid Stream-Fork-Sub-Offset")
             sub_offset = parsed
         closed = p.is_true(request.header(p.STREAM_CLOSED))
-        created, meta = await self._write(
-            request,
-            lambda tx: self.core.create(
+        extensions = request.scope.get("extensions") or {}
+        reports: CreationChain | None = extensions.get(REPORTS_CREATION)
+        gated: CreationChain | None = extensions.get(BODY_IF_CREATED)
+
+        def create(tx: Tx) -> tuple[bool, StreamMeta]:
+            if reports is not None:
+                reports.outcome = None  # planned again after a failed group commit
+            made = self.core.create(
                 request.path,
                 content_type=content_type,
                 ttl_seconds=ttl,
                 expires_at=expires_header,
                 expires_at_ts=expires_ts,
                 closed=closed,
-                body=request.body,
+                body=request.body if gated is None else gated.body_for(request.body, tx),
                 forked_from=forked_from,
                 fork_offset=fork_offset,
                 fork_sub_offset=sub_offset,
                 tx=tx,
-            ),
-        )
+            )
+            if reports is not None:
+                reports.outcome = "created" if made[0] else "found"
+                reports.path, reports.uid = made[1].path, made[1].uid
+            return made
+
+        created, meta = await self._write(request, create)
         headers = {p.CONTENT_TYPE: meta.content_type, p.STREAM_NEXT_OFFSET: meta.tail}
         if created:
             # As the client sent it (percent-encoded), never the decoded path.

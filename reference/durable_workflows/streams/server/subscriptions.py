@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -46,6 +47,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .. import protocol as p
 from .app import Reply, Request
 from .core import ProtocolError, StreamCore
+
+log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_TTL_MS = 30_000
 MIN_LEASE_TTL_MS = 1_000
@@ -224,6 +227,9 @@ class SubscriptionManager:
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._closing = False
+        #: Told (subscription id, generation) of each pull wake started, in this
+        #: process (``dwf serve``'s own worker claims it without reading the wake stream).
+        self.wake_observers: list[Callable[[str, int], None]] = []
         self._signing_key = self._load_signing_key()
         public = self._signing_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -624,6 +630,11 @@ class SubscriptionManager:
             self._spawn(self._deliver(sub, sub.wake_id))
         else:
             self._write_wake_event(sub, trigger)
+            for observer in self.wake_observers:
+                try:
+                    observer(sub.id, sub.generation)
+                except Exception:
+                    log.exception("wake observer failed for %s", sub.id)
 
     def _write_wake_event(self, sub: Subscription, stream: str) -> None:
         wake_stream = sub.config["wake_stream"]
