@@ -138,10 +138,10 @@ async def create_chained(
 ) -> tuple[CreateResult, CreateResult] | None:
     """Create ``first``, then ``then`` holding ``messages`` only if that creation made
     ``first`` (else ``then`` is created empty), both in one transaction of the stream
-    server in this process: the answers a ``PUT`` of each, one after the other, would
-    get, with ``then``'s body sent only after ``first`` answered 201. None when
-    ``client`` does not reach the server in-process (the caller sends them one by one).
-    Raises what the first ``PUT`` raised, else what the second did."""
+    server in this process. The answers are those of a ``PUT`` of each, one after the
+    other, with ``messages`` sent only if the first answered 201. None when ``client``
+    does not reach the server in-process (the caller sends them one by one). Raises
+    what the first ``PUT`` raised, else what the second did."""
     if not isinstance(client, BridgedStreamClient) or not client.in_process():
         return None
     chain = CreationChain()
