@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -215,11 +215,8 @@ class Ours:
 
     def start_latencies(self, probes: int) -> list[float]:
         """Start -> the mark of the run's next step (see the module doc), ms."""
-        out = []
-        for _ in range(probes):
-            run_id = f"first-{uuid.uuid4().hex[:10]}"
-            time.sleep(START_PAUSE_SECONDS)
-            sent = time.perf_counter()
+
+        def marked(run_id: str) -> float:
             self.request([(run_id, "bench-first", {"probe": run_id})])
             self.marks.settimeout(self.max_seconds)
             try:
@@ -227,21 +224,33 @@ class Ours:
                     pass  # a mark of an earlier probe, sent again by a retried body
             except TimeoutError:
                 raise Timeout(f"no mark from run {run_id}") from None
-            out.append((time.perf_counter() - sent) * 1000)
-        return out
+            return time.perf_counter()
+
+        return self._starts(probes, marked)
 
     def start_latencies_http(self, probes: int) -> list[float]:
         """Start -> the first step's outcome read from the run's history, ms."""
+
+        def read(run_id: str) -> float:
+            self.request([(run_id, "bench-seq", {"steps": 1})])
+            history = self.follower(run_id)
+            try:
+                return history.until("step", "s0", "completed")
+            finally:
+                history.close()
+
+        return self._starts(probes, read)
+
+    def _starts(self, probes: int, start: Callable[[str], float]) -> list[float]:
+        """``probes`` new runs, one at a time and each on an engine at rest;
+        ``start(run_id)`` requests one and returns when its first step was seen
+        (perf_counter). The latencies, ms."""
         out = []
         for _ in range(probes):
             run_id = f"first-{uuid.uuid4().hex[:10]}"
             time.sleep(START_PAUSE_SECONDS)
             sent = time.perf_counter()
-            self.request([(run_id, "bench-seq", {"steps": 1})])
-            history = self.follower(run_id)
-            done = history.until("step", "s0", "completed")
-            history.close()
-            out.append((done - sent) * 1000)
+            out.append((start(run_id) - sent) * 1000)
         return out
 
     def history(self, run_id: str) -> list[Any]:

@@ -31,11 +31,17 @@ from durable_workflows.engine.bridge import (
     stream_client,
 )
 from durable_workflows.engine.worker import Worker
-from durable_workflows.streams import StreamConfigConflict, StreamError, StreamNetworkError
+from durable_workflows.streams import (
+    StreamConfigConflict,
+    StreamError,
+    StreamNetworkError,
+    StreamNotFound,
+)
 from durable_workflows.streams.client._core import Request
 from durable_workflows.streams.server import StreamsApp
-from durable_workflows.streams.server.core import StorageError, StreamCore
+from durable_workflows.streams.server.core import StreamCore
 from durable_workflows.streams.server.storage import MemoryStorage
+from tests.streams.test_server_core import FlakyStorage
 
 from .engine_support import unique
 
@@ -293,21 +299,6 @@ def test_the_worker_s_stream_requests_skip_the_router_and_nothing_else() -> None
 # ---------------------------------------------------------------------- chained creation
 
 
-class _FailingStorage(MemoryStorage):
-    """Refuses the commits that ``refuse`` picks (by the streams they install)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.refuse: Any = lambda paths: False
-
-    def commit(
-        self, metas: Any = (), records: Any = (), deleted: Any = (), *, sync: bool = True
-    ) -> None:
-        if self.refuse([m.path for m in metas]):
-            raise StorageError("disk full")
-        super().commit(metas, records, deleted, sync=sync)
-
-
 def _chained(storage: MemoryStorage, before: Any = None) -> tuple[Any, Any]:
     """``create_chained`` of ``a`` then ``b`` (body [1, 2]) on a server over ``storage``,
     after ``before(client)``; its answers (or the error it raised) and what ``b`` holds."""
@@ -358,27 +349,23 @@ def test_chained_creation_creates_nothing_when_the_first_is_refused() -> None:
 
     made, held = _chained(MemoryStorage(), other_kind)
     assert isinstance(made, StreamConfigConflict), made  # the first PUT's 409
-    assert type(held).__name__ == "StreamNotFound", held
+    assert isinstance(held, StreamNotFound), held
 
 
 def test_chained_creation_after_a_failed_group_commit_rests_on_the_retry() -> None:
     """The shared commit fails and each PUT is tried alone (run_batch): the chained one
     stores its body only if the first's own retry was committed."""
-    failing = _FailingStorage()
-    failing.refuse = lambda paths: "a" in paths  # the first never commits
-    made, held = _chained(failing)
+    made, held = _chained(FlakyStorage(lambda paths: "a" in paths))  # "a" never commits
     assert isinstance(made, Exception) and not isinstance(made, AssertionError), made
-    assert type(held).__name__ == "StreamNotFound", held
+    assert isinstance(held, StreamNotFound), held
 
-    once = _FailingStorage()
     calls: list[list[str]] = []
 
     def first_batch_only(paths: list[str]) -> bool:
         calls.append(paths)
         return len(calls) == 1
 
-    once.refuse = first_batch_only
-    made, held = _chained(once)
+    made, held = _chained(FlakyStorage(first_batch_only))
     assert [m.created for m in made] == [True, True] and held == [1, 2]
     assert calls[0] == ["a", "b"] and len(calls) == 3, calls
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -328,14 +329,19 @@ def test_core_and_storage_import_no_network_or_asgi_code(module: str) -> None:
 
 
 class FlakyStorage(MemoryStorage):
-    """Memory storage whose commits fail while ``broken`` is set."""
+    """Memory storage whose commits fail while ``broken`` is set, or when ``refuse``
+    picks them (by the paths of the streams they install)."""
 
     broken = False
 
-    def commit(self, *args: Any, **kwargs: Any) -> None:
-        if self.broken:
+    def __init__(self, refuse: Callable[[list[str]], bool] | None = None) -> None:
+        super().__init__()
+        self.refuse = refuse
+
+    def commit(self, metas: Any = (), *args: Any, **kwargs: Any) -> None:
+        if self.broken or (self.refuse is not None and self.refuse([m.path for m in metas])):
             raise StorageError("disk full")
-        super().commit(*args, **kwargs)
+        super().commit(metas, *args, **kwargs)
 
 
 def test_a_failed_commit_changes_nothing(clock: Clock) -> None:
